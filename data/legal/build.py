@@ -14,6 +14,7 @@ turn refers back to "that clause".
 
 Run:  python data/legal/build.py
 """
+
 import json
 import random
 import re
@@ -25,15 +26,38 @@ HERE = Path(__file__).resolve().parent
 SEED = 20240611
 
 TYPES = [
-    "confidentiality", "limitation_of_liability", "indemnity", "termination",
-    "payment", "governing_law", "ip_ownership", "non_compete", "force_majeure",
-    "warranty", "assignment", "data_protection",
+    "confidentiality",
+    "limitation_of_liability",
+    "indemnity",
+    "termination",
+    "payment",
+    "governing_law",
+    "ip_ownership",
+    "non_compete",
+    "force_majeure",
+    "warranty",
+    "assignment",
+    "data_protection",
 ]
 TASKS = ["summarize", "flag", "revise", "classify"]
 PARTIES = [
-    "Supplier", "Customer", "Licensor", "Licensee", "Employer", "Employee",
-    "Landlord", "Tenant", "Lender", "Borrower", "Discloser", "Recipient",
-    "Consultant", "Client", "Distributor", "Principal", "Provider",
+    "Supplier",
+    "Customer",
+    "Licensor",
+    "Licensee",
+    "Employer",
+    "Employee",
+    "Landlord",
+    "Tenant",
+    "Lender",
+    "Borrower",
+    "Discloser",
+    "Recipient",
+    "Consultant",
+    "Client",
+    "Distributor",
+    "Principal",
+    "Provider",
 ]
 _P = "|".join(PARTIES)
 SUMMARY_RE = re.compile(
@@ -41,8 +65,8 @@ SUMMARY_RE = re.compile(
     r"( \| TERM [^|]+?)?( \| CAP [^|]+?)?( \| NOTICE \d+d)?( \| LAW [^|]+?)?$" % (_P, _P)
 )
 
-MAX_CONV_WORDS = 115      # keeps every row under ~170 SmolLM2 tokens incl. chat template
-VAL_PER_TYPE = 2          # of 10 clauses per type -> ~80/20 split
+MAX_CONV_WORDS = 115  # keeps every row under ~170 SmolLM2 tokens incl. chat template
+VAL_PER_TYPE = 2  # of 10 clauses per type -> ~80/20 split
 STD_REVISE_SHARE = {"train": 0.5, "val": 0.2}
 MULTI_TURN_SHARE = 0.10
 SYSTEM_SHARE = 0.5
@@ -237,10 +261,14 @@ def pick_val_prompts(rng, val_clauses):
     pool = sorted(val_clauses, key=lambda c: c["id"])
     rng.shuffle(pool)
     wants = [
-        ("summarize", None), ("summarize", None),
-        ("flag", False), ("flag", True),          # one standard, one non-standard
-        ("revise", True), ("revise", True),
-        ("classify", None), ("classify", None),
+        ("summarize", None),
+        ("summarize", None),
+        ("flag", False),
+        ("flag", True),  # one standard, one non-standard
+        ("revise", True),
+        ("revise", True),
+        ("classify", None),
+        ("classify", None),
     ]
     for task, ns in wants:
         for c in pool:
@@ -250,11 +278,13 @@ def pick_val_prompts(rng, val_clauses):
                 continue
             used.add(c["id"])
             user = PROMPTS[task][len(out) % len(PROMPTS[task])].format(contract=c["contract"])
-            out.append({
-                "messages": [{"role": "user", "content": user + "\n\n" + c["text"]}],
-                "task_type": task,
-                "reference": answer(task, c),
-            })
+            out.append(
+                {
+                    "messages": [{"role": "user", "content": user + "\n\n" + c["text"]}],
+                    "task_type": task,
+                    "reference": answer(task, c),
+                }
+            )
             break
     assert len(out) == 8
     return out
@@ -297,6 +327,7 @@ def stats_block(train, val, vp, n_train_clauses, n_val_clauses):
         sysn = sum(1 for r in rows if r["messages"][0]["role"] == "system")
         avg = sum(conv_words(r["messages"]) for r in rows) / len(rows)
         return cnt, multi, sysn, avg
+
     ct, mt, st, at = row_stats(train)
     cv, mv, sv, av = row_stats(val)
     lines = [
@@ -312,8 +343,8 @@ def stats_block(train, val, vp, n_train_clauses, n_val_clauses):
         "- multi-turn rows: %d train / %d val" % (mt, mv),
         "- rows with a system message: %d train / %d val" % (st, sv),
         "- average words per conversation (all messages): %.1f train / %.1f val" % (at, av),
-        "- val_prompts.jsonl: %d prompts (%s)" % (
-            len(vp), ", ".join("%s %d" % (t, n) for t, n in sorted(Counter(r["task_type"] for r in vp).items()))),
+        "- val_prompts.jsonl: %d prompts (%s)"
+        % (len(vp), ", ".join("%s %d" % (t, n) for t, n in sorted(Counter(r["task_type"] for r in vp).items()))),
     ]
     return "\n".join(lines)
 
@@ -358,8 +389,12 @@ def main():
     readme = HERE / "README.md"
     if readme.exists():
         text = readme.read_text(encoding="utf-8")
-        new = re.sub(r"(<!-- stats:start -->\n).*?(<!-- stats:end -->)",
-                     lambda m: m.group(1) + block + "\n" + m.group(2), text, flags=re.S)
+        new = re.sub(
+            r"(<!-- stats:start -->\n).*?(<!-- stats:end -->)",
+            lambda m: m.group(1) + block + "\n" + m.group(2),
+            text,
+            flags=re.S,
+        )
         if new != text:
             readme.write_text(new, encoding="utf-8")
     print(block)

@@ -1,0 +1,5 @@
+"""Callbacks that observe training: metric history, per-task loss, early stopping, forgetting, samples, throughput."""
+
+from lit_ft.callbacks.history import MetricHistory
+
+__all__ = ["MetricHistory"]

@@ -1,0 +1,39 @@
+"""Record the loss curves of a run for its end-of-run plot and summary."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+
+def _scalar(value: torch.Tensor | float) -> float:
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+class MetricHistory(L.Callback):
+    """Keep ``(optimizer step, value)`` pairs of ``train/loss`` and every ``val/`` metric, on rank 0's view.
+
+    Reads ``trainer.callback_metrics`` (what the module logged), so it needs no logger and no file.
+    """
+
+    def __init__(self) -> None:
+        self.train: list[tuple[int, float]] = []
+        self.val: dict[str, list[tuple[int, float]]] = {}
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None and (not self.train or self.train[-1][0] != trainer.global_step):
+            self.train.append((trainer.global_step, _scalar(loss)))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for name, value in trainer.callback_metrics.items():
+            if name.startswith("val/") and value.numel() == 1:
+                self.val.setdefault(name, []).append((trainer.global_step, _scalar(value)))
+
+    def state_dict(self) -> dict:
+        return {"train": self.train, "val": self.val}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.train, self.val = list(state_dict["train"]), dict(state_dict["val"])

@@ -1,0 +1,100 @@
+"""Read rows from JSONL, JSON, Parquet files and `datasets` folders, each tagged with where it came from.
+
+JSON and JSONL are read by hand rather than through ``datasets.load_dataset("json")`` so that a broken
+line is reported with its file and line number, which Arrow's JSON reader does not give.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class DataError(ValueError):
+    """A row that cannot be used, with the place (file and line) and field that are wrong."""
+
+    def __init__(self, where: str, message: str, field: str | None = None) -> None:
+        self.where, self.field = where, field
+        super().__init__(f"{where}: " + (f"field '{field}': " if field else "") + message)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One raw row and its place, for example ``data/legal/train.jsonl:12``."""
+
+    where: str
+    row: dict[str, Any]
+
+
+def _check_object(where: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DataError(where, f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _read_jsonl(path: Path) -> Iterator[Record]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(where, f"invalid UTF-8 at byte {error.start}") from error
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise DataError(where, f"malformed JSON ({error.msg} at column {error.colno})") from error
+            yield Record(where, _check_object(where, value))
+
+
+def _read_json(path: Path) -> Iterator[Record]:
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(str(path), f"not valid UTF-8 JSON ({error})") from error
+    if not isinstance(value, list):
+        raise DataError(str(path), "a .json data file must hold a list of objects (use .jsonl for one object a line)")
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        yield Record(where, _check_object(where, item))
+
+
+def _read_arrow_rows(rows: Any, name: str) -> Iterator[Record]:
+    for index, row in enumerate(rows):
+        yield Record(f"{name} row {index}", dict(row))
+
+
+def read_records(path: str | Path, split: str = "train") -> Iterator[Record]:
+    """Yield the rows of a data file or a ``datasets`` folder saved with ``save_to_disk``.
+
+    Args:
+        path: ``.jsonl``, ``.json``, ``.parquet`` file, or a folder written by ``Dataset.save_to_disk``.
+        split: the split to read when the folder holds a ``DatasetDict``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Data file '{path}' does not exist")
+    if path.is_dir():
+        from datasets import DatasetDict, load_from_disk
+
+        dataset = load_from_disk(str(path))
+        if isinstance(dataset, DatasetDict):
+            if split not in dataset:
+                raise DataError(str(path), f"no split '{split}' (has {sorted(dataset)})")
+            dataset = dataset[split]
+        yield from _read_arrow_rows(dataset, f"{path}[{split}]")
+    elif path.suffix == ".jsonl":
+        yield from _read_jsonl(path)
+    elif path.suffix == ".json":
+        yield from _read_json(path)
+    elif path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        yield from _read_arrow_rows(pq.read_table(path).to_pylist(), str(path))
+    else:
+        raise DataError(str(path), "unknown data format (expected .jsonl, .json, .parquet or a datasets folder)")

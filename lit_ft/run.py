@@ -1,0 +1,89 @@
+"""The training pipeline behind ``train.py``: build everything from the Hydra config, validate, fit, export.
+
+Kept in the package (not in ``train.py``) so tests, sweeps and other entry points call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lit_ft.callbacks.history import MetricHistory
+from lit_ft.summary import plot_loss_curves, print_summary, write_summary
+from lit_ft.utils.io import atomic_directory
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(config: DictConfig | None) -> list[Any]:
+    """Instantiate each entry of a ``name -> {_target_: ...}`` group (callbacks, loggers); skip nulls."""
+    if not config:
+        return []
+    return [instantiate(entry) for entry in config.values() if entry is not None and "_target_" in entry]
+
+
+def validation_metrics(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule
+) -> dict[str, float]:
+    """Run one validation pass and return its ``val/`` metrics as floats."""
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)
+    return {k: float(v) for k, v in (results[0] if results else {}).items() if k.startswith("val/")}
+
+
+def export(module: L.LightningModule, datamodule: L.LightningDataModule, output_dir: Path) -> dict[str, str]:
+    """Save the trained model (and tokenizer) in Hugging Face format; return the paths written."""
+    model_dir = output_dir / "model"
+    with atomic_directory(model_dir) as tmp:
+        module.export_model().save_pretrained(tmp, safe_serialization=True)
+        datamodule.tokenizer.save_pretrained(tmp)
+    return {"model_path": str(model_dir)}
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit the configured module on the configured data and return the run summary."""
+    started = time.perf_counter()
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    module: L.LightningModule = instantiate(cfg.module)
+    history = MetricHistory()
+    callbacks = [history, *instantiate_group(cfg.get("callbacks"))]
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    summary: dict[str, Any] = {"experiment": cfg.get("task_name"), "output_dir": str(output_dir)}
+    if cfg.get("validate_before", True) and cfg.get("ckpt_path") is None:
+        before = validation_metrics(trainer, module, datamodule)
+        summary["val_loss_before"] = before.get("val/loss")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    after = validation_metrics(trainer, module, datamodule)
+    summary["val_loss_after"] = after.get("val/loss")
+    summary["val_ppl_after"] = after.get("val/ppl")
+
+    if trainer.is_global_zero:
+        summary.update(
+            train_tokens=module.train_loss_tokens,
+            optimizer_steps=trainer.global_step,
+            epochs=trainer.current_epoch,
+            trainable_params=sum(p.numel() for p in module.parameters() if p.requires_grad),
+            total_params=sum(p.numel() for p in module.parameters()),
+            data={name: stats.to_dict() for name, stats in datamodule.stats.items()},
+        )
+        if cfg.get("export", True):
+            summary.update(export(module, datamodule, output_dir))
+        plot = plot_loss_curves(history, output_dir / "loss_curves.png", title=str(cfg.get("task_name", "")))
+        summary["loss_plot"] = str(plot) if plot else None
+        summary["seconds"] = round(time.perf_counter() - started, 1)
+        write_summary(output_dir / "summary.json", summary)
+        print_summary(summary)
+    return summary

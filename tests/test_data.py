@@ -1,0 +1,150 @@
+"""Reading, validating and batching data: clear errors, counted truncation, packing that keeps examples apart."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_ft.data import Collator, DataError, SFTDataModule, pack_examples, read_records
+from lit_ft.data.rows import parse_sft_row
+from tests.conftest import chat, write_jsonl
+
+
+def error_of(tmp_path, line: str) -> DataError:
+    path = write_jsonl(tmp_path / "bad.jsonl", [chat("Hi", "Hello"), line])
+    with pytest.raises(DataError) as info:
+        for record in read_records(path):
+            parse_sft_row(record)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "message"),
+    [
+        ('{"messages": [{"role": "user", "content": "x"}', None, "malformed JSON"),
+        (
+            '{"messages": [{"role": "usr", "content": "x"}, {"role": "assistant", "content": "y"}]}',
+            "messages[0].role",
+            "unknown role",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "y"}]}',
+            "messages[0].content",
+            "string",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": " "}]}',
+            "messages[1].content",
+            "empty assistant",
+        ),
+        ('{"messages": [{"role": "assistant", "content": "y"}]}', "messages[0].role", "expected a user turn"),
+        ('{"messages": [{"role": "user", "content": "x"}]}', "messages", "no assistant turn"),
+        ('{"prompt": "x"}', "completion", "missing"),
+        ('{"txet": "x"}', None, "unknown row format"),
+        ('{"text": "x", "task_type": 5}', "task_type", "non-empty string"),
+        ("[1, 2]", None, "expected a JSON object"),
+    ],
+)
+def test_bad_rows_name_file_line_and_field(tmp_path, line, field, message):
+    error = error_of(tmp_path, line)
+    assert error.where == f"{tmp_path / 'bad.jsonl'}:2"
+    assert error.field == field
+    assert message in str(error) and str(tmp_path / "bad.jsonl") + ":2" in str(error)
+
+
+def test_invalid_utf8_names_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"text": "ok"}\n{"text": "\xff"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: invalid UTF-8"):
+        list(read_records(path))
+
+
+def test_parquet_and_datasets_folder_are_read(tmp_path):
+    from datasets import Dataset
+
+    rows = [{"prompt": "a", "completion": "b", "task_type": "t"}, {"prompt": "c", "completion": "d", "task_type": "t"}]
+    Dataset.from_list(rows).to_parquet(str(tmp_path / "d.parquet"))
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "folder"))
+    for path in (tmp_path / "d.parquet", tmp_path / "folder"):
+        records = list(read_records(path))
+        assert [r.row["completion"] for r in records] == ["b", "d"]
+        assert records[1].where.endswith("row 1")
+
+
+def test_datamodule_counts_truncation_and_drops(tmp_path, tokenizer):
+    long_prompt = "word " * 200
+    rows = [chat("short", "answer", "a"), chat(long_prompt, "answer", "b"), chat("x " * 30, "y " * 30, "a")]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    dm = SFTDataModule(tokenizer, train, max_length=64)
+    dm.setup("fit")
+    stats = dm.stats["train"]
+    # row 2 loses its answer entirely (dropped, counted); row 3 is cut but keeps some answer tokens
+    assert (stats.rows, stats.examples, stats.dropped_no_loss_tokens, stats.truncated_examples) == (3, 2, 1, 1)
+    assert dm.task_names == ["a"]
+    dropping = SFTDataModule(tokenizer, train, max_length=64, truncation="drop")
+    dropping.setup("fit")
+    assert (dropping.stats["train"].examples, dropping.stats["train"].dropped_too_long) == (1, 2)
+
+
+def test_val_ratio_split_is_seeded_and_disjoint(tmp_path, tokenizer):
+    rows = [chat(f"q{i}", f"a{i}", "t") for i in range(20)]
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    splits = []
+    for _ in range(2):
+        dm = SFTDataModule(tokenizer, path, val_ratio=0.25, seed=3)
+        dm.setup("fit")
+        splits.append(sorted(tuple(e["input_ids"]) for e in dm.val_examples))
+    assert splits[0] == splits[1] and len(splits[0]) == 5
+    assert not set(splits[0]) & {tuple(e["input_ids"]) for e in dm.train_examples}
+
+
+def test_collator_pads_with_masks_and_task_ids(tokenizer):
+    examples = [
+        {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "task_ids": [1, 1, 1]},
+        {"input_ids": [8], "labels": [8], "task_ids": [0]},
+    ]
+    batch = Collator(pad_token_id=0, pad_to_multiple_of=4)(examples)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7, -100], [8, -100, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+    assert batch["task_ids"].tolist() == [[1, 1, 1, -1], [0, -1, -1, -1]]
+
+
+def test_packing_keeps_examples_whole_with_restarting_positions():
+    examples = [{"input_ids": [i] * n, "labels": [i] * n, "task_ids": [i] * n} for i, n in enumerate([5, 3, 4, 2], 1)]
+    packs = pack_examples(examples, max_length=8)
+    assert sorted(len(p["input_ids"]) for p in packs) == [6, 8]
+    for pack in packs:
+        starts = [i for i, p in enumerate(pack["position_ids"]) if p == 0]
+        for start, end in zip(starts, starts[1:] + [len(pack["input_ids"])]):
+            segment = pack["input_ids"][start:end]
+            assert len(set(segment)) == 1 and len(segment) == examples[segment[0] - 1]["input_ids"].__len__()
+            assert pack["task_ids"][start:end] == segment
+            assert pack["position_ids"][start:end] == list(range(end - start))
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_packed_logits_equal_each_example_alone(tokenizer, attn_implementation):
+    from lit_ft.models import tiny_llama
+
+    model = tiny_llama(tokenizer, attn_implementation=attn_implementation).eval()
+    lengths = [7, 12, 5]
+    generator = torch.Generator().manual_seed(1)
+    examples = [
+        {
+            "input_ids": torch.randint(10, 1000, (n,), generator=generator).tolist(),
+            "labels": [1] * n,
+            "task_ids": [0] * n,
+        }
+        for n in lengths
+    ]
+    batch = Collator(pad_token_id=tokenizer.pad_token_id)(pack_examples(examples, max_length=32))
+    assert "attention_mask" not in batch and batch["input_ids"].shape == (1, 24)
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        offset = 0
+        for example in examples:
+            alone = model(input_ids=torch.tensor([example["input_ids"]]), use_cache=False).logits[0]
+            n = len(example["input_ids"])
+            torch.testing.assert_close(packed[offset : offset + n], alone, atol=1e-5, rtol=1e-4)
+            offset += n

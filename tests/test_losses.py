@@ -1,0 +1,28 @@
+"""Per-token cross-entropy against a hand computation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lit_ft.losses import token_cross_entropy
+
+
+def test_token_cross_entropy_matches_hand_computation():
+    # one sequence of 3 tokens over a vocabulary of 2; position t predicts label t+1
+    logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [5.0, 5.0]]])
+    labels = torch.tensor([[-100, 1, 0]])
+    per_token, mask = token_cross_entropy(logits, labels)
+    expected_first = -math.log(0.5)  # uniform logits, target 1
+    expected_second = -math.log(math.exp(2) / (math.exp(2) + 1))  # target 0 after logits [2, 0]
+    torch.testing.assert_close(per_token, torch.tensor([[expected_first, expected_second]]))
+    assert mask.tolist() == [[True, True]]
+
+
+def test_ignored_targets_have_zero_loss_and_false_mask():
+    logits = torch.randn(2, 4, 7)
+    labels = torch.tensor([[1, 2, -100, 3], [-100, -100, -100, -100]])
+    per_token, mask = token_cross_entropy(logits, labels)
+    assert mask.tolist() == [[True, False, True], [False, False, False]]
+    assert per_token[~mask].abs().sum() == 0

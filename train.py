@@ -1,0 +1,27 @@
+"""Train a model as configured in ``conf/``: ``python train.py experiment=lora_legal``.
+
+Any config value can be overridden on the command line (``trainer.max_steps=20``); ``-m`` sweeps.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("LIT_FT_ROOT", str(Path(__file__).resolve().parent))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from lit_ft.run import train
+
+    summary = train(cfg)
+    # The value Hydra sweepers (Optuna) minimise.
+    return summary.get(cfg.get("optimized_metric", "val_loss_after"))
+
+
+if __name__ == "__main__":
+    main()
