@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from lit_ft.callbacks.history import MetricHistory
 from lit_ft.summary import plot_loss_curves, print_summary, write_summary
-from lit_ft.utils.io import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +33,6 @@ def validation_metrics(
     """Run one validation pass and return its ``val/`` metrics as floats."""
     results = trainer.validate(module, datamodule=datamodule, verbose=False)
     return {k: float(v) for k, v in (results[0] if results else {}).items() if k.startswith("val/")}
-
-
-def export(module: L.LightningModule, datamodule: L.LightningDataModule, output_dir: Path) -> dict[str, str]:
-    """Save the trained model (and tokenizer) in Hugging Face format; return the paths written."""
-    model_dir = output_dir / "model"
-    with atomic_directory(model_dir) as tmp:
-        module.export_model().save_pretrained(tmp, safe_serialization=True)
-        datamodule.tokenizer.save_pretrained(tmp)
-    return {"model_path": str(model_dir)}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -79,8 +69,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             total_params=sum(p.numel() for p in module.parameters()),
             data={name: stats.to_dict() for name, stats in datamodule.stats.items()},
         )
+        for callback in trainer.callbacks:  # callbacks report into the summary through a `summary()` method
+            if callable(getattr(callback, "summary", None)):
+                summary.update(callback.summary())
         if cfg.get("export", True):
-            summary.update(export(module, datamodule, output_dir))
+            summary.update(module.export(output_dir, datamodule.tokenizer))
         plot = plot_loss_curves(history, output_dir / "loss_curves.png", title=str(cfg.get("task_name", "")))
         summary["loss_plot"] = str(plot) if plot else None
         summary["seconds"] = round(time.perf_counter() - started, 1)

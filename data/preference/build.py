@@ -23,6 +23,7 @@ Faults are spread evenly over task types; about 10% of rows carry a "margin"
 
 Run:  python data/preference/build.py
 """
+
 import importlib.util
 import json
 import random
@@ -39,14 +40,14 @@ SEED = 20240715
 
 TASKS = ["summarize", "flag", "revise", "classify"]
 FAULTS = ["wrong_notation", "missed_flag", "hallucinated_citation", "verbose_hedging"]
-EGREGIOUS = {"missed_flag", "hallucinated_citation"}          # margin 1.0; the others 0.5
+EGREGIOUS = {"missed_flag", "hallucinated_citation"}  # margin 1.0; the others 0.5
 ROWS_PER_TASK = {
     "train": {"summarize": 72, "flag": 72, "revise": 64, "classify": 72},
     "val": {"summarize": 15, "flag": 15, "revise": 15, "classify": 15},
 }
 MARGIN_SHARE = 0.10
-SYSTEM_SHARE = 0.6         # some long rows cannot take one, so ~half end up with a system message
-MAX_WORDS = 115            # prompt + answer, ~170 SmolLM2 tokens with the chat template
+SYSTEM_SHARE = 0.6  # some long rows cannot take one, so ~half end up with a system message
+MAX_WORDS = 115  # prompt + answer, ~170 SmolLM2 tokens with the chat template
 HEDGE_WORDS = (40, 70)
 
 
@@ -69,6 +70,7 @@ def conv_words(msgs):
 
 
 # --------------------------------------------------------------------------- split
+
 
 def sft_split(clauses):
     """Replicates the clause split of data/legal/build.py (same seed and sampling)."""
@@ -105,10 +107,17 @@ def sft_answers(path):
 # --------------------------------------------------------------------------- helpers
 
 TYPE_WORDS = {
-    "confidentiality": "confidentiality", "limitation_of_liability": "limitation of liability",
-    "indemnity": "indemnity", "termination": "termination", "payment": "payment",
-    "governing_law": "governing law", "ip_ownership": "IP ownership", "non_compete": "non-compete",
-    "force_majeure": "force majeure", "warranty": "warranty", "assignment": "assignment",
+    "confidentiality": "confidentiality",
+    "limitation_of_liability": "limitation of liability",
+    "indemnity": "indemnity",
+    "termination": "termination",
+    "payment": "payment",
+    "governing_law": "governing law",
+    "ip_ownership": "IP ownership",
+    "non_compete": "non-compete",
+    "force_majeure": "force majeure",
+    "warranty": "warranty",
+    "assignment": "assignment",
     "data_protection": "data protection",
 }
 # plausible mix-ups for a wrong TYPE label
@@ -143,30 +152,48 @@ FALSE_REASONS = {
 }
 # standard-looking obligations that paper over a non-standard term (summary misses it)
 BLAND = {
-    "confidentiality": [("keep information confidential, usual exceptions", "TERM 3y"),
-                        ("keep confidential information secret", "TERM 5y after termination")],
-    "limitation_of_liability": [("liability capped, no indirect loss", "CAP 12m fees"),
-                                ("liability limited to direct loss", "CAP annual fees")],
-    "indemnity": [("indemnify for third-party claims from own breach", None),
-                  ("indemnify for own negligence", "CAP 12m fees")],
-    "termination": [("give notice to terminate for material breach", "NOTICE 30d"),
-                    ("pay sums due on termination", "NOTICE 90d")],
-    "payment": [("pay undisputed invoices", "TERM 30d from invoice"),
-                ("pay fees monthly in arrears", "TERM 30d from invoice")],
-    "governing_law": [("submit disputes to agreed courts", "LAW England and Wales"),
-                      ("use English courts for disputes", "LAW England")],
-    "ip_ownership": [("license IP for use under the Agreement", "TERM during Agreement"),
-                     ("respect the other party's IP", None)],
-    "non_compete": [("not compete in the agreed territory", "TERM 6m post-term"),
-                    ("not solicit clients", "TERM 12m")],
-    "force_majeure": [("notify and mitigate force majeure", "TERM terminable after 90d"),
-                      ("perform once the event ends", "TERM suspended while event lasts")],
-    "warranty": [("remedy defects notified in time", "TERM 12m from delivery"),
-                 ("perform with reasonable care and skill", None)],
-    "assignment": [("get consent to assign", None),
-                   ("not assign without reasonable consent", None)],
-    "data_protection": [("process data lawfully, report breaches", "NOTICE 3d"),
-                        ("process data only on instructions", None)],
+    "confidentiality": [
+        ("keep information confidential, usual exceptions", "TERM 3y"),
+        ("keep confidential information secret", "TERM 5y after termination"),
+    ],
+    "limitation_of_liability": [
+        ("liability capped, no indirect loss", "CAP 12m fees"),
+        ("liability limited to direct loss", "CAP annual fees"),
+    ],
+    "indemnity": [
+        ("indemnify for third-party claims from own breach", None),
+        ("indemnify for own negligence", "CAP 12m fees"),
+    ],
+    "termination": [
+        ("give notice to terminate for material breach", "NOTICE 30d"),
+        ("pay sums due on termination", "NOTICE 90d"),
+    ],
+    "payment": [
+        ("pay undisputed invoices", "TERM 30d from invoice"),
+        ("pay fees monthly in arrears", "TERM 30d from invoice"),
+    ],
+    "governing_law": [
+        ("submit disputes to agreed courts", "LAW England and Wales"),
+        ("use English courts for disputes", "LAW England"),
+    ],
+    "ip_ownership": [
+        ("license IP for use under the Agreement", "TERM during Agreement"),
+        ("respect the other party's IP", None),
+    ],
+    "non_compete": [("not compete in the agreed territory", "TERM 6m post-term"), ("not solicit clients", "TERM 12m")],
+    "force_majeure": [
+        ("notify and mitigate force majeure", "TERM terminable after 90d"),
+        ("perform once the event ends", "TERM suspended while event lasts"),
+    ],
+    "warranty": [
+        ("remedy defects notified in time", "TERM 12m from delivery"),
+        ("perform with reasonable care and skill", None),
+    ],
+    "assignment": [("get consent to assign", None), ("not assign without reasonable consent", None)],
+    "data_protection": [
+        ("process data lawfully, report breaches", "NOTICE 3d"),
+        ("process data only on instructions", None),
+    ],
 }
 # invented authorities: none of these statutes, cases or rule numbers exist
 STATUTES = {
@@ -184,21 +211,28 @@ STATUTES = {
     "data_protection": ["Business Data Processing Act 2016 s.12", "Personal Information (Commerce) Act 2011 s.40"],
 }
 CASES = [
-    "Harlow v Denby Logistics [2016] EWHC 4127 (Comm)", "Marsh Holdings v Tollbridge Ltd [2014] EWCA Civ 3318",
-    "Penwick v Castleford Software [2019] EWHC 9207 (TCC)", "Ashgrove Trading v Meridan plc [2012] UKSC 71",
-    "Calloway v Strand Data Services [2018] EWHC 6610 (Ch)", "Rowntree Freight v Balsam Foods [2015] EWCA Civ 2241",
-    "Okafor v Linden Health Trust [2020] EWHC 8891 (QB)", "Quarry Lane Estates v Pellow [2013] EWHC 7045 (Ch)",
+    "Harlow v Denby Logistics [2016] EWHC 4127 (Comm)",
+    "Marsh Holdings v Tollbridge Ltd [2014] EWCA Civ 3318",
+    "Penwick v Castleford Software [2019] EWHC 9207 (TCC)",
+    "Ashgrove Trading v Meridan plc [2012] UKSC 71",
+    "Calloway v Strand Data Services [2018] EWHC 6610 (Ch)",
+    "Rowntree Freight v Balsam Foods [2015] EWCA Civ 2241",
+    "Okafor v Linden Health Trust [2020] EWHC 8891 (QB)",
+    "Quarry Lane Estates v Pellow [2013] EWHC 7045 (Ch)",
 ]
 RULES = [
-    "Model Commercial Terms (2018 edn) cl. 9.3", "Commercial Drafting Code r. 4.12",
-    "City Contracts Panel Guidance Note 27", "Harrow & Vale Playbook rule 12.4",
-    "Standard Terms Review Board ruling 2017/44", "Uniform Clause Register entry 318",
+    "Model Commercial Terms (2018 edn) cl. 9.3",
+    "Commercial Drafting Code r. 4.12",
+    "City Contracts Panel Guidance Note 27",
+    "Harrow & Vale Playbook rule 12.4",
+    "Standard Terms Review Board ruling 2017/44",
+    "Uniform Clause Register entry 318",
 ]
 
 
 def article(phrase):
     first = phrase.split()[0]
-    if first.isupper():                      # acronyms: "an NDA", "an IP", "a SaaS"
+    if first.isupper():  # acronyms: "an NDA", "an IP", "a SaaS"
         return "an" if first[0] in "AEFHILMNORSX" else "a"
     return "an" if phrase[0].lower() in "aeiou" else "a"
 
@@ -231,11 +265,51 @@ def render_summary(d):
 
 
 VERBS = {
-    "keep", "use", "pay", "bring", "sue", "vest", "transfer", "not", "notify", "remedy", "get",
-    "report", "process", "forfeit", "indemnify", "deliver", "waive", "repay", "accept", "disclose",
-    "assign", "maintain", "protect", "bear", "serve", "allow", "hand", "license", "give", "respect",
-    "reimburse", "stop", "submit", "acquire", "delete", "sell", "meet", "perform", "rely",
-    "negotiate", "arbitrate", "buy", "reinstate", "confirm", "prepay",
+    "keep",
+    "use",
+    "pay",
+    "bring",
+    "sue",
+    "vest",
+    "transfer",
+    "not",
+    "notify",
+    "remedy",
+    "get",
+    "report",
+    "process",
+    "forfeit",
+    "indemnify",
+    "deliver",
+    "waive",
+    "repay",
+    "accept",
+    "disclose",
+    "assign",
+    "maintain",
+    "protect",
+    "bear",
+    "serve",
+    "allow",
+    "hand",
+    "license",
+    "give",
+    "respect",
+    "reimburse",
+    "stop",
+    "submit",
+    "acquire",
+    "delete",
+    "sell",
+    "meet",
+    "perform",
+    "rely",
+    "negotiate",
+    "arbitrate",
+    "buy",
+    "reinstate",
+    "confirm",
+    "prepay",
 }
 
 
@@ -251,8 +325,14 @@ def prose_party(p, sentence_start=False):
 def field_prose(key, val, rng):
     v = expand_units(val)
     if key == "TERM":
-        return rng.choice(["As for timing: %s." % v, "On duration or trigger: %s." % v,
-                           "Timing: %s." % v, "The time element is: %s." % v])
+        return rng.choice(
+            [
+                "As for timing: %s." % v,
+                "On duration or trigger: %s." % v,
+                "Timing: %s." % v,
+                "The time element is: %s." % v,
+            ]
+        )
     if key == "CAP":
         first, _, rest = val.partition(" ")
         if first == "none":
@@ -278,6 +358,7 @@ def field_prose(key, val, rng):
 
 # --------------------------------------------------------------------------- faults
 
+
 def wrong_notation(task, c, chosen, rng):
     tw = TYPE_WORDS[c["type"]]
     d = parse_summary(c["summary"])
@@ -288,82 +369,114 @@ def wrong_notation(task, c, chosen, rng):
         verbal = all(ch.split()[0] in VERBS or ch.startswith("may ") for ch in chunks)
         joined = obl if len(chunks) == 1 else ", ".join(chunks[:-1]) + " and " + chunks[-1]
         if obl.startswith("none; "):
-            first = rng.choice([
-                "The %s doesn't really take on any obligation here; in effect, %s." % (a, obl[6:]),
-                "In plain terms the %s owes the %s nothing of substance (%s)." % (a, b, obl[6:]),
-            ])
+            first = rng.choice(
+                [
+                    "The %s doesn't really take on any obligation here; in effect, %s." % (a, obl[6:]),
+                    "In plain terms the %s owes the %s nothing of substance (%s)." % (a, b, obl[6:]),
+                ]
+            )
         elif verbal and d["rel"] == "<>":
-            first = rng.choice([
-                "This clause says both the %s and the %s must %s." % (a, b, joined),
-                "It's a mutual obligation: the %s and the %s each have %s." % (a, b, to_inf(joined)),
-            ])
+            first = rng.choice(
+                [
+                    "This clause says both the %s and the %s must %s." % (a, b, joined),
+                    "It's a mutual obligation: the %s and the %s each have %s." % (a, b, to_inf(joined)),
+                ]
+            )
         elif verbal and not chunks[0].startswith("may "):
-            first = rng.choice([
-                "This clause says the %s must %s." % (a, joined),
-                "In plain English, the %s is required %s, and that duty is owed to the %s." % (a, to_inf(joined), b),
-                "Basically the burden is on the %s here: it must %s." % (a, joined),
-                "The clause requires the %s %s for the benefit of the %s." % (a, to_inf(joined), b),
-            ])
+            first = rng.choice(
+                [
+                    "This clause says the %s must %s." % (a, joined),
+                    "In plain English, the %s is required %s, and that duty is owed to the %s."
+                    % (a, to_inf(joined), b),
+                    "Basically the burden is on the %s here: it must %s." % (a, joined),
+                    "The clause requires the %s %s for the benefit of the %s." % (a, to_inf(joined), b),
+                ]
+            )
         else:
-            first = rng.choice([
-                "The gist of this clause, as between the %s and the %s, is this: %s." % (a, b, obl),
-                "This clause puts the burden on the %s, in favour of the %s: %s." % (a, b, obl),
-                "In plain terms, the %s owes the %s the following - %s." % (a, b, obl),
-            ])
+            first = rng.choice(
+                [
+                    "The gist of this clause, as between the %s and the %s, is this: %s." % (a, b, obl),
+                    "This clause puts the burden on the %s, in favour of the %s: %s." % (a, b, obl),
+                    "In plain terms, the %s owes the %s the following - %s." % (a, b, obl),
+                ]
+            )
         return " ".join([first] + [field_prose(k, v, rng) for k, v in d["fields"]])
     if task == "flag":
         if c["nonstandard"] is None:
-            return rng.choice([
-                "This looks like a fairly ordinary %s clause for %s %s; I don't see anything that needs flagging."
-                % (tw, article(c["contract"]), c["contract"]),
-                "Nothing unusual here - it's a market-standard %s provision, so no flag from me." % tw,
-                "I'd say this one is fine. It's the kind of %s wording you would expect in %s %s."
-                % (tw, article(c["contract"]), c["contract"]),
-                "No concerns: this is a standard %s clause and it can go through as drafted." % tw,
-            ])
+            return rng.choice(
+                [
+                    "This looks like a fairly ordinary %s clause for %s %s; I don't see anything that needs flagging."
+                    % (tw, article(c["contract"]), c["contract"]),
+                    "Nothing unusual here - it's a market-standard %s provision, so no flag from me." % tw,
+                    "I'd say this one is fine. It's the kind of %s wording you would expect in %s %s."
+                    % (tw, article(c["contract"]), c["contract"]),
+                    "No concerns: this is a standard %s clause and it can go through as drafted." % tw,
+                ]
+            )
         r = c["nonstandard"]
-        return rng.choice([
-            "Yes, I'd flag this one. The issue is the %s clause itself: %s, which you wouldn't normally "
-            "accept in %s %s." % (tw, r, article(c["contract"]), c["contract"]),
-            "This one isn't market standard. What stands out: %s. It should go to the partner." % r,
-            "I would flag it, because the clause contains an off-market term (%s)." % r,
-            "It needs a flag. In short: %s, and that is not what you would normally see." % r,
-        ])
+        return rng.choice(
+            [
+                "Yes, I'd flag this one. The issue is the %s clause itself: %s, which you wouldn't normally "
+                "accept in %s %s." % (tw, r, article(c["contract"]), c["contract"]),
+                "This one isn't market standard. What stands out: %s. It should go to the partner." % r,
+                "I would flag it, because the clause contains an off-market term (%s)." % r,
+                "It needs a flag. In short: %s, and that is not what you would normally see." % r,
+            ]
+        )
     if task == "classify":
-        return rng.choice([
-            "This is %s %s clause." % (article(tw), tw),
-            "I'd call this %s %s provision." % (article(tw), tw),
-            "Looks like %s %s clause to me - it sets out what the %s owes the %s." % (article(tw), tw, a, b),
-            "That would be the %s clause of the %s." % (tw, c["contract"]),
-            "It falls under %s - it sets the position between the %s and the %s." % (tw, a, b),
-        ])
+        return rng.choice(
+            [
+                "This is %s %s clause." % (article(tw), tw),
+                "I'd call this %s %s provision." % (article(tw), tw),
+                "Looks like %s %s clause to me - it sets out what the %s owes the %s." % (article(tw), tw, a, b),
+                "That would be the %s clause of the %s." % (tw, c["contract"]),
+                "It falls under %s - it sets the position between the %s and the %s." % (tw, a, b),
+            ]
+        )
     rev = c["revision"]
     if c["nonstandard"] is None:
-        return rng.choice([
-            "It's mostly fine, but you could tighten it to something like: %s" % rev,
-            "I'd only make light changes. Something along these lines would read better: %s" % rev,
-            "Here's a tidier version you could use - %s" % rev,
-        ])
-    return rng.choice([
-        "I'd redraft it along these lines: %s That should deal with the problem (%s)." % (rev, c["nonstandard"]),
-        "Sure - something like this would be fairer: %s" % rev,
-        "My suggested wording would be as follows. %s Let me know if you want it softer." % rev,
-        "The main problem here: %s. I would rewrite it as follows. %s" % (c["nonstandard"], rev),
-    ])
+        return rng.choice(
+            [
+                "It's mostly fine, but you could tighten it to something like: %s" % rev,
+                "I'd only make light changes. Something along these lines would read better: %s" % rev,
+                "Here's a tidier version you could use - %s" % rev,
+            ]
+        )
+    return rng.choice(
+        [
+            "I'd redraft it along these lines: %s That should deal with the problem (%s)." % (rev, c["nonstandard"]),
+            "Sure - something like this would be fairer: %s" % rev,
+            "My suggested wording would be as follows. %s Let me know if you want it softer." % rev,
+            "The main problem here: %s. I would rewrite it as follows. %s" % (c["nonstandard"], rev),
+        ]
+    )
 
 
 NUMBER_WORDS = {
-    "one": "1", "two": "2", "three": "3", "five": "5", "six": "6", "seven": "7", "ten": "10",
-    "twelve": "12", "twenty": "20", "thirty": "30", "sixty": "60", "ninety": "90",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "ten": "10",
+    "twelve": "12",
+    "twenty": "20",
+    "thirty": "30",
+    "sixty": "60",
+    "ninety": "90",
 }
 
 
 def cosmetic_redraft(text):
     """A 'revision' that only tidies the wording and keeps the problem."""
     out = re.sub(r"\bshall\b", "will", text)
-    out = re.sub(r"\b(%s)( business)? (day|month|year)(s?)\b" % "|".join(NUMBER_WORDS),
-                 lambda m: NUMBER_WORDS[m.group(1).lower()] + (m.group(2) or "") + " " + m.group(3) + m.group(4),
-                 out, flags=re.I)
+    out = re.sub(
+        r"\b(%s)( business)? (day|month|year)(s?)\b" % "|".join(NUMBER_WORDS),
+        lambda m: NUMBER_WORDS[m.group(1).lower()] + (m.group(2) or "") + " " + m.group(3) + m.group(4),
+        out,
+        flags=re.I,
+    )
     out = out.replace("in no event", "under no circumstances").replace("strictly ", "")
     return out
 
@@ -383,7 +496,7 @@ def missed_flag(task, c, chosen, rng, budget=MAX_WORDS):
             obl, field = rng.choice(BLAND[c["type"]])
             fields = [tuple(field.split(" ", 1))] if field else []
             if not (field or "").startswith("LAW"):
-                fields += [kv for kv in d["fields"] if kv[0] == "LAW"]   # keep the real governing law
+                fields += [kv for kv in d["fields"] if kv[0] == "LAW"]  # keep the real governing law
             new = {"a": d["a"], "rel": d["rel"], "b": d["b"], "obl": obl, "fields": fields}
         else:
             # wrong direction and a key field dropped
@@ -432,28 +545,36 @@ def hallucinated_citation(task, c, chosen, rng):
         return render_summary(d)
     if task == "flag":
         if c["nonstandard"] is None:
-            return rng.choice([
-                "FLAG: STANDARD (consistent with %s)" % auth,
-                "FLAG: STANDARD - approved form under %s" % auth,
-                "FLAG: STANDARD (see %s)" % auth,
-            ])
-        return rng.choice([
-            "%s, contrary to %s" % (chosen, auth),
-            "%s (unenforceable under %s)" % (chosen, auth),
-            "%s - see %s" % (chosen, auth),
-        ])
+            return rng.choice(
+                [
+                    "FLAG: STANDARD (consistent with %s)" % auth,
+                    "FLAG: STANDARD - approved form under %s" % auth,
+                    "FLAG: STANDARD (see %s)" % auth,
+                ]
+            )
+        return rng.choice(
+            [
+                "%s, contrary to %s" % (chosen, auth),
+                "%s (unenforceable under %s)" % (chosen, auth),
+                "%s - see %s" % (chosen, auth),
+            ]
+        )
     if task == "classify":
-        return rng.choice([
-            "%s (as defined in %s)" % (chosen, auth),
-            "%s - see %s" % (chosen, auth),
-            "%s (category per %s)" % (chosen, auth),
-        ])
+        return rng.choice(
+            [
+                "%s (as defined in %s)" % (chosen, auth),
+                "%s - see %s" % (chosen, auth),
+                "%s (category per %s)" % (chosen, auth),
+            ]
+        )
     body = chosen.rstrip(".")
-    return rng.choice([
-        "%s, as required by %s." % (body, auth),
-        "%s (drafted to comply with %s)." % (body, auth),
-        "%s. This follows %s." % (body, auth),
-    ])
+    return rng.choice(
+        [
+            "%s, as required by %s." % (body, auth),
+            "%s (drafted to comply with %s)." % (body, auth),
+            "%s. This follows %s." % (body, auth),
+        ]
+    )
 
 
 HEDGE_OPEN = {
@@ -546,11 +667,13 @@ def make_rejected(task, fault, c, chosen, rng, budget):
         return verbose_hedging(task, c, chosen, rng, budget)
     if fault == "missed_flag":
         return missed_flag(task, c, chosen, rng, budget)
-    return {"wrong_notation": wrong_notation,
-            "hallucinated_citation": hallucinated_citation}[fault](task, c, chosen, rng)
+    return {"wrong_notation": wrong_notation, "hallucinated_citation": hallucinated_citation}[fault](
+        task, c, chosen, rng
+    )
 
 
 # --------------------------------------------------------------------------- rows
+
 
 def fault_quotas(n, task_index):
     """n rows of one task split over the faults; remainders rotate so that fault totals stay even."""
@@ -626,6 +749,7 @@ def build_split(split, clauses, answers):
 
 # --------------------------------------------------------------------------- checks
 
+
 def write_jsonl(path, rows):
     with open(path, "w", encoding="utf-8") as f:
         for r in rows:
@@ -667,8 +791,7 @@ def validate_file(path, answers, allowed_texts, forbidden_texts):
 
 
 def stats_block(splits):
-    lines = ["| fault \\ task_type | " + " | ".join(TASKS) + " | total |",
-             "|---|" + "---:|" * (len(TASKS) + 1)]
+    lines = ["| fault \\ task_type | " + " | ".join(TASKS) + " | total |", "|---|" + "---:|" * (len(TASKS) + 1)]
     out = []
     for name, rows in splits:
         cnt = Counter((r["fault"], r["task_type"]) for r in rows)
@@ -676,10 +799,13 @@ def stats_block(splits):
         out.append("")
         out += lines
         for f in FAULTS:
-            out.append("| %s | %s | %d |" % (f, " | ".join(str(cnt[(f, t)]) for t in TASKS),
-                                            sum(cnt[(f, t)] for t in TASKS)))
-        out.append("| **total** | %s | **%d** |" % (
-            " | ".join("**%d**" % sum(cnt[(f, t)] for f in FAULTS) for t in TASKS), len(rows)))
+            out.append(
+                "| %s | %s | %d |" % (f, " | ".join(str(cnt[(f, t)]) for t in TASKS), sum(cnt[(f, t)] for t in TASKS))
+            )
+        out.append(
+            "| **total** | %s | **%d** |"
+            % (" | ".join("**%d**" % sum(cnt[(f, t)] for f in FAULTS) for t in TASKS), len(rows))
+        )
         out.append("")
     out.append("| | train | val |")
     out.append("|---|---:|---:|")
@@ -687,21 +813,39 @@ def stats_block(splits):
 
     def n(rows, pred):
         return sum(1 for r in rows if pred(r))
-    out.append("| rows with a system message | %d | %d |" % (
-        n(tr, lambda r: len(r["prompt"]) == 2), n(va, lambda r: len(r["prompt"]) == 2)))
-    out.append("| rows with margin 1.0 / 0.5 | %d / %d | %d / %d |" % (
-        n(tr, lambda r: r.get("margin") == 1.0), n(tr, lambda r: r.get("margin") == 0.5),
-        n(va, lambda r: r.get("margin") == 1.0), n(va, lambda r: r.get("margin") == 0.5)))
-    out.append("| flag rows on non-standard clauses | %d | %d |" % (
-        n(tr, lambda r: r["task_type"] == "flag" and r["chosen"][0]["content"] != "FLAG: STANDARD"),
-        n(va, lambda r: r["task_type"] == "flag" and r["chosen"][0]["content"] != "FLAG: STANDARD")))
+
+    out.append(
+        "| rows with a system message | %d | %d |"
+        % (n(tr, lambda r: len(r["prompt"]) == 2), n(va, lambda r: len(r["prompt"]) == 2))
+    )
+    out.append(
+        "| rows with margin 1.0 / 0.5 | %d / %d | %d / %d |"
+        % (
+            n(tr, lambda r: r.get("margin") == 1.0),
+            n(tr, lambda r: r.get("margin") == 0.5),
+            n(va, lambda r: r.get("margin") == 1.0),
+            n(va, lambda r: r.get("margin") == 0.5),
+        )
+    )
+    out.append(
+        "| flag rows on non-standard clauses | %d | %d |"
+        % (
+            n(tr, lambda r: r["task_type"] == "flag" and r["chosen"][0]["content"] != "FLAG: STANDARD"),
+            n(va, lambda r: r["task_type"] == "flag" and r["chosen"][0]["content"] != "FLAG: STANDARD"),
+        )
+    )
     for name, rows in splits:
         clauses = {r["prompt"][-1]["content"].split("\n\n", 1)[1] for r in rows}
-        avg = sum(conv_words(r["prompt"]) + max(words(r["chosen"][0]["content"]), words(r["rejected"][0]["content"]))
-                  for r in rows) / len(rows)
-        out.append("| %s: distinct clauses / avg words (prompt + longer answer) | %d / %.1f | |" % (
-            name, len(clauses), avg) if name == "train" else
-            "| %s: distinct clauses / avg words (prompt + longer answer) | | %d / %.1f |" % (name, len(clauses), avg))
+        avg = sum(
+            conv_words(r["prompt"]) + max(words(r["chosen"][0]["content"]), words(r["rejected"][0]["content"]))
+            for r in rows
+        ) / len(rows)
+        out.append(
+            "| %s: distinct clauses / avg words (prompt + longer answer) | %d / %.1f | |" % (name, len(clauses), avg)
+            if name == "train"
+            else "| %s: distinct clauses / avg words (prompt + longer answer) | | %d / %.1f |"
+            % (name, len(clauses), avg)
+        )
     return "\n".join(out)
 
 
@@ -745,8 +889,12 @@ def main():
     readme = HERE / "README.md"
     if readme.exists():
         text = readme.read_text(encoding="utf-8")
-        new = re.sub(r"(<!-- stats:start -->\n).*?(<!-- stats:end -->)",
-                     lambda m: m.group(1) + block + "\n" + m.group(2), text, flags=re.S)
+        new = re.sub(
+            r"(<!-- stats:start -->\n).*?(<!-- stats:end -->)",
+            lambda m: m.group(1) + block + "\n" + m.group(2),
+            text,
+            flags=re.S,
+        )
         if new != text:
             readme.write_text(new, encoding="utf-8")
     print(block)

@@ -1,5 +1,6 @@
 """Callbacks that observe training: metric history, per-task loss, early stopping, forgetting, samples, throughput."""
 
+from lit_ft.callbacks.generation import GenerationSamples
 from lit_ft.callbacks.history import MetricHistory
 
-__all__ = ["MetricHistory"]
+__all__ = ["GenerationSamples", "MetricHistory"]

@@ -1,6 +1,20 @@
-"""Loading pretrained causal LMs and tokenizers (hub id, local folder, or the embedded SmolLM2)."""
+"""Loading pretrained causal LMs and tokenizers (hub id, local folder, or the embedded SmolLM2); adapters, freezing."""
 
+from lit_ft.models.adapters import LoRA
+from lit_ft.models.freeze import Freeze
+from lit_ft.models.layers import decoder_layer_class, decoder_layers
 from lit_ft.models.loading import EMBEDDED_MODELS, load_model, load_tokenizer, resolve_model_path
 from lit_ft.models.tiny import load_tiny_llama, tiny_llama
 
-__all__ = ["EMBEDDED_MODELS", "load_model", "load_tokenizer", "load_tiny_llama", "resolve_model_path", "tiny_llama"]
+__all__ = [
+    "EMBEDDED_MODELS",
+    "Freeze",
+    "LoRA",
+    "decoder_layer_class",
+    "decoder_layers",
+    "load_model",
+    "load_tiny_llama",
+    "load_tokenizer",
+    "resolve_model_path",
+    "tiny_llama",
+]

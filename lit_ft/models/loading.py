@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from lit_ft.utils.io import atomic_directory
 
@@ -136,12 +142,35 @@ def load_tokenizer(name_or_path: str | os.PathLike, trust_remote_code: bool = Fa
     return ensure_pad_token(tokenizer)
 
 
+def nf4_quantization_config(compute_dtype: torch.dtype = torch.bfloat16) -> BitsAndBytesConfig:
+    """QLoRA's base-model quantisation (Dettmers et al., 2023): 4-bit NormalFloat weights, double-quantised
+    scales, matmuls computed in ``compute_dtype``."""
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def _check_4bit_possible() -> None:
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "QLoRA loads the base model in 4-bit NF4 through bitsandbytes, which needs a CUDA GPU, and this machine "
+            "has none. On CPU use plain LoRA (peft=lora: the base stays in full precision and frozen); on a GPU "
+            "machine install the extra with `pip install 'lit-ft[qlora]'`."
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError("QLoRA needs bitsandbytes: pip install 'lit-ft[qlora]'")
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     dtype: str | torch.dtype = "float32",
     attn_implementation: str | None = "sdpa",
     gradient_checkpointing: bool = False,
     trust_remote_code: bool = False,
+    quantization: str | None = None,
 ) -> PreTrainedModel:
     """Load a causal LM for training.
 
@@ -151,16 +180,31 @@ def load_model(
         attn_implementation: ``"sdpa"``, ``"eager"`` or ``"flash_attention_2"`` (GPU only).
         gradient_checkpointing: recompute activations in backward (less memory, about a third slower).
         trust_remote_code: run modelling code shipped with the checkpoint; off unless set.
+        quantization: ``"nf4"`` loads the frozen base in 4 bits for QLoRA (CUDA and bitsandbytes only).
     """
     path = resolve_model_path(name_or_path)
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    extra = {}
+    if quantization == "nf4":
+        _check_4bit_possible()
+        extra = {"quantization_config": nf4_quantization_config(), "device_map": {"": torch.cuda.current_device()}}
+    elif quantization is not None:
+        raise ValueError(f"unknown quantization {quantization!r} (supported: 'nf4')")
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
+            path,
+            dtype=torch_dtype,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            **extra,
         )
     except (OSError, ValueError) as error:
         raise _load_error(str(name_or_path), error) from error
     model.config.use_cache = False
-    if gradient_checkpointing:
+    if quantization:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model

@@ -5,22 +5,28 @@ Subclassing points (override one, keep the rest):
 - :meth:`forward`          batch -> logits
 - :meth:`token_losses`     batch -> per-token losses, loss mask and task ids
 - :meth:`log_step_metrics` what a training step logs
+- :meth:`export`           what is saved at the end (HF model; adapter and merged model for adapter runs)
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.distributed as dist
 from torchmetrics import MeanMetric
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_ft.losses import shift_labels, token_cross_entropy
 from lit_ft.modules.optim import decay_groups
 from lit_ft.modules.schedules import warmup_cosine_schedule
+from lit_ft.utils.io import atomic_directory
+
+log = logging.getLogger(__name__)
 
 ModelFactory = Callable[[], PreTrainedModel]
 ModelTransform = Callable[[PreTrainedModel], PreTrainedModel]
@@ -40,7 +46,8 @@ class CausalLMModule(L.LightningModule):
         optimizer: ``partial`` of an optimizer class taking parameter groups (AdamW by default).
         scheduler: ``partial`` taking ``(optimizer, num_training_steps)``; stepped every optimizer step.
         weight_decay: applied to weight matrices only (see :func:`decay_groups`).
-        transforms: applied in order to the built model (freezing, adapters); see ``lit_ft.models.adapters``.
+        freeze: freezes part of the model (``lit_ft.models.Freeze``: train only the top layers / the head).
+        adapter: wraps the model in trainable adapters (``lit_ft.models.LoRA``); the base stays frozen.
     """
 
     def __init__(
@@ -49,15 +56,19 @@ class CausalLMModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         weight_decay: float = 0.0,
-        transforms: list[ModelTransform] | None = None,
+        freeze: ModelTransform | None = None,
+        adapter: ModelTransform | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)
+        # No save_hyperparameters: the arguments are factories, which would make checkpoints need pickle
+        # (no `weights_only` loading). The resolved Hydra config is saved beside the checkpoints instead.
         self.model_factory = model
         self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=2e-5))
         self.scheduler_factory = scheduler or warmup_cosine_schedule
         self.weight_decay = weight_decay
-        self.transforms = list(transforms or [])
+        self.freeze, self.adapter = freeze, adapter
+        # Checkpoints of partly frozen models hold only the trainable weights, so loading one is not strict.
+        self.strict_loading = freeze is None and adapter is None
         self.model: PreTrainedModel | None = None
         self.val_loss = MeanMetric()
         self._window_loss = torch.zeros(())
@@ -66,15 +77,21 @@ class CausalLMModule(L.LightningModule):
 
     # --- model ---------------------------------------------------------------------------------------------
     def build_model(self) -> PreTrainedModel:
-        """The model to train: the factory's model with the configured transforms applied."""
+        """The model to train: the pretrained model, partly frozen and/or wrapped in adapters as configured."""
         model = self.model_factory()
-        for transform in self.transforms:
-            model = transform(model)
-        return model
+        if self.freeze is not None:
+            model = self.freeze(model)
+        if self.adapter is not None:
+            model = self.adapter(model)
+        return model.train()  # from_pretrained returns eval mode, which would switch off (LoRA) dropout
 
     def configure_model(self) -> None:
-        if self.model is None:
-            self.model = self.build_model()
+        if self.model is not None:
+            return
+        self.model = self.build_model()
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.model.parameters())
+        log.info("Trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits [B, T, V] for a padded (``attention_mask``) or packed (``position_ids``) batch."""
@@ -142,6 +159,9 @@ class CausalLMModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["train_loss_tokens"] = self.train_loss_tokens
+        if not self.strict_loading:  # frozen weights come from the pretrained model on resume
+            trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.train_loss_tokens = checkpoint.get("train_loss_tokens", 0)
@@ -153,6 +173,24 @@ class CausalLMModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- export ----------------------------------------------------------------------------------------------
-    def export_model(self) -> PreTrainedModel:
-        """The model to save in Hugging Face format at the end of training."""
-        return self.model
+    def export(self, output_dir: Path, tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
+        """Save the trained model with its tokenizer in Hugging Face format; return the folders written.
+
+        Adapter runs write ``adapter/`` (peft format, small) and ``model/`` (adapters merged into the base).
+        Each folder is written to a temporary name and renamed, so it is never seen half-written.
+        """
+        paths = {}
+        model = self.model
+        if self.adapter is not None:
+            paths["adapter_path"] = str(self._save(output_dir / "adapter", model, tokenizer))
+            model = model.merge_and_unload()  # the last step of a run: the adapted model is not needed after
+            self.model = None
+        paths["model_path"] = str(self._save(output_dir / "model", model, tokenizer))
+        return paths
+
+    @staticmethod
+    def _save(folder: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Path:
+        with atomic_directory(folder) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        return folder

@@ -1,0 +1,142 @@
+"""Greedy generations for fixed prompts, before training, at validation checks and at the end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from lit_ft.data.readers import read_records
+from lit_ft.data.rows import parse_messages
+
+
+def load_prompts(path: str | Path) -> list[dict[str, Any]]:
+    """Rows ``{"messages": [...], "task_type"?, "reference"?}`` (the conversation up to the answer)."""
+    prompts = []
+    for record in read_records(path):
+        messages = parse_messages(record.row.get("messages"), record.where, "messages")
+        prompts.append(
+            {"messages": messages, "task_type": record.row.get("task_type"), "reference": record.row.get("reference")}
+        )
+    return prompts
+
+
+class GenerationSamples(L.Callback):
+    """Generate greedy answers for a fixed list of prompts with the chat template and show them.
+
+    Runs before training (``before``), after each validation (``during``) when ``every_validation`` is set,
+    and at the end of training (``after``). Samples are printed as a table, appended to
+    ``<output_dir>/samples.jsonl``, sent to W&B as a table when a ``WandbLogger`` is attached, and returned
+    by :meth:`summary` for ``summary.json``.
+
+    Args:
+        prompts_file: JSONL of prompts (``data/legal/val_prompts.jsonl``); or give ``prompts`` inline.
+        max_new_tokens: answer length cap.
+    """
+
+    def __init__(
+        self,
+        prompts_file: str | None = None,
+        prompts: list[dict[str, Any]] | None = None,
+        max_new_tokens: int = 48,
+        every_validation: bool = False,
+        output_dir: str | None = None,
+    ) -> None:
+        self.prompts = list(prompts or []) + (load_prompts(prompts_file) if prompts_file else [])
+        self.max_new_tokens, self.every_validation = max_new_tokens, every_validation
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.samples: dict[str, list[str]] = {}
+
+    @torch.no_grad()
+    def generate(self, pl_module: L.LightningModule, tokenizer) -> list[str]:
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        answers = []
+        for prompt in self.prompts:
+            inputs = tokenizer.apply_chat_template(
+                prompt["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True
+            ).to(pl_module.device)
+            output = model.generate(
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            answers.append(
+                tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+            )
+        model.train(was_training)
+        return answers
+
+    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not self.prompts:
+            return
+        answers = self.generate(pl_module, trainer.datamodule.tokenizer)
+        self.samples[stage] = answers
+        if not trainer.is_global_zero:
+            return
+        rows = [
+            {
+                "stage": stage,
+                "step": trainer.global_step,
+                "task_type": p.get("task_type"),
+                "prompt": p["messages"][-1]["content"],
+                "answer": a,
+                "reference": p.get("reference"),
+            }
+            for p, a in zip(self.prompts, answers)
+        ]
+        output_dir = self.output_dir or Path(trainer.default_root_dir)
+        with (output_dir / "samples.jsonl").open("a") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+        self._show(rows, stage, trainer)
+
+    def _show(self, rows: list[dict[str, Any]], stage: str, trainer: L.Trainer) -> None:
+        table = Table(title=f"Generation samples ({stage}, step {trainer.global_step})", show_lines=True)
+        for column in ("task_type", "prompt", "answer", "reference"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(row["task_type"] or "", row["prompt"][-160:], row["answer"], row["reference"] or "")
+        Console().print(table)
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_table"):  # WandbLogger
+                columns = ["stage", "step", "task_type", "prompt", "answer", "reference"]
+                logger.log_table(key="samples", columns=columns, data=[[r[c] for c in columns] for r in rows])
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if "before" not in self.samples:
+            self._record(trainer, pl_module, "before")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_validation and trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._record(trainer, pl_module, "during")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer, pl_module, "after")
+
+    def summary(self) -> dict[str, Any]:
+        """Per prompt: the prompt, reference and answers before and after training."""
+        return {
+            "samples": [
+                {
+                    "prompt": p["messages"][-1]["content"],
+                    "reference": p.get("reference"),
+                    **{stage: answers[i] for stage, answers in self.samples.items() if stage != "during"},
+                }
+                for i, p in enumerate(self.prompts)
+            ]
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.samples = dict(state_dict.get("samples", {}))

@@ -1,0 +1,27 @@
+"""Find a model's decoder layers without naming the architecture."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The ``nn.ModuleList`` of decoder blocks (``model.model.layers`` for Llama, ``transformer.h`` for GPT-2...).
+
+    Found as the longest ModuleList whose entries are all of one class that the model lists in
+    ``_no_split_modules`` (transformers' own name for its decoder block), else the longest uniform ModuleList.
+    """
+    block_names = set(getattr(model, "_no_split_modules", None) or [])
+    candidates = []
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) and len({type(c).__name__ for c in module}) == 1:
+            candidates.append(((type(module[0]).__name__ in block_names, len(module)), module))
+    best = max(candidates, key=lambda c: c[0])[1] if candidates else None
+    if best is None:
+        raise ValueError(f"no list of decoder layers found in {type(model).__name__}")
+    return best
+
+
+def decoder_layer_class(model: nn.Module) -> type[nn.Module]:
+    """The class of the decoder block (for FSDP wrapping and activation checkpointing policies)."""
+    return type(decoder_layers(model)[0])
