@@ -26,3 +26,25 @@ def test_ignored_targets_have_zero_loss_and_false_mask():
     per_token, mask = token_cross_entropy(logits, labels)
     assert mask.tolist() == [[True, False, True], [False, False, False]]
     assert per_token[~mask].abs().sum() == 0
+
+
+def test_masked_head_loss_and_gradients_equal_full_logits(tiny_model):
+    from lit_ft.losses import masked_head_cross_entropy
+
+    labels = torch.tensor([[-100, -100, 7, 8, 9, -100], [-100, 3, 4, -100, -100, -100]])
+    ids = torch.randint(5, 500, labels.shape)
+    labels = torch.where(labels == -100, labels, ids)
+    head = tiny_model.get_output_embeddings()
+
+    hidden = tiny_model.model(input_ids=ids).last_hidden_state
+    selective, mask = masked_head_cross_entropy(hidden, head, labels)
+    selective.sum().backward()
+    grads = [p.grad.clone() for p in tiny_model.parameters()]
+    tiny_model.zero_grad()
+
+    full, full_mask = token_cross_entropy(tiny_model(input_ids=ids).logits, labels)
+    full.sum().backward()
+    assert torch.equal(mask, full_mask)
+    torch.testing.assert_close(selective, full, atol=1e-6, rtol=1e-5)
+    for grad, parameter in zip(grads, tiny_model.parameters()):
+        torch.testing.assert_close(grad, parameter.grad, atol=1e-5, rtol=1e-4)

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lit_ft.losses import shift_labels, token_cross_entropy
+from lit_ft.losses import masked_head_cross_entropy, shift_labels, token_cross_entropy
 from lit_ft.modules.optim import decay_groups
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.utils.io import atomic_directory
@@ -48,6 +48,9 @@ class CausalLMModule(L.LightningModule):
         weight_decay: applied to weight matrices only (see :func:`decay_groups`).
         freeze: freezes part of the model (``lit_ft.models.Freeze``: train only the top layers / the head).
         adapter: wraps the model in trainable adapters (``lit_ft.models.LoRA``); the base stays frozen.
+        head_on_loss_tokens: compute the LM head only where targets carry loss (same loss and gradients, less
+            compute and memory); turn off for models whose head does more than a linear projection
+            (logit soft-capping or scaling).
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class CausalLMModule(L.LightningModule):
         weight_decay: float = 0.0,
         freeze: ModelTransform | None = None,
         adapter: ModelTransform | None = None,
+        head_on_loss_tokens: bool = True,
     ) -> None:
         super().__init__()
         # No save_hyperparameters: the arguments are factories, which would make checkpoints need pickle
@@ -67,6 +71,7 @@ class CausalLMModule(L.LightningModule):
         self.scheduler_factory = scheduler or warmup_cosine_schedule
         self.weight_decay = weight_decay
         self.freeze, self.adapter = freeze, adapter
+        self.head_on_loss_tokens = head_on_loss_tokens
         # Checkpoints of partly frozen models hold only the trainable weights, so loading one is not strict.
         self.strict_loading = freeze is None and adapter is None
         self.model: PreTrainedModel | None = None
@@ -93,19 +98,36 @@ class CausalLMModule(L.LightningModule):
         total = sum(p.numel() for p in self.model.parameters())
         log.info("Trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
+    @staticmethod
+    def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch.get("attention_mask"),
+            "position_ids": batch.get("position_ids"),
+            "use_cache": False,  # a cache would disable transformers' packed-sequence masking
+        }
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits [B, T, V] for a padded (``attention_mask``) or packed (``position_ids``) batch."""
-        return self.model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch.get("attention_mask"),
-            position_ids=batch.get("position_ids"),
-            use_cache=False,  # a cache would disable transformers' packed-sequence masking
-        ).logits
+        return self.model(**self._model_inputs(batch)).logits
+
+    def _causal_lm(self) -> PreTrainedModel:
+        """The ``*ForCausalLM`` model under any peft wrapper (adapters stay active inside it)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     # --- loss ------------------------------------------------------------------------------------------------
     def token_losses(self, batch: dict[str, torch.Tensor]) -> StepOutput:
-        """``per_token_loss``, ``loss_mask`` and ``task_ids``, all [B, T-1] aligned with the shifted targets."""
-        per_token_loss, loss_mask = token_cross_entropy(self(batch), batch["labels"])
+        """``per_token_loss``, ``loss_mask`` and ``task_ids``, all [B, T-1] aligned with the shifted targets.
+
+        With ``head_on_loss_tokens`` the LM head runs only on positions that carry loss
+        (:func:`masked_head_cross_entropy`); otherwise on full logits from :meth:`forward`.
+        """
+        if self.head_on_loss_tokens:
+            causal_lm = self._causal_lm()
+            hidden = causal_lm.get_decoder()(**self._model_inputs(batch)).last_hidden_state
+            per_token_loss, loss_mask = masked_head_cross_entropy(hidden, causal_lm.get_output_embeddings(), batch["labels"])
+        else:
+            per_token_loss, loss_mask = token_cross_entropy(self(batch), batch["labels"])
         return {"per_token_loss": per_token_loss, "loss_mask": loss_mask, "task_ids": shift_labels(batch["task_ids"])}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
