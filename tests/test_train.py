@@ -69,3 +69,20 @@ def test_every_experiment_composes_and_builds(experiment, tmp_path):
         for entry in (cfg.get(name) or {}).values():
             if entry is not None:
                 instantiate(entry)
+
+
+def test_lora_run_starts_from_an_earlier_full_sft_run(tmp_path, arithmetic_files):
+    """The PT -> full SFT -> LoRA workflow: the LoRA run loads the first run's exported model folder."""
+    train_file, val_file = arithmetic_files
+    data = [f"data.train_files={train_file}", f"data.val_files={val_file}", "data.batch_size=8"]
+    full = train(compose_config([*TINY_FAST, *data, "trainer.max_steps=3"], output_dir=tmp_path / "sft"))
+    cfg = compose_config(
+        [*data, "model=hf", f"model.name_or_path={full['model_path']}", "peft=lora", "peft.r=4", "logger=none",
+         "callbacks=none", "trainer.max_steps=3"],
+        output_dir=tmp_path / "lora",
+    )
+    lora = train(cfg)
+    assert lora["val_loss_before"] == pytest.approx(full["val_loss_after"], rel=1e-5)  # same weights to start
+    assert lora["trainable_params"] < lora["total_params"] / 10
+    assert (tmp_path / "lora" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "lora" / "model" / "model.safetensors").is_file()

@@ -49,7 +49,8 @@ class LoRA:
         )
 
     def __call__(self, model: PreTrainedModel) -> PeftModel:
-        if getattr(model, "is_gradient_checkpointing", False):
+        checkpointing = "is_activation_checkpointing" if hasattr(model, "is_activation_checkpointing") else "is_gradient_checkpointing"
+        if getattr(model, checkpointing, False):
             model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input
         if self.init_from:
             if not (Path(self.init_from) / "adapter_config.json").is_file():
