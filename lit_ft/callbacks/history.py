@@ -32,6 +32,11 @@ class MetricHistory(L.Callback):
             if name.startswith("val/") and value.numel() == 1:
                 self.val.setdefault(name, []).append((trainer.global_step, _scalar(value)))
 
+    def before_training(self, name: str) -> float | None:
+        """The value of validation metric ``name`` recorded at step 0 (a validation before training), if any."""
+        first = self.val.get(name, [])[:1]
+        return first[0][1] if first and first[0][0] == 0 else None
+
     def state_dict(self) -> dict:
         return {"train": self.train, "val": self.val}
 

@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import torch
 from rich.progress import track
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from lit_ft.data.collate import Collator
 from lit_ft.data.packing import pack_examples
-from lit_ft.data.readers import Record, read_records
+from lit_ft.data.readers import DataError, Record, read_records
 from lit_ft.data.rows import parse_sft_row
+from lit_ft.data.sampler import ResumableSampler
 from lit_ft.data.stats import SplitStats
 from lit_ft.data.tokenize import IGNORE_INDEX, tokenize_example
 from lit_ft.models import load_tokenizer
@@ -78,6 +80,8 @@ class FineTuneDataModule(L.LightningDataModule):
         self.stats: dict[str, SplitStats] = {}
         self.train_examples: list[dict[str, Any]] = []
         self.val_examples: list[dict[str, Any]] = []
+        self.train_sampler: ResumableSampler | None = None
+        self._resume_at: tuple[int, int] | None = None  # (epoch, samples to skip) for the next training loader
 
     # --- subclass points -------------------------------------------------------------------------------
     def encode(self, record: Record, stats: SplitStats) -> dict[str, Any] | None:
@@ -91,10 +95,20 @@ class FineTuneDataModule(L.LightningDataModule):
         return examples
 
     # --- shared machinery --------------------------------------------------------------------------------
+    @staticmethod
+    def _read(paths: list[str]) -> list[Record]:
+        records = []
+        for path in paths:
+            rows = list(read_records(path))
+            if not rows:
+                raise DataError(str(path), "the file holds no rows (it is empty or has only blank lines)")
+            records += rows
+        return records
+
     def _split_records(self) -> tuple[list[Record], list[Record]]:
-        train = [r for path in self.train_files for r in read_records(path)]
+        train = self._read(self.train_files)
         if self.val_files:
-            return train, [r for path in self.val_files for r in read_records(path)]
+            return train, self._read(self.val_files)
         if not self.val_ratio:
             return train, []
         shuffled = train[:]
@@ -144,24 +158,80 @@ class FineTuneDataModule(L.LightningDataModule):
             example["task_ids"] = [task_index[example["task_type"]]] * len(example["input_ids"])
         missing = set(self.stats["train"].examples_per_task) - set(self.stats["val"].examples_per_task)
         if self.val_examples and missing:
+            self.stats["val"].task_types_missing = sorted(missing)  # counted in summary.json, not only logged
             log.warning("Task types with no validation examples: %s", ", ".join(sorted(missing)))
         self.train_examples = self.finalize_train(self.train_examples)
 
-    def _loader(self, examples: list[dict[str, Any]], batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, examples: list[dict[str, Any]], batch_size: int, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             examples,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             collate_fn=self.collate_fn(),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # iterators draw their worker seed from this generator, not from the global RNG (which dropout uses)
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_examples, self.batch_size, shuffle=True)
+        trainer = self.trainer
+        self.train_sampler = ResumableSampler(
+            self.train_examples,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            seed=self.seed,
+        )
+        if self._resume_at is not None:
+            self.train_sampler.resume(*self._resume_at)
+            self._resume_at = None
+        return self._loader(self.train_examples, self.batch_size, self.train_sampler)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_examples, self.eval_batch_size, shuffle=False) if self.val_examples else []
+        return self._loader(self.val_examples, self.eval_batch_size) if self.val_examples else []
+
+    # --- exact resume ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Where training is in the data, saved in every checkpoint: training batches done and batches per epoch.
+
+        Read from the trainer's batch counter (batches whose training step ran), not from the loader, which
+        has already prefetched the next batch when a checkpoint is taken.
+        """
+        trainer = self.trainer
+        per_epoch = trainer.num_training_batches if trainer is not None else 0
+        if not per_epoch or per_epoch == float("inf"):
+            return {}
+        return {
+            "batches_done": trainer.fit_loop.epoch_loop.batch_progress.total.processed,
+            "batches_per_epoch": int(per_epoch),
+            "layout": self._data_layout(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Start the next training loader at the saved position: the epoch's seeded order, minus the batches done."""
+        if not state_dict:
+            return
+        if state_dict.get("layout") != self._data_layout():
+            log.warning(
+                "The training data, batch size or number of devices changed since the checkpoint (%s, now %s): "
+                "the resumed data order is not the one the interrupted run would have seen.",
+                state_dict.get("layout"),
+                self._data_layout(),
+            )
+        epoch, batch = divmod(state_dict["batches_done"], state_dict["batches_per_epoch"])
+        self._resume_at = (epoch, batch * self.batch_size)
+        log.info("Resuming the training data at epoch %d, batch %d", epoch, batch)
+        fit_loop = self.trainer.fit_loop if self.trainer is not None else None
+        if self.train_sampler is not None and fit_loop is not None and fit_loop._data_fetcher is not None:
+            # Strategies that restore after setup (FSDP, DeepSpeed, ModelParallel) built and started the loader
+            # before this call: restart its iterator at the resumed position.
+            self.train_sampler.resume(*self._resume_at)
+            self._resume_at = None
+            iter(fit_loop._data_fetcher)
+
+    def _data_layout(self) -> dict[str, int]:
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        return {"examples": len(self.train_examples), "batch_size": self.batch_size, "world_size": world_size}
 
 
 class SFTDataModule(FineTuneDataModule):
@@ -179,9 +249,12 @@ class SFTDataModule(FineTuneDataModule):
         self.packing, self.pad_to_multiple_of = packing, pad_to_multiple_of
 
     def encode(self, record: Record, stats: SplitStats) -> dict[str, Any] | None:
-        example = parse_sft_row(record)
+        example = parse_sft_row(record, forbidden=self.tokenizer.all_special_tokens)
         side = "right" if self.truncation == "drop" else self.truncation
-        tokens = tokenize_example(self.tokenizer, example, self.max_length, side)
+        try:
+            tokens = tokenize_example(self.tokenizer, example, self.max_length, side)
+        except ValueError as error:  # a chat template that cannot render this conversation
+            raise DataError(record.where, str(error)) from error
         loss_tokens = sum(label != IGNORE_INDEX for label in tokens["labels"])
         if not self.keep(tokens.pop("num_truncated"), loss_tokens, stats):
             return None
