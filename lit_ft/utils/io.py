@@ -9,7 +9,37 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+
+def fsync_directory(path: str | Path) -> None:
+    """Make a rename inside ``path`` durable (POSIX: the directory entry is data of the directory)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@contextmanager
+def atomic_write(target: str | Path) -> Iterator[IO[bytes]]:
+    """Yield a binary handle to a temporary sibling of ``target``; on success it is fsynced and renamed over it.
+
+    A kill at any moment leaves ``target`` either as it was or complete, never half-written: the rename is atomic
+    within a filesystem (the temporary file is beside the target, not in /tmp, so it is the same one).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.partial")  # a leftover from a killed write is overwritten next time
+    try:
+        with tmp.open("wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_directory(target.parent)
 
 
 @contextmanager
@@ -20,6 +50,10 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                with file.open("rb") as handle:
+                    os.fsync(handle.fileno())
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -27,14 +61,12 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
+        fsync_directory(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON via a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` as indented JSON with :func:`atomic_write`."""
+    with atomic_write(path) as handle:
+        handle.write((json.dumps(data, indent=2, default=str) + "\n").encode())
