@@ -1,0 +1,93 @@
+"""Combinations of options that are each valid but do not work together, refused with what to change."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# Attention backends for which transformers builds the per-example mask of a packed batch from its restarting
+# position_ids (masking_utils: block-diagonal causal mask for sdpa/eager/flex, varlen boundaries for flash).
+# Any other backend (a hub kernel, paged attention, modelling code of its own) would attend across examples.
+PACKING_SAFE_ATTENTION = (
+    "sdpa",
+    "eager",
+    "flex_attention",
+    "flash_attention_2",
+    "flash_attention_3",
+    "flash_attention_4",
+)
+
+Check = Callable[[DictConfig], list[str]]
+
+
+def _get(cfg: DictConfig, key: str, default=None):
+    return OmegaConf.select(cfg, key, default=default)
+
+
+def _cuda_run(cfg: DictConfig) -> bool:
+    return torch.cuda.is_available() and _get(cfg, "trainer.accelerator", "auto") in ("gpu", "cuda", "auto")
+
+
+def check_packing(cfg: DictConfig) -> list[str]:
+    if not _get(cfg, "data.packing", False):
+        return []
+    attention = _get(cfg, "model.attn_implementation", "sdpa")
+    if _get(cfg, "model.trust_remote_code", False):
+        log.warning(
+            "data.packing=true with modelling code from the checkpoint (trust_remote_code): lit-ft cannot verify "
+            "that it keeps packed examples apart by their position_ids; check it, or set data.packing=false."
+        )
+    if attention in PACKING_SAFE_ATTENTION:
+        return []
+    return [
+        f"data.packing=true with model.attn_implementation={attention}: transformers keeps packed examples apart "
+        f"only with {', '.join(PACKING_SAFE_ATTENTION)}; with {attention} tokens would attend across examples. "
+        "Set model.attn_implementation=sdpa (or flash_attention_2 on a GPU), or data.packing=false."
+    ]
+
+
+def check_flash_attention(cfg: DictConfig) -> list[str]:
+    attention = str(_get(cfg, "model.attn_implementation", "sdpa"))
+    if attention.startswith("flash_attention") and not _cuda_run(cfg):
+        return [f"model.attn_implementation={attention} needs a CUDA GPU (trainer=gpu); on CPU use sdpa."]
+    return []
+
+
+def check_quantization(cfg: DictConfig) -> list[str]:
+    quantization = _get(cfg, "model.quantization")
+    if not quantization:
+        return []
+    errors = []
+    if not _cuda_run(cfg):
+        errors.append(
+            f"model.quantization={quantization} (QLoRA) needs a CUDA GPU, bitsandbytes and trainer=gpu. "
+            "On CPU use peft=lora: the base stays frozen in full precision."
+        )
+    if _get(cfg, "module.adapter") is None:
+        errors.append(
+            f"model.quantization={quantization} freezes the base model in 4 bits, which leaves nothing to train "
+            "without adapters: use peft=qlora (or add peft=lora)."
+        )
+    return errors
+
+
+def check_freeze_with_adapter(cfg: DictConfig) -> list[str]:
+    if _get(cfg, "module.adapter") is not None and _get(cfg, "module.freeze") is not None:
+        return [
+            "peft and freeze are both set: peft freezes the whole base model itself, so the freeze choice would be "
+            "lost. Use one of them (to train whole modules beside the adapters, set peft.modules_to_save)."
+        ]
+    return []
+
+
+# Modules add their own rules here (for example DPO's loss and log-prob reduction).
+CHECKS: list[Check] = [check_packing, check_flash_attention, check_quantization, check_freeze_with_adapter]
+
+
+def check_compatibility(cfg: DictConfig) -> list[str]:
+    return [error for check in CHECKS for error in check(cfg)]
