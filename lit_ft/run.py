@@ -15,7 +15,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lit_ft.callbacks.history import MetricHistory
+from lit_ft.config import validate_config
 from lit_ft.summary import plot_loss_curves, print_summary, write_summary
+from lit_ft.utils.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +40,12 @@ def validation_metrics(
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the configured module on the configured data and return the run summary."""
     started = time.perf_counter()
+    validate_config(cfg)  # typos, wrong types and incompatible options fail here, naming the key
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), output_dir)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
@@ -52,10 +56,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     summary: dict[str, Any] = {"experiment": cfg.get("task_name"), "output_dir": str(output_dir)}
-    if cfg.get("validate_before", True) and cfg.get("ckpt_path") is None:
-        before = validation_metrics(trainer, module, datamodule)
-        summary["val_loss_before"] = before.get("val/loss")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if cfg.get("validate_before", True) and ckpt_path is None:
+        validation_metrics(trainer, module, datamodule)  # recorded by `history`, which checkpoints keep
+    # weights_only: a checkpoint holds tensors and plain types only, so loading one runs no pickled code.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    summary["resumed_from"] = ckpt_path
+    summary["val_loss_before"] = history.before_training("val/loss")
     after = validation_metrics(trainer, module, datamodule)
     summary["val_loss_after"] = after.get("val/loss")
     summary["val_ppl_after"] = after.get("val/ppl")

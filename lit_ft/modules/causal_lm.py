@@ -25,6 +25,7 @@ from lit_ft.losses import masked_head_cross_entropy, shift_labels, token_cross_e
 from lit_ft.modules.optim import decay_groups
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.utils.io import atomic_directory
+from lit_ft.utils.rng import capture_rng_states, restore_rng_states
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class CausalLMModule(L.LightningModule):
         self._window_loss = torch.zeros(())
         self._window_tokens = torch.zeros(())
         self.train_loss_tokens = 0  # loss-carrying tokens optimised so far, all ranks; kept in checkpoints
+        self._rng_states_to_restore: dict[str, Any] | None = None
 
     # --- model ---------------------------------------------------------------------------------------------
     def build_model(self) -> PreTrainedModel:
@@ -149,11 +151,13 @@ class CausalLMModule(L.LightningModule):
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(totals)
         window_loss, window_tokens = totals.tolist()
-        self.train_loss_tokens += int(window_tokens)
         scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / max(window_tokens, 1.0)
+        stepping = False  # no gradient left: a DivergenceGuard dropped this step, its tokens are not trained on
         for parameter in self.parameters():
             if parameter.grad is not None:
                 parameter.grad.mul_(scale)
+                stepping = True
+        self.train_loss_tokens += int(window_tokens) if stepping else 0
         self.log_step_metrics(window_loss / max(window_tokens, 1.0), optimizer)
         self._window_loss = torch.zeros((), device=self._window_loss.device)
         self._window_tokens = torch.zeros((), device=self._window_tokens.device)
@@ -181,12 +185,21 @@ class CausalLMModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["train_loss_tokens"] = self.train_loss_tokens
+        checkpoint["rng_states"] = capture_rng_states()  # dropout continues as if the run had not stopped
         if not self.strict_loading:  # frozen weights come from the pretrained model on resume
             trainable = {name for name, p in self.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.train_loss_tokens = checkpoint.get("train_loss_tokens", 0)
+        self._rng_states_to_restore = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # Restored at the first step after a resume, once everything that happens between loading and training
+        # (building loaders, the first prefetch) is done, so the next draw is the one the interrupted run made.
+        if self._rng_states_to_restore is not None:
+            restore_rng_states(self._rng_states_to_restore)
+            self._rng_states_to_restore = None
 
     # --- optimisation --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
