@@ -5,6 +5,7 @@ Every error names the place of the row (file and line) and the field at fault.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +37,22 @@ class TextExample:
 SFTExample = ChatExample | TextExample
 
 
-def parse_messages(value: Any, where: str, field: str, allow_empty: bool = False) -> list[Message]:
-    """Check a list of ``{"role", "content"}`` messages: known roles, string content, non-empty assistant turns."""
+def check_text(text: str, where: str, field: str, forbidden: Sequence[str] = ()) -> str:
+    """Refuse text holding one of ``forbidden`` (the tokenizer's control tokens, such as ``<|im_end|>``): the
+    tokenizer would read it as that token, not as text, ending a turn early or breaking the label mask."""
+    for token in forbidden:
+        if token in text:
+            raise DataError(
+                where, f"contains the control token {token!r}, which the tokenizer would not read as text", field
+            )
+    return text
+
+
+def parse_messages(
+    value: Any, where: str, field: str, allow_empty: bool = False, forbidden: Sequence[str] = ()
+) -> list[Message]:
+    """Check a list of ``{"role", "content"}`` messages: known roles, string content without control tokens,
+    non-empty assistant turns."""
     if not isinstance(value, list) or (not value and not allow_empty):
         raise DataError(where, "expected a non-empty list of messages", field)
     messages = []
@@ -52,6 +67,7 @@ def parse_messages(value: Any, where: str, field: str, allow_empty: bool = False
             raise DataError(where, f"content must be a string, got {type(content).__name__}", f"{place}.content")
         if role == "assistant" and not content.strip():
             raise DataError(where, "empty assistant turn", f"{place}.content")
+        check_text(content, where, f"{place}.content", forbidden)
         messages.append({"role": role, "content": content})
     return messages
 
@@ -76,19 +92,22 @@ def parse_task_type(row: dict[str, Any], where: str) -> str:
     return task_type
 
 
-def _string(row: dict[str, Any], key: str, where: str) -> str:
+def _string(row: dict[str, Any], key: str, where: str, forbidden: Sequence[str]) -> str:
     value = row[key]
     if not isinstance(value, str):
         raise DataError(where, f"expected a string or a list of messages, got {type(value).__name__}", key)
-    return value
+    return check_text(value, where, key, forbidden)
 
 
-def parse_sft_row(record: Record) -> SFTExample:
-    """Turn a raw row into an example. Formats: ``messages``; ``prompt`` + ``completion``; ``text``."""
+def parse_sft_row(record: Record, forbidden: Sequence[str] = ()) -> SFTExample:
+    """Turn a raw row into an example. Formats: ``messages``; ``prompt`` + ``completion``; ``text``.
+
+    ``forbidden``: strings no text may contain (the tokenizer's control tokens).
+    """
     row, where = record.row, record.where
     task_type = parse_task_type(row, where)
     if "messages" in row:
-        messages = parse_messages(row["messages"], where, "messages")
+        messages = parse_messages(row["messages"], where, "messages", forbidden=forbidden)
         check_turn_order(messages, where, "messages")
         turns = tuple(i for i, m in enumerate(messages) if m["role"] == "assistant")
         if not turns:
@@ -99,20 +118,20 @@ def parse_sft_row(record: Record) -> SFTExample:
             if key not in row:
                 raise DataError(where, "missing (prompt/completion rows need both)", key)
         if isinstance(row["prompt"], list) or isinstance(row["completion"], list):
-            prompt = parse_messages(row["prompt"], where, "prompt")
-            completion = parse_messages(row["completion"], where, "completion")
+            prompt = parse_messages(row["prompt"], where, "prompt", forbidden=forbidden)
+            completion = parse_messages(row["completion"], where, "completion", forbidden=forbidden)
             messages = prompt + completion
             check_turn_order(messages, where, "prompt+completion")
             turns = tuple(i for i in range(len(prompt), len(messages)) if messages[i]["role"] == "assistant")
             if not turns:
                 raise DataError(where, "the completion has no assistant message", "completion")
             return ChatExample(messages, turns, task_type)
-        prompt, completion = _string(row, "prompt", where), _string(row, "completion", where)
+        prompt, completion = _string(row, "prompt", where, forbidden), _string(row, "completion", where, forbidden)
         if not completion.strip():
             raise DataError(where, "empty completion", "completion")
         return TextExample(prompt, completion, task_type)
     if "text" in row:
-        text = _string(row, "text", where)
+        text = _string(row, "text", where, forbidden)
         if not text.strip():
             raise DataError(where, "empty text", "text")
         return TextExample("", text, task_type)

@@ -19,6 +19,7 @@ class SplitStats:
     dropped_too_long: int = 0
     dropped_no_loss_tokens: int = 0
     examples_per_task: Counter = field(default_factory=Counter)
+    task_types_missing: list[str] = field(default_factory=list)  # training task types absent from this split
 
     def describe(self, name: str) -> str:
         text = (
@@ -30,6 +31,8 @@ class SplitStats:
             text += f"; dropped {self.dropped_too_long} longer than max_length"
         if self.dropped_no_loss_tokens:
             text += f"; dropped {self.dropped_no_loss_tokens} with no loss tokens left after truncation"
+        if self.task_types_missing:
+            text += f"; no examples of task types {', '.join(self.task_types_missing)}"
         return text
 
     def to_dict(self) -> dict:
