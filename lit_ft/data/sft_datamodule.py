@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +54,7 @@ class FineTuneDataModule(L.LightningDataModule):
         val_ratio: when no ``val_files``, the fraction of training rows held out (seeded by ``seed``).
         max_length: tokens per example (and per pack); longer examples follow ``truncation``.
         truncation: ``right`` keeps the start, ``left`` keeps the end, ``drop`` removes the example.
+        trust_remote_code: run tokenizer code shipped with the model (as ``model.trust_remote_code``); off by default.
     """
 
     def __init__(
@@ -67,9 +69,12 @@ class FineTuneDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 42,
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
-        self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
+        if isinstance(tokenizer, (str, Path)):
+            tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+        self.tokenizer = tokenizer
         self.train_files, self.val_files = _as_list(train_files), _as_list(val_files)
         if not self.train_files:
             raise ValueError("train_files is empty")
@@ -220,6 +225,8 @@ class FineTuneDataModule(L.LightningDataModule):
             )
         epoch, batch = divmod(state_dict["batches_done"], state_dict["batches_per_epoch"])
         self._resume_at = (epoch, batch * self.batch_size)
+        # Lightning warns that a loader without state_dict cannot resume mid-epoch; this one resumes through here.
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
         log.info("Resuming the training data at epoch %d, batch %d", epoch, batch)
         fit_loop = self.trainer.fit_loop if self.trainer is not None else None
         if self.train_sampler is not None and fit_loop is not None and fit_loop._data_fetcher is not None:

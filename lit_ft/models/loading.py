@@ -101,6 +101,13 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
 
 
 def _load_error(name: str, error: Exception) -> OSError:
+    if "trust_remote_code" in str(error):
+        return OSError(
+            f"'{name}' ships its own modelling code, which lit-ft does not run unless told to: set "
+            f"model.trust_remote_code=true only if you trust the code in it. Original error: {error}"
+        )
+    if Path(name).is_dir():
+        return OSError(f"Cannot load a model from the folder '{name}': {error}")
     return OSError(
         f"Cannot load model '{name}': it is not an embedded alias ({', '.join(EMBEDDED_MODELS)}), "
         f"not a local folder, and not found in the Hugging Face cache (downloads need network access "

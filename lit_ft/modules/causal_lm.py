@@ -102,6 +102,9 @@ class CausalLMModule(L.LightningModule):
 
     @staticmethod
     def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        if "position_ids" in batch and "attention_mask" in batch:
+            # transformers takes example boundaries from position_ids only when no attention_mask is given
+            raise ValueError("a packed batch (position_ids) must not carry an attention_mask: attention would leak")
         return {
             "input_ids": batch["input_ids"],
             "attention_mask": batch.get("attention_mask"),

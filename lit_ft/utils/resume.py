@@ -25,8 +25,10 @@ def resume_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> str | No
     - ``last``: ``<output_dir>/checkpoints/last.ckpt`` (rewritten every ``every_n_train_steps`` by the
       ``last_checkpoint`` callback), or ``None`` with a warning when the run has not saved one yet, so
       ``ckpt_path=last`` can be set from the first submission of a job;
-    - ``None`` in a requeued SLURM job: as ``last``, falling back to the newest ``hpc_ckpt_*.ckpt`` Lightning
-      wrote into ``output_dir`` on the requeue signal. Otherwise ``None``.
+    - ``None`` in a requeued SLURM job: as ``last``. Otherwise ``None``.
+
+    Without ``last.ckpt``, the newest ``hpc_ckpt_*.ckpt`` Lightning wrote into ``output_dir`` on a SLURM requeue
+    signal is used instead.
     """
     output_dir = Path(output_dir)
     if ckpt_path not in (None, "last"):
@@ -39,7 +41,7 @@ def resume_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> str | No
     if last.is_file():
         return str(last)
     hpc = sorted(output_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if hpc and ckpt_path is None:
+    if hpc:
         return str(hpc[-1])
     log.warning("No checkpoint at %s yet: training starts from scratch.", last)
     return None

@@ -1,0 +1,161 @@
+"""Exact resume: a run killed with SIGKILL (after a step, or in the middle of writing a checkpoint) and resumed with
+``ckpt_path=last`` reproduces the uninterrupted run bit for bit on CPU: the same per-step losses, the same final
+weights, the same summary. Also the data order across epochs, ``last`` resolution and SLURM requeue."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lit_ft.data.sampler import ResumableSampler
+from lit_ft.run import train
+from lit_ft.utils.resume import resume_checkpoint
+from tests.helpers import compose_config
+from tests.resume_helpers import read_step_log
+
+VARIANTS = {
+    # Full fine-tuning with gradient accumulation (5 optimizer steps an epoch, last.ckpt every 3): killed after
+    # step 8, resumed from step 6 (mid-epoch) through an epoch boundary, by a strategy that restores after setup.
+    "full": {
+        "overrides": ["trainer.accumulate_grad_batches=2", "trainer.max_steps=12", "+trainer.strategy._target_="
+                      "tests.resume_helpers.RestoreAfterSetup", "callbacks.last_checkpoint.every_n_train_steps=3"],
+        "kill": lambda marker: ["+callbacks.hang._target_=tests.resume_helpers.HangAfterStep",
+                                "+callbacks.hang.step=8", f"+callbacks.hang.marker={marker}"],
+        "resumed_from_step": 6,
+    },
+    # LoRA with adapter dropout (so the RNG state matters; 10 steps an epoch, last.ckpt every 4): killed while
+    # writing the checkpoint of step 12, so last.ckpt must still be step 8's, complete.
+    "lora": {
+        "overrides": ["peft=lora", "peft.r=4", "peft.dropout=0.1", "trainer.max_steps=14",
+                      "callbacks.last_checkpoint.every_n_train_steps=4"],
+        "kill": lambda marker: [
+            f"trainer.plugins=[{{_target_:tests.resume_helpers.HangingCheckpointIO,step:12,marker:'{marker}'}}]"
+        ],
+        "resumed_from_step": 8,
+    },
+}  # fmt: skip
+
+
+def config(tmp_path: Path, files: tuple[Path, Path], run: str, extra: list[str]):
+    train_file, val_file = files
+    return compose_config(
+        [
+            "model=tiny",
+            "data=sft",
+            f"data.train_files={train_file}",
+            f"data.val_files={val_file}",
+            "data.max_length=64",
+            "data.batch_size=4",
+            "logger=none",
+            "callbacks.progress_bar=null",
+            "+trainer.enable_progress_bar=false",
+            "trainer.max_epochs=-1",
+            "module.optimizer.lr=3e-3",
+            "+callbacks.step_log._target_=tests.resume_helpers.StepLog",
+            f"+callbacks.step_log.path={tmp_path / (run + '.log')}",
+            *extra,
+        ],
+        output_dir=tmp_path / ("uninterrupted" if run == "uninterrupted" else "interrupted"),
+    )
+
+
+def kill_when_hanging(cfg, marker: Path, timeout: float = 300.0) -> None:
+    """Run ``train(cfg)`` in a forked process and SIGKILL it once it signals (``marker``) that it is blocked."""
+    process = multiprocessing.get_context("fork").Process(target=train, args=(cfg,))
+    process.start()
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert process.is_alive(), f"the run to kill ended by itself (exit code {process.exitcode})"
+        assert time.monotonic() < deadline, "the run to kill never reached its kill point"
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join()
+    assert process.exitcode == -signal.SIGKILL
+
+
+@pytest.fixture
+def one_thread():
+    """Same kernels and reduction order in every run, and no OpenMP pool to inherit across the fork."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_killed_run_resumes_bit_for_bit(variant, tmp_path, arithmetic_files, one_thread):
+    spec = VARIANTS[variant]
+    uninterrupted = train(config(tmp_path, arithmetic_files, "uninterrupted", spec["overrides"]))
+
+    marker = tmp_path / "kill-now"
+    kill_when_hanging(config(tmp_path, arithmetic_files, "killed", spec["overrides"] + spec["kill"](marker)), marker)
+
+    checkpoints = tmp_path / "interrupted" / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)  # plain types only: no pickled code
+    assert last["global_step"] == spec["resumed_from_step"]
+    if variant == "lora":  # killed mid-save: the half-written file is the temporary one, last.ckpt is whole
+        partial = checkpoints / ".last.ckpt.partial"
+        assert 0 < partial.stat().st_size < (checkpoints / "last.ckpt").stat().st_size
+        assert all("lora_" in key for key in last["state_dict"])  # frozen base weights are not saved
+
+    resumed = train(config(tmp_path, arithmetic_files, "resumed", [*spec["overrides"], "ckpt_path=last"]))
+
+    expected = read_step_log(tmp_path / "uninterrupted.log")
+    killed, after = read_step_log(tmp_path / "killed.log"), read_step_log(tmp_path / "resumed.log")
+    assert sorted(expected) == list(range(1, uninterrupted["optimizer_steps"] + 1))
+    assert killed == {step: expected[step] for step in killed} and max(killed) > spec["resumed_from_step"]
+    assert sorted(after) == [s for s in expected if s > spec["resumed_from_step"]]
+    assert after == {step: expected[step] for step in after}  # bitwise: float.hex of every step's loss
+    assert resumed["resumed_from"] == str(checkpoints / "last.ckpt")
+    for key in ("optimizer_steps", "train_tokens", "val_loss_before", "val_loss_after"):
+        assert resumed[key] == uninterrupted[key], key
+    weights = load_file(tmp_path / "uninterrupted" / "model" / "model.safetensors")
+    resumed_weights = load_file(tmp_path / "interrupted" / "model" / "model.safetensors")
+    assert weights.keys() == resumed_weights.keys()
+    assert all(torch.equal(weights[k], resumed_weights[k]) for k in weights)
+
+
+def test_sampler_order_is_seeded_per_epoch_and_resumes_mid_epoch():
+    data = list(range(10))
+    sampler = ResumableSampler(data, seed=3)
+    epoch0 = list(sampler)
+    sampler.set_epoch(1)
+    epoch1 = list(sampler)
+    assert sorted(epoch0) == sorted(epoch1) == data and epoch0 != epoch1
+    assert list(ResumableSampler(data, seed=3)) == epoch0  # a new process draws the same order
+    resumed = ResumableSampler(data, seed=3)
+    resumed.resume(epoch=1, skip=4)
+    assert list(resumed) == epoch1[4:]
+    assert list(resumed) == epoch1  # only the first iteration after resume() starts late
+    ranks = [list(ResumableSampler(data, num_replicas=2, rank=r, seed=3)) for r in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == data
+
+
+def test_last_resolves_to_the_run_checkpoint(tmp_path, monkeypatch, caplog):
+    for name in ("SLURM_NTASKS", "SLURM_JOB_NAME", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    assert resume_checkpoint(None, tmp_path) is None
+    assert resume_checkpoint("last", tmp_path) is None and "starts from scratch" in caplog.text
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resume_checkpoint(str(tmp_path / "nope.ckpt"), tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"x")
+    assert resume_checkpoint("last", tmp_path) == str(last)
+    assert resume_checkpoint(None, tmp_path) is None  # a plain rerun does not resume by itself
+
+    # A requeued SLURM job resumes without being told, from last.ckpt, else from Lightning's hpc checkpoint.
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert resume_checkpoint(None, tmp_path) == str(last)
+    last.unlink()
+    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"x")
+    assert resume_checkpoint(None, tmp_path) == str(tmp_path / "hpc_ckpt_1.ckpt")
