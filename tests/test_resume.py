@@ -17,16 +17,16 @@ from safetensors.torch import load_file
 from lit_ft.data.sampler import ResumableSampler
 from lit_ft.run import train
 from lit_ft.utils.resume import resume_checkpoint
+from tests.faults import read_step_log
 from tests.helpers import compose_config
-from tests.resume_helpers import read_step_log
 
 VARIANTS = {
     # Full fine-tuning with gradient accumulation (5 optimizer steps an epoch, last.ckpt every 3): killed after
     # step 8, resumed from step 6 (mid-epoch) through an epoch boundary, by a strategy that restores after setup.
     "full": {
         "overrides": ["trainer.accumulate_grad_batches=2", "trainer.max_steps=12", "+trainer.strategy._target_="
-                      "tests.resume_helpers.RestoreAfterSetup", "callbacks.last_checkpoint.every_n_train_steps=3"],
-        "kill": lambda marker: ["+callbacks.hang._target_=tests.resume_helpers.HangAfterStep",
+                      "tests.faults.RestoreAfterSetup", "callbacks.last_checkpoint.every_n_train_steps=3"],
+        "kill": lambda marker: ["+callbacks.hang._target_=tests.faults.HangAfterStep",
                                 "+callbacks.hang.step=8", f"+callbacks.hang.marker={marker}"],
         "resumed_from_step": 6,
     },
@@ -36,7 +36,7 @@ VARIANTS = {
         "overrides": ["peft=lora", "peft.r=4", "peft.dropout=0.1", "trainer.max_steps=14",
                       "callbacks.last_checkpoint.every_n_train_steps=4"],
         "kill": lambda marker: [
-            f"trainer.plugins=[{{_target_:tests.resume_helpers.HangingCheckpointIO,step:12,marker:'{marker}'}}]"
+            f"trainer.plugins=[{{_target_:tests.faults.HangingCheckpointIO,step:12,marker:'{marker}'}}]"
         ],
         "resumed_from_step": 8,
     },
@@ -58,7 +58,7 @@ def config(tmp_path: Path, files: tuple[Path, Path], run: str, extra: list[str])
             "+trainer.enable_progress_bar=false",
             "trainer.max_epochs=-1",
             "module.optimizer.lr=3e-3",
-            "+callbacks.step_log._target_=tests.resume_helpers.StepLog",
+            "+callbacks.step_log._target_=tests.faults.StepLog",
             f"+callbacks.step_log.path={tmp_path / (run + '.log')}",
             *extra,
         ],

@@ -17,7 +17,7 @@ import inspect
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Union
 
 from hydra.utils import get_object
@@ -36,6 +36,12 @@ class Option:
     choices: tuple | None = None
 
 
+def _configurable(annotation: Any) -> bool:
+    """Whether a plain config value (not a ``_target_`` node) can have this type."""
+    origin = typing.get_origin(annotation) or annotation
+    return annotation in PRIMITIVES or origin in (list, tuple, dict, Sequence, Mapping, Literal)
+
+
 def _option(annotation: Any) -> Option:
     """Map a Python annotation to an :class:`Option` (``Any`` where OmegaConf cannot express it)."""
     if annotation in PRIMITIVES:
@@ -44,8 +50,10 @@ def _option(annotation: Any) -> Option:
     if origin is Literal:
         return Option(str if all(isinstance(a, str) for a in args) else Any, tuple(args))
     if origin in (Union, types.UnionType):
-        options = [a for a in args if a is not type(None)]
-        optional = len(options) < len(args)
+        optional = type(None) in args
+        options = [a for a in args if a is not type(None) and _configurable(a)]  # `float | Tensor` is a float
+        if not options:
+            return Option(Any)
         if all(typing.get_origin(a) is Literal for a in options):
             choices = tuple(c for a in options for c in typing.get_args(a)) + ((None,) if optional else ())
             return Option(Any, choices)

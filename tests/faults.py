@@ -1,4 +1,4 @@
-"""Pieces the kill-and-resume tests put into a run through its config (``_target_: tests.resume_helpers...``)."""
+"""Faults and probes that tests put into runs through their config (``_target_: tests.faults...``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import lightning as L
+import torch
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
+from lit_ft.modules import SFTModule
 from lit_ft.strategies import AtomicCheckpointIO
 
 
@@ -80,3 +82,32 @@ class RestoreAfterSetup(SingleDeviceStrategy):
     @property
     def restore_checkpoint_after_setup(self) -> bool:
         return True
+
+
+class InjectedFaults(SFTModule):
+    """SFT with a NaN loss at the optimizer steps ``nan_steps`` and an infinite gradient at ``inf_grad_steps``."""
+
+    def __init__(self, *args, nan_steps: list[int] = (), inf_grad_steps: list[int] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.nan_steps, self.inf_grad_steps = list(nan_steps), list(inf_grad_steps)
+
+    def token_losses(self, batch):
+        out = super().token_losses(batch)
+        if self.trainer.global_step + 1 in self.nan_steps:
+            out["per_token_loss"] = out["per_token_loss"] * float("nan")
+        return out
+
+    def on_after_backward(self) -> None:
+        if self.trainer.global_step + 1 in self.inf_grad_steps:  # the loss is finite, one gradient entry is not
+            self.model.get_output_embeddings().weight.grad[0, 0] = float("inf")
+
+
+class Trace(L.Callback):
+    """After every optimizer step: a weight, the trained-token count and the optimizer's own step count."""
+
+    steps: dict[int, tuple[torch.Tensor, int, float]] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        weight = pl_module.model.get_output_embeddings().weight
+        adam_steps = float(trainer.optimizers[0].state[weight]["step"]) if weight in trainer.optimizers[0].state else 0
+        Trace.steps[trainer.global_step] = (weight.detach().clone(), pl_module.train_loss_tokens, adam_steps)

@@ -1,0 +1,88 @@
+"""Config validation at start: misspelt keys, wrong types and incompatible options fail naming the key and the fix."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+from lit_ft.config import PACKING_SAFE_ATTENTION, ConfigError, validate_config
+from lit_ft.run import train
+from tests.helpers import compose_config, experiment_names
+
+
+@pytest.mark.parametrize("experiment", [None, *experiment_names()])
+def test_shipped_configs_are_valid(experiment, tmp_path):
+    validate_config(compose_config([f"experiment={experiment}"] if experiment else [], output_dir=tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["+data.bach_size=8"],
+            "data.bach_size: not an option of lit_ft.data.SFTDataModule (did you mean 'batch_size'",
+        ),
+        (["data.batch_size=eight"], "data.batch_size='eight': expected int"),
+        (["data.max_length=null"], "data.max_length=None: expected int"),
+        (["data.truncation=rightt"], "data.truncation='rightt': not one of 'right', 'left', 'drop'"),
+        (["data.packing=maybe"], "data.packing='maybe': expected bool"),
+        (["module.weight_decay=lots"], "module.weight_decay='lots': expected float"),
+        (["+module.optimizer.lrr=1e-3"], "module.optimizer.lrr: not an option of torch.optim.AdamW (did you mean 'lr'"),
+        (["module.scheduler.warmup=soon"], "module.scheduler.warmup='soon': expected float"),
+        (["module.optimizer.lr=fast"], "module.optimizer.lr='fast': expected float"),  # annotated `float | Tensor`
+        (["model.dtype=3"], None),  # a number is a valid str; the loader rejects unknown dtypes itself
+        (["+model.gradient_checkpoint=true"], "model.gradient_checkpoint: not an option of lit_ft.models.load_model"),
+        (["peft=lora", "peft.r=four"], "peft.r='four': expected int"),
+        (["trainer.precision=bf16mixed"], "trainer.precision='bf16mixed': not one of"),
+        (["+trainer.max_step=3"], "trainer.max_step: not an option of lightning.Trainer (did you mean 'max_steps'"),
+        (["callbacks.last_checkpoint.every_n_train_steps=often"], "every_n_train_steps='often': expected int | None"),
+        (
+            ["module._target_=lit_ft.modules.NoSuchModule"],
+            "module._target_: cannot import 'lit_ft.modules.NoSuchModule'",
+        ),
+    ],
+)
+def test_typos_and_wrong_types_name_the_key(overrides, message, tmp_path):
+    cfg = compose_config(overrides, output_dir=tmp_path)
+    if message is None:
+        validate_config(cfg)
+        return
+    with pytest.raises(ConfigError) as error:
+        validate_config(cfg)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["data.packing=true", "model.attn_implementation=paged_attention"],
+            "data.packing=true with model.attn_implementation=paged_attention",
+        ),
+        (["model.attn_implementation=flash_attention_2"], "needs a CUDA GPU (trainer=gpu); on CPU use sdpa"),
+        (["peft=qlora"], "On CPU use peft=lora"),
+        (["model.quantization=nf4", "trainer=gpu"], "use peft=qlora"),
+        (["peft=lora", "freeze=top_layers"], "peft and freeze are both set"),
+    ],
+)
+def test_incompatible_options_are_refused_with_the_fix(overrides, message, tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(compose_config(overrides, output_dir=tmp_path))
+
+
+def test_packing_is_allowed_with_backends_that_keep_examples_apart(tmp_path):
+    # eager and sdpa are checked numerically in test_data.py::test_packed_logits_equal_each_example_alone.
+    for attention in ("sdpa", "eager"):
+        validate_config(compose_config(["data.packing=true", f"model.attn_implementation={attention}"], tmp_path))
+    # every backend called safe gets the packed-sequence mask from transformers' masking utilities
+    assert set(PACKING_SAFE_ATTENTION) <= set(ALL_MASK_ATTENTION_FUNCTIONS._global_mapping)
+
+
+def test_a_run_with_a_typo_stops_before_building_anything(tmp_path):
+    cfg = compose_config(["model=tiny", "+data.bach_size=8", "module.optimizer.lr=fast"], output_dir=tmp_path)
+    with pytest.raises(ConfigError) as error:
+        train(cfg)
+    assert "data.bach_size" in str(error.value) and "module.optimizer.lr='fast': expected float" in str(error.value)
+    assert not (tmp_path / "config.yaml").exists()
