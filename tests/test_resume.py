@@ -116,6 +116,9 @@ def test_killed_run_resumes_bit_for_bit(variant, tmp_path, arithmetic_files, one
     assert resumed["resumed_from"] == str(checkpoints / "last.ckpt")
     for key in ("optimizer_steps", "train_tokens", "val_loss_before", "val_loss_after"):
         assert resumed[key] == uninterrupted[key], key
+    exported = {p.name for p in (tmp_path / "interrupted").glob("*/*") if p.parent.name in ("model", "adapter")}
+    assert "model.safetensors" in exported and not any(name.endswith((".bin", ".pt", ".pth")) for name in exported)
+    assert ("adapter_model.safetensors" in exported) == (variant == "lora")
     weights = load_file(tmp_path / "uninterrupted" / "model" / "model.safetensors")
     resumed_weights = load_file(tmp_path / "interrupted" / "model" / "model.safetensors")
     assert weights.keys() == resumed_weights.keys()

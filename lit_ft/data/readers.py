@@ -48,7 +48,7 @@ def _read_jsonl(path: Path) -> Iterator[Record]:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as error:
-                raise DataError(where, f"malformed JSON ({error.msg} at column {error.colno})") from error
+                raise DataError(where, f"malformed JSON: {error.msg} (column {error.colno})") from error
             yield Record(where, _check_object(where, value))
 
 
