@@ -1,0 +1,21 @@
+"""Scale-out strategies: DDP, FSDP2, FSDP (v1) and DeepSpeed ZeRO on Lightning's own, launched safely from Hydra."""
+
+from lit_ft.strategies.consolidate import full_state_dict, is_sharded
+from lit_ft.strategies.ddp import DDPStrategy
+from lit_ft.strategies.deepspeed import DeepSpeedStrategy, deepspeed_config
+from lit_ft.strategies.fsdp1 import FSDP1Strategy
+from lit_ft.strategies.fsdp2 import FSDP2Strategy
+from lit_ft.strategies.launch import HydraJobLauncher, end_processes, hydra_job_command
+
+__all__ = [
+    "DDPStrategy",
+    "DeepSpeedStrategy",
+    "FSDP1Strategy",
+    "FSDP2Strategy",
+    "HydraJobLauncher",
+    "deepspeed_config",
+    "end_processes",
+    "full_state_dict",
+    "hydra_job_command",
+    "is_sharded",
+]
