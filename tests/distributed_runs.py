@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,8 +41,23 @@ def examples(distinct: int = 4, repeats: int = 4) -> list[dict]:
     return rows * repeats
 
 
-def loader(tokenizer, batch_size: int) -> DataLoader:
-    return DataLoader(examples(), batch_size=batch_size, shuffle=False, collate_fn=Collator(tokenizer.pad_token_id))
+def loader(tokenizer, batch_size: int, world_size: int = 1, rank: int = 0) -> DataLoader:
+    """Rank ``rank`` gets rows rank, rank + world_size, ... in order, so the ranks' batches together are exactly
+    the one-process batch of ``world_size * batch_size`` rows."""
+    rows = examples()
+    sampler = DistributedSampler(rows, num_replicas=world_size, rank=rank, shuffle=False)
+    return DataLoader(rows, batch_size=batch_size, sampler=sampler, collate_fn=Collator(tokenizer.pad_token_id))
+
+
+class Rows(L.LightningDataModule):
+    """:func:`loader` for the rank this process turns out to be (Lightning's own sampler would shuffle)."""
+
+    def __init__(self, tokenizer, batch_size: int) -> None:
+        super().__init__()
+        self.tokenizer, self.batch_size = tokenizer, batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return loader(self.tokenizer, self.batch_size, self.trainer.world_size, self.trainer.global_rank)
 
 
 def make_module(tokenizer, lora: bool) -> SFTModule:
@@ -85,7 +100,7 @@ def fit(module, strategy, data, ckpt_path: str | None = None, callbacks=(), devi
         enable_model_summary=False,
         callbacks=[recorder, *callbacks],
     )
-    trainer.fit(module, data, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     module.fitted_trainer = trainer
     return recorder.losses
 
@@ -110,7 +125,7 @@ def write_chat_data(folder: Path) -> tuple[Path, Path]:
 def main(out: Path) -> None:
     L.seed_everything(0)
     tokenizer = load_tokenizer("smollm2-135m-instruct")
-    data = loader(tokenizer, PER_RANK_BATCH)
+    data = Rows(tokenizer, PER_RANK_BATCH)
     probe = next(iter(loader(tokenizer, 4)))
     results: dict = {}
     for name, lora in (("full", False), ("lora", True)):

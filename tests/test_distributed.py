@@ -16,7 +16,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from lit_ft.models import tiny_llama
-from tests.distributed_runs import PER_RANK_BATCH, WORLD, fit, loader, make_module
+from tests.distributed_runs import PER_RANK_BATCH, WORLD, Rows, fit, make_module
 from tests.helpers import REPO
 
 # fp32 on one CPU: DDP and FSDP2 reduce the same per-token sums in another order (and pad per-rank batches to
@@ -41,7 +41,7 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def single_process_curves(tokenizer):
     """The same runs on one process with the global batch (2 ranks x 2 examples = 4)."""
-    data = loader(tokenizer, PER_RANK_BATCH * WORLD)
+    data = Rows(tokenizer, PER_RANK_BATCH * WORLD)
     return {
         name: fit(make_module(tokenizer, lora), "auto", data, devices=1)
         for name, lora in (("full", False), ("lora", True))
