@@ -243,6 +243,28 @@ def test_fsdp2_shards_each_decoder_layer_with_checkpointing_and_keeps_the_number
             torch.testing.assert_close(grads[name], parameter.grad, atol=1e-5, rtol=1e-4)
 
 
+def test_module_losses_under_fsdp2_equal_the_unsharded_ones(one_process_group, tokenizer):
+    from torch.distributed.fsdp import MixedPrecisionPolicy, OffloadPolicy
+
+    from lit_ft.data import Collator
+    from lit_ft.models import tiny_llama
+
+    batch = Collator(tokenizer.pad_token_id)(
+        [
+            {"input_ids": [11, 12, 13, 14, 15], "labels": [-100, -100, 13, 14, 15], "task_ids": [0] * 5},
+            {"input_ids": [21, 22, 23], "labels": [-100, 22, 23], "task_ids": [1] * 3},
+        ]
+    )
+    plain, sharded = (SFTModule(model=lambda: tiny_llama(tokenizer, seed=0)) for _ in range(2))
+    for module in (plain, sharded):
+        module.configure_model()
+    shard_model(sharded.model, one_process_group, MixedPrecisionPolicy(), OffloadPolicy(), True, False)
+    expected, got = plain.token_losses(batch), sharded.token_losses(batch)  # head_on_loss_tokens is on by default
+    mask = expected["loss_mask"].bool()
+    assert torch.equal(got["loss_mask"].bool(), mask) and int(mask.sum()) == 5
+    torch.testing.assert_close(got["per_token_loss"][mask], expected["per_token_loss"][mask], atol=1e-5, rtol=1e-5)
+
+
 # --- launching -------------------------------------------------------------------------------------------------
 def test_multirun_children_run_the_current_job_not_the_sweep(monkeypatch, tmp_path):
     from hydra import compose, initialize_config_dir

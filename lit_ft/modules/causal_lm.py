@@ -17,6 +17,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch.distributed.fsdp import FSDPModule
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -122,12 +123,15 @@ class CausalLMModule(L.LightningModule):
         """``per_token_loss``, ``loss_mask`` and ``task_ids``, all [B, T-1] aligned with the shifted targets.
 
         With ``head_on_loss_tokens`` the LM head runs only on positions that carry loss
-        (:func:`masked_head_cross_entropy`); otherwise on full logits from :meth:`forward`.
+        (:func:`masked_head_cross_entropy`); otherwise on full logits from :meth:`forward`. Under FSDP2 the
+        model's own weights (embeddings, head) are gathered only by its ``forward``, so it runs whole there.
         """
-        if self.head_on_loss_tokens:
+        if self.head_on_loss_tokens and not isinstance(self.model, FSDPModule):
             causal_lm = self._causal_lm()
             hidden = causal_lm.get_decoder()(**self._model_inputs(batch)).last_hidden_state
-            per_token_loss, loss_mask = masked_head_cross_entropy(hidden, causal_lm.get_output_embeddings(), batch["labels"])
+            per_token_loss, loss_mask = masked_head_cross_entropy(
+                hidden, causal_lm.get_output_embeddings(), batch["labels"]
+            )
         else:
             per_token_loss, loss_mask = token_cross_entropy(self(batch), batch["labels"])
         return {"per_token_loss": per_token_loss, "loss_mask": loss_mask, "task_ids": shift_labels(batch["task_ids"])}
