@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lit_ft.callbacks.history import MetricHistory
 from lit_ft.config import validate_config
+from lit_ft.strategies import end_processes
 from lit_ft.summary import plot_loss_curves, print_summary, write_summary
 from lit_ft.utils.resume import resume_checkpoint
 
@@ -65,24 +66,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     after = validation_metrics(trainer, module, datamodule)
     summary["val_loss_after"] = after.get("val/loss")
     summary["val_ppl_after"] = after.get("val/ppl")
+    # On every rank: a sharded model is gathered to rank 0, which writes it.
+    exported = module.export(output_dir, datamodule.tokenizer) if cfg.get("export", True) else {}
 
     if trainer.is_global_zero:
         summary.update(
             train_tokens=module.train_loss_tokens,
             optimizer_steps=trainer.global_step,
             epochs=trainer.current_epoch,
-            trainable_params=sum(p.numel() for p in module.parameters() if p.requires_grad),
-            total_params=sum(p.numel() for p in module.parameters()),
+            trainable_params=module.trainable_params,  # counted before sharding
+            total_params=module.total_params,
             data={name: stats.to_dict() for name, stats in datamodule.stats.items()},
         )
         for callback in trainer.callbacks:  # callbacks report into the summary through a `summary()` method
             if callable(getattr(callback, "summary", None)):
                 summary.update(callback.summary())
-        if cfg.get("export", True):
-            summary.update(module.export(output_dir, datamodule.tokenizer))
+        summary.update(exported)
         plot = plot_loss_curves(history, output_dir / "loss_curves.png", title=str(cfg.get("task_name", "")))
         summary["loss_plot"] = str(plot) if plot else None
         summary["seconds"] = round(time.perf_counter() - started, 1)
         write_summary(output_dir / "summary.json", summary)
         print_summary(summary)
+    end_processes(trainer)  # lets the next job of a `-m` sweep start its own processes
     return summary

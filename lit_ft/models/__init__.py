@@ -2,7 +2,7 @@
 
 from lit_ft.models.adapters import LoRA
 from lit_ft.models.freeze import Freeze
-from lit_ft.models.layers import decoder_layer_class, decoder_layers
+from lit_ft.models.layers import decoder_layer_class, decoder_layer_classes, decoder_layers
 from lit_ft.models.loading import EMBEDDED_MODELS, load_model, load_tokenizer, resolve_model_path
 from lit_ft.models.tiny import load_tiny_llama, tiny_llama
 
@@ -11,6 +11,7 @@ __all__ = [
     "Freeze",
     "LoRA",
     "decoder_layer_class",
+    "decoder_layer_classes",
     "decoder_layers",
     "load_model",
     "load_tiny_llama",

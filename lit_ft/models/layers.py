@@ -25,3 +25,12 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 def decoder_layer_class(model: nn.Module) -> type[nn.Module]:
     """The class of the decoder block (for FSDP wrapping and activation checkpointing policies)."""
     return type(decoder_layers(model)[0])
+
+
+def decoder_layer_classes(module: nn.Module) -> set[type[nn.Module]]:
+    """The decoder-block classes of every ``transformers`` model inside ``module`` (a LightningModule holding a
+    policy and a reference model, a peft-wrapped model, ...); ``module``'s own block class when it holds none."""
+    from transformers import PreTrainedModel
+
+    models = [m for m in module.modules() if isinstance(m, PreTrainedModel)] or [module]
+    return {decoder_layer_class(m) for m in models}

@@ -17,17 +17,19 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_ft.losses import masked_head_cross_entropy, shift_labels, token_cross_entropy
 from lit_ft.modules.optim import decay_groups
 from lit_ft.modules.schedules import warmup_cosine_schedule
+from lit_ft.strategies.consolidate import full_state_dict, is_sharded, unwrapped_name
 from lit_ft.utils.io import atomic_directory
 from lit_ft.utils.rng import capture_rng_states, restore_rng_states
 
 log = logging.getLogger(__name__)
+
 
 ModelFactory = Callable[[], PreTrainedModel]
 ModelTransform = Callable[[PreTrainedModel], PreTrainedModel]
@@ -81,6 +83,7 @@ class CausalLMModule(L.LightningModule):
         self._window_tokens = torch.zeros(())
         self.train_loss_tokens = 0  # loss-carrying tokens optimised so far, all ranks; kept in checkpoints
         self._rng_states_to_restore: dict[str, Any] | None = None
+        self.trainable_params = self.total_params = 0  # counted before a strategy shards the model
 
     # --- model ---------------------------------------------------------------------------------------------
     def build_model(self) -> PreTrainedModel:
@@ -96,8 +99,8 @@ class CausalLMModule(L.LightningModule):
         if self.model is not None:
             return
         self.model = self.build_model()
-        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in self.model.parameters())
+        trainable = self.trainable_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total = self.total_params = sum(p.numel() for p in self.model.parameters())
         log.info("Trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
     @staticmethod
@@ -125,12 +128,15 @@ class CausalLMModule(L.LightningModule):
         """``per_token_loss``, ``loss_mask`` and ``task_ids``, all [B, T-1] aligned with the shifted targets.
 
         With ``head_on_loss_tokens`` the LM head runs only on positions that carry loss
-        (:func:`masked_head_cross_entropy`); otherwise on full logits from :meth:`forward`.
+        (:func:`masked_head_cross_entropy`); otherwise on full logits from :meth:`forward`. Under FSDP2 the
+        model's own weights (embeddings, head) are gathered only by its ``forward``, so it runs whole there.
         """
-        if self.head_on_loss_tokens:
+        if self.head_on_loss_tokens and not isinstance(self.model, FSDPModule):
             causal_lm = self._causal_lm()
             hidden = causal_lm.get_decoder()(**self._model_inputs(batch)).last_hidden_state
-            per_token_loss, loss_mask = masked_head_cross_entropy(hidden, causal_lm.get_output_embeddings(), batch["labels"])
+            per_token_loss, loss_mask = masked_head_cross_entropy(
+                hidden, causal_lm.get_output_embeddings(), batch["labels"]
+            )
         else:
             per_token_loss, loss_mask = token_cross_entropy(self(batch), batch["labels"])
         return {"per_token_loss": per_token_loss, "loss_mask": loss_mask, "task_ids": shift_labels(batch["task_ids"])}
@@ -141,25 +147,41 @@ class CausalLMModule(L.LightningModule):
         tokens = out["loss_mask"].sum()
         self._window_loss = self._window_loss.to(loss_sum.device) + loss_sum.detach()
         self._window_tokens = self._window_tokens.to(tokens.device) + tokens
-        # `loss` is the summed token loss; on_before_optimizer_step turns the window's gradients into a mean.
-        return {"loss": loss_sum, **out}
+        return {"loss": self.loss_for_backward(loss_sum, tokens), **out}
+
+    def loss_for_backward(self, loss_sum: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """What a training step back-propagates, given its summed loss and the ``count`` it is a sum over.
+
+        Normally the sum itself: on_before_optimizer_step turns the window's gradients into a mean. Strategies
+        whose engine owns the gradients and the optimizer step (DeepSpeed: ZeRO keeps gradients in partitioned
+        buffers, so ``param.grad`` cannot be rescaled) get the sum divided now by this micro-batch's count over
+        all ranks. The engine averages over ranks, and the loss is divided by ``accumulate`` twice (Lightning's
+        closure and the engine), hence ``world_size * accumulate / global_count``: exact without accumulation,
+        a mean of per-micro-batch means with it.
+        """
+        if not self.trainer.strategy.handles_gradient_accumulation:
+            return loss_sum
+        global_count = self.trainer.strategy.reduce(count.detach().float(), reduce_op="sum")
+        factor = self.trainer.world_size * self.trainer.accumulate_grad_batches / global_count.clamp(min=1.0)
+        return loss_sum * factor
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Divide gradients by the loss tokens of the accumulation window across ranks, and log the window loss.
 
         Lightning scaled each micro-batch loss by 1/accumulate and DDP/FSDP average gradients over ranks,
-        so the factor is ``accumulate * world_size / global_tokens``.
+        so the factor is ``accumulate * world_size / global_tokens``. (Under DeepSpeed this runs after every
+        micro-batch and the loss was normalised before backward: see :meth:`loss_for_backward`.)
         """
         totals = torch.stack([self._window_loss, self._window_tokens.float()])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(totals)
-        window_loss, window_tokens = totals.tolist()
-        scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / max(window_tokens, 1.0)
-        stepping = False  # no gradient left: a DivergenceGuard dropped this step, its tokens are not trained on
-        for parameter in self.parameters():
-            if parameter.grad is not None:
-                parameter.grad.mul_(scale)
-                stepping = True
+        window_loss, window_tokens = self.trainer.strategy.reduce(totals, reduce_op="sum").tolist()
+        stepping = True
+        if not self.trainer.strategy.handles_gradient_accumulation:
+            scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / max(window_tokens, 1.0)
+            stepping = False  # no gradient left: a DivergenceGuard dropped this step, its tokens are not trained on
+            for parameter in self.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.mul_(scale)
+                    stepping = True
         self.train_loss_tokens += int(window_tokens) if stepping else 0
         self.log_step_metrics(window_loss / max(window_tokens, 1.0), optimizer)
         self._window_loss = torch.zeros((), device=self._window_loss.device)
@@ -190,7 +212,7 @@ class CausalLMModule(L.LightningModule):
         checkpoint["train_loss_tokens"] = self.train_loss_tokens
         checkpoint["rng_states"] = capture_rng_states()  # dropout continues as if the run had not stopped
         if not self.strict_loading:  # frozen weights come from the pretrained model on resume
-            trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+            trainable = {unwrapped_name(name) for name, p in self.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -215,16 +237,38 @@ class CausalLMModule(L.LightningModule):
         """Save the trained model with its tokenizer in Hugging Face format; return the folders written.
 
         Adapter runs write ``adapter/`` (peft format, small) and ``model/`` (adapters merged into the base).
-        Each folder is written to a temporary name and renamed, so it is never seen half-written.
+        Each folder is written to a temporary name and renamed, so it is never seen half-written. In a
+        distributed run every rank calls this (sharded weights are gathered first) and rank 0 writes.
         """
-        paths = {}
-        model = self.model
+        paths = {"model_path": str(output_dir / "model")}
         if self.adapter is not None:
-            paths["adapter_path"] = str(self._save(output_dir / "adapter", model, tokenizer))
+            paths["adapter_path"] = str(output_dir / "adapter")
+        model = self.consolidated_model()
+        if model is None:
+            return paths
+        if self.adapter is not None:
+            self._save(output_dir / "adapter", model, tokenizer)
             model = model.merge_and_unload()  # the last step of a run: the adapted model is not needed after
             self.model = None
-        paths["model_path"] = str(self._save(output_dir / "model", model, tokenizer))
+        self._save(output_dir / "model", model, tokenizer)
         return paths
+
+    def consolidated_model(self) -> PreTrainedModel | None:
+        """The trained model, whole, on global rank 0 (``None`` on other ranks).
+
+        When a strategy has sharded it (FSDP2, FSDP, DeepSpeed ZeRO-3), the full weights are gathered to rank 0's
+        CPU (a collective: all ranks must call this) and loaded into a freshly built, unsharded copy.
+        """
+        trainer = self._trainer
+        if trainer is None or not is_sharded(trainer.model):
+            return self.model if trainer is None or trainer.is_global_zero else None
+        state = full_state_dict(trainer.model)
+        if not trainer.is_global_zero:
+            return None
+        prefix = "model."  # keys are relative to this LightningModule
+        model = self.build_model()
+        model.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+        return model
 
     @staticmethod
     def _save(folder: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Path:

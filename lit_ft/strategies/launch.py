@@ -1,0 +1,84 @@
+"""Starting the processes of a multi-device run: Lightning's own subprocess launcher, made safe for Hydra sweeps.
+
+Lightning starts ranks 1..N-1 of a node by re-running the command line (``python train.py ...``) with
+``LOCAL_RANK`` set. Under ``python train.py -m a=1,2`` that command line is the whole sweep, so every child would
+run every job. :class:`HydraJobLauncher` starts the children on the current *job* instead (its overrides, its
+output folder, no ``-m``), and :func:`end_processes` closes a run so the next job of the sweep starts its own
+processes. ``torchrun`` and SLURM start every rank themselves; no launcher is involved then.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import lightning as L
+import torch.distributed as dist
+from lightning.pytorch.strategies.launchers import subprocess_script
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+# What Lightning's launcher sets in the environment of the process that starts the others.
+LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def hydra_job_command(local_rank: int) -> tuple[Sequence[str], str]:
+    """The command (and working folder) that starts ``local_rank`` on the current Hydra job.
+
+    A single run re-runs the command line (Lightning's own behaviour); a job of a multirun sweep runs as a
+    single run with the job's overrides, in the job's output folder.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from hydra.utils import get_original_cwd, to_absolute_path
+
+    config = HydraConfig.get()
+    if config.mode != RunMode.MULTIRUN:
+        return subprocess_script._hydra_subprocess_cmd(local_rank)
+    import __main__
+
+    spec = getattr(__main__, "__spec__", None)
+    command = [sys.executable, "-m", spec.name] if spec else [sys.executable, to_absolute_path(sys.argv[0])]
+    command.append(f"--config-name={config.job.config_name}")
+    command += [f"--config-dir={s.path}" for s in config.runtime.config_sources if s.provider == "command-line"]
+    command += list(config.overrides.task)
+    command += [
+        f'hydra.run.dir="{config.runtime.output_dir}"',
+        f"hydra.job.name={config.job.name}_rank{local_rank}",
+        "hydra.output_subdir=null",  # the job's .hydra/ folder is written by rank 0
+    ]
+    return command, get_original_cwd()
+
+
+class HydraJobLauncher(_SubprocessScriptLauncher):
+    """Lightning's subprocess launcher, starting the other ranks on the current Hydra job (see module docstring)."""
+
+    def _call_children_scripts(self) -> None:
+        lightning_command = subprocess_script._hydra_subprocess_cmd
+        subprocess_script._hydra_subprocess_cmd = hydra_job_command
+        try:
+            super()._call_children_scripts()
+        finally:
+            subprocess_script._hydra_subprocess_cmd = lightning_command
+
+
+class HydraSafeLaunch:
+    """Strategy mixin: use :class:`HydraJobLauncher` where Lightning would use its subprocess launcher."""
+
+    def _configure_launcher(self) -> None:
+        super()._configure_launcher()
+        if type(self._launcher) is _SubprocessScriptLauncher:
+            self._launcher = HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+
+
+def end_processes(trainer: L.Trainer) -> None:
+    """Close a finished run's process group; in the process that started the others, wait for them and clear
+    the launch environment, so that a later run in this process (the next job of a sweep) launches afresh."""
+    launcher = trainer.strategy.launcher
+    if isinstance(launcher, _SubprocessScriptLauncher) and launcher.procs:
+        for process in launcher.procs:
+            process.wait()
+        for key in LAUNCH_ENV:
+            os.environ.pop(key, None)
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
