@@ -77,8 +77,16 @@ def test_lora_run_starts_from_an_earlier_full_sft_run(tmp_path, arithmetic_files
     data = [f"data.train_files={train_file}", f"data.val_files={val_file}", "data.batch_size=8"]
     full = train(compose_config([*TINY_FAST, *data, "trainer.max_steps=3"], output_dir=tmp_path / "sft"))
     cfg = compose_config(
-        [*data, "model=hf", f"model.name_or_path={full['model_path']}", "peft=lora", "peft.r=4", "logger=none",
-         "callbacks=none", "trainer.max_steps=3"],
+        [
+            *data,
+            "model=hf",
+            f"model.name_or_path={full['model_path']}",
+            "peft=lora",
+            "peft.r=4",
+            "logger=none",
+            "callbacks=none",
+            "trainer.max_steps=3",
+        ],
         output_dir=tmp_path / "lora",
     )
     lora = train(cfg)

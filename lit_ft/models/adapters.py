@@ -49,7 +49,11 @@ class LoRA:
         )
 
     def __call__(self, model: PreTrainedModel) -> PeftModel:
-        checkpointing = "is_activation_checkpointing" if hasattr(model, "is_activation_checkpointing") else "is_gradient_checkpointing"
+        checkpointing = (
+            "is_activation_checkpointing"
+            if hasattr(model, "is_activation_checkpointing")
+            else "is_gradient_checkpointing"
+        )
         if getattr(model, checkpointing, False):
             model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input
         if self.init_from:

@@ -130,7 +130,9 @@ class CausalLMModule(L.LightningModule):
         if self.head_on_loss_tokens:
             causal_lm = self._causal_lm()
             hidden = causal_lm.get_decoder()(**self._model_inputs(batch)).last_hidden_state
-            per_token_loss, loss_mask = masked_head_cross_entropy(hidden, causal_lm.get_output_embeddings(), batch["labels"])
+            per_token_loss, loss_mask = masked_head_cross_entropy(
+                hidden, causal_lm.get_output_embeddings(), batch["labels"]
+            )
         else:
             per_token_loss, loss_mask = token_cross_entropy(self(batch), batch["labels"])
         return {"per_token_loss": per_token_loss, "loss_mask": loss_mask, "task_ids": shift_labels(batch["task_ids"])}
