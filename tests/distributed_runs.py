@@ -157,6 +157,7 @@ def main(out: Path) -> None:
         "trainer.max_steps=4",
         "trainer.max_epochs=2",
         "callbacks.progress_bar=null",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
         f"data.train_files={train_file}",
         f"data.val_files={val_file}",
         "data=sft",

@@ -16,6 +16,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from lit_ft.models import tiny_llama
+from lit_ft.utils.resume import resume_checkpoint
 from tests.distributed_runs import PER_RANK_BATCH, WORLD, Rows, fit, make_module
 from tests.helpers import REPO
 
@@ -97,5 +98,9 @@ def test_pipeline_trains_checkpoints_and_exports_under_fsdp2(runs):
     assert summary["optimizer_steps"] == 4 and summary["val_loss_after"] < summary["val_loss_before"]
     model = AutoModelForCausalLM.from_pretrained(out / "pipeline" / "model")
     assert summary["total_params"] == summary["trainable_params"] == sum(p.numel() for p in model.parameters())
-    assert (out / "pipeline" / "checkpoints" / "last.ckpt" / "__1_0.distcp").is_file()  # sharded, by both ranks
+    checkpoints = out / "pipeline" / "checkpoints"
+    assert (checkpoints / "last.ckpt" / "__1_0.distcp").is_file()  # sharded, by both ranks
+    assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")]  # renamed into place, no leftovers
+    for ckpt_path in ("last", str(checkpoints / "last.ckpt")):  # ckpt_path=last and an explicit folder resume
+        assert resume_checkpoint(ckpt_path, out / "pipeline") == str(checkpoints / "last.ckpt")
     assert results["pipeline"]["model_path"] == str(out / "pipeline" / "model")

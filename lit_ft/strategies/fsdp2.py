@@ -8,6 +8,7 @@ reference) need no parallelism code of their own.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from torchmetrics import Metric
 from lit_ft.models.layers import decoder_layer_classes
 from lit_ft.strategies.consolidate import unwrapped_name
 from lit_ft.strategies.launch import HydraSafeLaunch
+from lit_ft.utils.io import replace_directory
 
 
 def _dtype(name: str | None) -> torch.dtype | None:
@@ -155,6 +157,22 @@ class FSDP2Strategy(HydraSafeLaunch, ModelParallelStrategy):
                 self.activation_checkpointing,
             )
         super().setup(trainer)
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: str | Path, storage_options: Any = None) -> None:
+        """Write a sharded checkpoint into a sibling folder, and rename it into place once every rank has written
+        its shard: a kill never leaves a half-written ``last.ckpt`` (``AtomicCheckpointIO`` does so for files)."""
+        if not self._save_distributed_checkpoint:
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        path = Path(self.broadcast(filepath))
+        partial = path.with_name(f".{path.name}.partial")
+        if self.is_global_zero:
+            shutil.rmtree(partial, ignore_errors=True)  # a leftover of a killed write
+        self.barrier()
+        super().save_checkpoint(checkpoint, partial, storage_options)
+        self.barrier()
+        if self.is_global_zero:
+            replace_directory(partial, path)
+        self.barrier()
 
     def load_checkpoint(self, checkpoint_path: str | Path, weights_only: bool | None = None) -> dict[str, Any]:
         path = Path(self.broadcast(checkpoint_path))

@@ -54,16 +54,22 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
             if file.is_file():
                 with file.open("rb") as handle:
                     os.fsync(handle.fileno())
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-        fsync_directory(target.parent)
+        replace_directory(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_directory(source: str | Path, target: str | Path) -> None:
+    """Move the complete folder ``source`` to ``target``, replacing what is there by renames (no copy)."""
+    source, target = Path(source), Path(target)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(source, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, target)
+    fsync_directory(target.parent)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:

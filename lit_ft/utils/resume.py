@@ -32,13 +32,13 @@ def resume_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> str | No
     """
     output_dir = Path(output_dir)
     if ckpt_path not in (None, "last"):
-        if not Path(ckpt_path).is_file():
+        if not Path(ckpt_path).exists():  # a file, or a folder (sharded checkpoints: FSDP2, DeepSpeed)
             raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist (use ckpt_path=last to resume this run)")
         return str(ckpt_path)
     if ckpt_path is None and not requeued_on_slurm():
         return None
     last = output_dir / LAST_CHECKPOINT
-    if last.is_file():
+    if last.exists():
         return str(last)
     hpc = sorted(output_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: p.stat().st_mtime)
     if hpc:
