@@ -97,7 +97,9 @@ def token_batches(items: list[Continuations], max_batch_tokens: int) -> list[lis
 
 def _pad(sequences: list[list[int]], value: int, left: bool) -> torch.Tensor:
     length = max(len(s) for s in sequences)
-    return torch.tensor([[value] * (length - len(s)) + s if left else s + [value] * (length - len(s)) for s in sequences])
+    return torch.tensor(
+        [[value] * (length - len(s)) + s if left else s + [value] * (length - len(s)) for s in sequences]
+    )
 
 
 @torch.no_grad()
