@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any, Literal
@@ -85,6 +86,7 @@ class ForgettingCheck(L.Callback):
         self.checks: list[dict[str, Any]] = []
         self.exceeded: list[dict[str, Any]] = []
         self._cache: dict[tuple[float, float], dict[str, float]] = {}
+        self.seconds = 0.0  # time spent scoring
 
     # --- scoring -------------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -109,6 +111,7 @@ class ForgettingCheck(L.Callback):
         key = None if base else self._checksum(trainer, pl_module)
         if key in self._cache:
             return self._cache[key]
+        started = time.perf_counter()
         was_training = model.training
         model.eval()
         adapter_off = model.disable_adapter() if base and isinstance(model, PeftModel) else nullcontext()
@@ -124,6 +127,7 @@ class ForgettingCheck(L.Callback):
                 )
                 scores.update(trainer.strategy.broadcast(extra, src=0))
         model.train(was_training)
+        self.seconds += time.perf_counter() - started
         if key is not None:
             self._cache[key] = scores
         return scores
@@ -214,6 +218,7 @@ class ForgettingCheck(L.Callback):
                 "delta": self.deltas(self.final) if self.final and self.baseline else None,
                 "checks": self.checks,
                 "exceeded": self.exceeded,
+                "seconds": round(self.seconds, 1),
             }
         }
 
