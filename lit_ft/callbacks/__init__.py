@@ -1,7 +1,23 @@
 """Callbacks that observe training: metric history, per-task loss, early stopping, forgetting, samples, throughput."""
 
 from lit_ft.callbacks.divergence import DivergenceError, DivergenceGuard
+from lit_ft.callbacks.early_stopping import EarlyStoppingWithRestore
+from lit_ft.callbacks.forgetting import ForgettingCheck
 from lit_ft.callbacks.generation import GenerationSamples
 from lit_ft.callbacks.history import MetricHistory
+from lit_ft.callbacks.progress import ProgressBar
+from lit_ft.callbacks.task_metrics import GroupedMean, TaskMetrics
+from lit_ft.callbacks.throughput import Throughput
 
-__all__ = ["DivergenceError", "DivergenceGuard", "GenerationSamples", "MetricHistory"]
+__all__ = [
+    "DivergenceError",
+    "DivergenceGuard",
+    "EarlyStoppingWithRestore",
+    "ForgettingCheck",
+    "GenerationSamples",
+    "GroupedMean",
+    "MetricHistory",
+    "ProgressBar",
+    "TaskMetrics",
+    "Throughput",
+]

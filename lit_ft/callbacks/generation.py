@@ -11,8 +11,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from lit_ft.data.readers import read_records
-from lit_ft.data.rows import parse_messages
+from lit_ft.data.readers import Record, read_records
+from lit_ft.data.rows import ChatExample, parse_messages, parse_sft_row
 
 
 def load_prompts(path: str | Path) -> list[dict[str, Any]]:
@@ -26,16 +26,49 @@ def load_prompts(path: str | Path) -> list[dict[str, Any]]:
     return prompts
 
 
+def prompts_from_records(records: list[Record], limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` prompts from training-format rows, taken in turn from each task type (file order within).
+
+    A chat row becomes its conversation up to its last assistant turn (the reference); a prompt/completion
+    text row becomes ``{"text": prompt}`` (generated without the chat template); raw text rows are skipped.
+    """
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        example = parse_sft_row(record)
+        if isinstance(example, ChatExample):
+            last = example.trainable_turns[-1]
+            prompt = {"messages": example.messages[:last], "reference": example.messages[last]["content"]}
+        elif example.prompt:
+            prompt = {"text": example.prompt, "reference": example.completion}
+        else:
+            continue
+        by_task.setdefault(example.task_type, []).append({**prompt, "task_type": example.task_type})
+    queues = list(by_task.values())
+    chosen: list[dict[str, Any]] = []
+    for rank in range(max(map(len, queues), default=0)):
+        chosen += [queue[rank] for queue in queues if rank < len(queue)]
+    return chosen[:limit]
+
+
+def prompt_text(prompt: dict[str, Any]) -> str:
+    return prompt["messages"][-1]["content"] if "messages" in prompt else prompt["text"]
+
+
 class GenerationSamples(L.Callback):
-    """Generate greedy answers for a fixed list of prompts with the chat template and show them.
+    """Generate greedy answers for a fixed list of prompts and show them.
 
     Runs before training (``before``), after each validation (``during``) when ``every_validation`` is set,
     and at the end of training (``after``). Samples are printed as a table, appended to
     ``<output_dir>/samples.jsonl``, sent to W&B as a table when a ``WandbLogger`` is attached, and returned
     by :meth:`summary` for ``summary.json``.
 
+    Chat prompts (``{"messages": [...]}``) go through the chat template; text prompts (``{"text": ...}``) are
+    continued as they are.
+
     Args:
         prompts_file: JSONL of prompts (``data/legal/val_prompts.jsonl``); or give ``prompts`` inline.
+        val_prompts: also take this many prompts from the validation split of the datamodule (in turn from
+            each task type; the held-out answer is the reference).
         max_new_tokens: answer length cap.
     """
 
@@ -43,11 +76,13 @@ class GenerationSamples(L.Callback):
         self,
         prompts_file: str | None = None,
         prompts: list[dict[str, Any]] | None = None,
+        val_prompts: int = 0,
         max_new_tokens: int = 48,
         every_validation: bool = False,
         output_dir: str | None = None,
     ) -> None:
         self.prompts = list(prompts or []) + (load_prompts(prompts_file) if prompts_file else [])
+        self.val_prompts, self._val_prompts_added = val_prompts, False
         self.max_new_tokens, self.every_validation = max_new_tokens, every_validation
         self.output_dir = Path(output_dir) if output_dir else None
         self.samples: dict[str, list[str]] = {}
@@ -59,9 +94,13 @@ class GenerationSamples(L.Callback):
         model.eval()
         answers = []
         for prompt in self.prompts:
-            inputs = tokenizer.apply_chat_template(
-                prompt["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True
-            ).to(pl_module.device)
+            if "messages" in prompt:
+                inputs = tokenizer.apply_chat_template(
+                    prompt["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True
+                )
+            else:
+                inputs = tokenizer(prompt["text"], return_tensors="pt")
+            inputs = inputs.to(pl_module.device)
             output = model.generate(
                 **inputs,
                 max_new_tokens=self.max_new_tokens,
@@ -88,7 +127,7 @@ class GenerationSamples(L.Callback):
                 "stage": stage,
                 "step": trainer.global_step,
                 "task_type": p.get("task_type"),
-                "prompt": p["messages"][-1]["content"],
+                "prompt": prompt_text(p),
                 "answer": a,
                 "reference": p.get("reference"),
             }
@@ -111,6 +150,11 @@ class GenerationSamples(L.Callback):
                 columns = ["stage", "step", "task_type", "prompt", "answer", "reference"]
                 logger.log_table(key="samples", columns=columns, data=[[r[c] for c in columns] for r in rows])
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.val_prompts and not self._val_prompts_added:
+            self.prompts += prompts_from_records(trainer.datamodule.val_records(), self.val_prompts)
+            self._val_prompts_added = True
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if "before" not in self.samples:
             self._record(trainer, pl_module, "before")
@@ -127,7 +171,7 @@ class GenerationSamples(L.Callback):
         return {
             "samples": [
                 {
-                    "prompt": p["messages"][-1]["content"],
+                    "prompt": prompt_text(p),
                     "reference": p.get("reference"),
                     **{stage: answers[i] for stage, answers in self.samples.items() if stage != "during"},
                 }

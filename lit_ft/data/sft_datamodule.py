@@ -121,6 +121,10 @@ class FineTuneDataModule(L.LightningDataModule):
         held_out = max(1, round(len(shuffled) * self.val_ratio))
         return shuffled[held_out:], shuffled[:held_out]
 
+    def val_records(self) -> list[Record]:
+        """The raw rows of the validation split, as read (before validation and tokenisation)."""
+        return self._split_records()[1]
+
     def _encode_split(self, name: str, records: list[Record]) -> list[dict[str, Any]]:
         stats = SplitStats(rows=len(records))
         examples = []

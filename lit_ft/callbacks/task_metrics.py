@@ -1,0 +1,187 @@
+"""Loss (and any per-example metric) split by task type, from the step outputs, synced across ranks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+
+from lit_ft.data.batch import example_task_ids
+
+STAGES = ("train", "val")
+COUNTS = ("tokens", "examples")
+
+
+def _name_and_task(key: str) -> tuple[str, str]:
+    """``"val/rewards/accuracies/flag"`` -> ``("rewards/accuracies", "flag")``."""
+    name, task = key.split("/", 1)[1].rsplit("/", 1)
+    return name, task
+
+
+class GroupedMean(Metric):
+    """Mean of values per group: ``total[g] / count[g]``, with ``total`` and ``count`` summed over updates and ranks.
+
+    Fed with per-token losses grouped by task id it is the token-weighted loss per task type (every token of
+    every micro-batch counts once, so it is right under packing and gradient accumulation).
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_groups: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_groups = num_groups
+        self.add_state("total", torch.zeros(num_groups, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(num_groups, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, values: torch.Tensor, groups: torch.Tensor) -> None:
+        """``values`` and ``groups`` [N]; entries with a negative group (padding) are skipped."""
+        keep = groups >= 0
+        # one-hot sums instead of bincount/scatter: deterministic on every device
+        onehot = F.one_hot(groups[keep], self.num_groups).to(torch.float64)
+        self.total += values[keep].to(torch.float64) @ onehot
+        self.count += onehot.sum(0)
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, count)``, both [G]; the mean is NaN where a group had no values."""
+        return self.total / self.count, self.count
+
+
+class TaskMetrics(L.Callback):
+    """Log the loss per task type, token-weighted, with token and example counts.
+
+    Reads what ``training_step``/``validation_step`` return (no second forward):
+
+    - token losses: ``per_token_loss``, ``loss_mask``, ``task_ids`` [B, T-1] give ``{stage}/loss/<task>`` (mean over
+      the loss tokens of that task) and ``{stage}/tokens/<task>`` (their number);
+    - per-example metrics (preference modules): ``example_metrics`` ``{name: [E]}`` with ``example_task_ids`` [E]
+      give ``{stage}/<name>/<task>`` (mean over the examples of that task);
+    - ``{stage}/examples/<task>``: examples seen (from ``example_task_ids`` when returned, else from the batch:
+      one per row of a padded batch, one per ``position_ids`` run of a packed batch).
+
+    Training metrics cover a logging window of ``trainer.log_every_n_steps`` optimizer steps (every micro-batch
+    of those steps, on every rank); validation metrics cover the whole validation epoch. Values are summed over
+    ranks by torchmetrics before the division, so a DDP run logs what one process would over the same data.
+
+    :meth:`summary` reports the per-task validation metrics of the first validation before training
+    (``before``; ``lit_ft.run`` runs one) and of the last validation (``after``).
+
+    Args:
+        task_names: id -> name; by default ``trainer.datamodule.task_names``.
+    """
+
+    def __init__(self, task_names: list[str] | None = None) -> None:
+        self.task_names = list(task_names) if task_names else []
+        self._metrics: dict[str, dict[str, GroupedMean]] = {stage: {} for stage in STAGES}
+        self._device = torch.device("cpu")
+        self._last_step = 0
+        self._fit_started = False
+        self.before: dict[str, float] | None = None
+        self.after: dict[str, float] | None = None
+
+    # --- state -----------------------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        names = getattr(trainer.datamodule, "task_names", None) if trainer.datamodule is not None else None
+        if names and list(names) != self.task_names:
+            self.task_names = list(names)
+            self._metrics = {s: {} for s in STAGES}
+        if not self.task_names:
+            raise ValueError("TaskMetrics needs task names: a datamodule with `task_names`, or `task_names=[...]`")
+        self._device = trainer.strategy.root_device
+
+    def _metric(self, stage: str, name: str) -> GroupedMean:
+        if name not in self._metrics[stage]:
+            self._metrics[stage][name] = GroupedMean(len(self.task_names)).to(self._device)
+        return self._metrics[stage][name]
+
+    def _update(self, stage: str, outputs: Any, batch: dict[str, torch.Tensor]) -> None:
+        if not isinstance(outputs, dict):
+            return
+        if "per_token_loss" in outputs:
+            mask = outputs["loss_mask"].bool()
+            self._metric(stage, "loss").update(outputs["per_token_loss"].detach()[mask], outputs["task_ids"][mask])
+        examples = outputs.get("example_task_ids")
+        if examples is None:
+            examples = example_task_ids(batch)
+        self._metric(stage, "examples").update(torch.ones_like(examples, dtype=torch.float64), examples)
+        for name, values in outputs.get("example_metrics", {}).items():
+            self._metric(stage, name).update(values.detach(), outputs["example_task_ids"])
+
+    def compute(self, stage: str) -> dict[str, float]:
+        """The stage's metrics so far, synced over ranks (a collective: call it on every rank)."""
+        values: dict[str, float] = {}
+        for name, metric in self._metrics[stage].items():
+            mean, count = metric.compute()
+            for index, task in enumerate(self.task_names):
+                if count[index] == 0:
+                    continue
+                if name == "examples":
+                    values[f"{stage}/examples/{task}"] = float(count[index])
+                    continue
+                values[f"{stage}/{name}/{task}"] = float(mean[index])
+                if name == "loss":
+                    values[f"{stage}/tokens/{task}"] = float(count[index])
+        return values
+
+    def _reset(self, stage: str) -> None:
+        for metric in self._metrics[stage].values():
+            metric.reset()
+
+    # --- training: a window of log_every_n_steps optimizer steps -------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_started = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_step = trainer.global_step
+        self._reset("train")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self._update("train", outputs, batch)
+        stepped, self._last_step = trainer.global_step != self._last_step, trainer.global_step
+        # The window closes after an optimizer step, when Lightning also sends logged values to the loggers.
+        if stepped and trainer.log_every_n_steps and trainer.global_step % trainer.log_every_n_steps == 0:
+            for name, value in self.compute("train").items():
+                pl_module.log(name, value, on_step=True, on_epoch=False)
+            self._reset("train")
+
+    # --- validation: the whole epoch ---------------------------------------------------------------------------
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset("val")  # under the evaluation loop's grad mode, like the updates that follow
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        self._update("val", outputs, batch)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        values = self.compute("val")
+        for name, value in values.items():
+            pl_module.log(name, value, on_step=False, on_epoch=True)
+        if not self._fit_started and self.before is None:
+            self.before = values
+        self.after = values
+
+    # --- report ------------------------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """``per_task``: for each task type, its validation metrics ``before``/``after`` training and its counts."""
+        per_task: dict[str, dict[str, float]] = {}
+        for when, values in (("before", self.before), ("after", self.after)):
+            for key, value in (values or {}).items():
+                name, task = _name_and_task(key)
+                if name not in COUNTS:
+                    per_task.setdefault(task, {})[f"val_{name}_{when}"] = value
+        for key, value in (self.after or self.before or {}).items():
+            name, task = _name_and_task(key)
+            if name in COUNTS:
+                per_task.setdefault(task, {})[f"val_{name}"] = value
+        return {"per_task": per_task}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"before": self.before}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = state_dict.get("before")

@@ -1,0 +1,119 @@
+"""Training throughput (non-padding tokens/s, samples/s), MFU and peak memory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+from lit_ft.data.batch import example_task_ids, non_padding_tokens
+from lit_ft.utils.perf import compute_dtype, measure_matmul_flops, peak_memory_bytes, training_flops_per_token
+
+log = logging.getLogger(__name__)
+
+
+class Throughput(L.Callback):
+    """Log ``perf/tokens_per_s``, ``perf/samples_per_s``, ``perf/mfu`` and ``perf/peak_mem_gb``.
+
+    - tokens are the non-padding tokens of the training batches (``attention_mask`` ones, or the tokens of a
+      packed batch that are not padding: ``task_ids >= 0``), on all ranks together; samples are examples (one per
+      padded row, one per packed segment);
+    - time is wall time spent in the training loop (data loading included), validation and checks excluded;
+    - MFU = ``flops_per_token · tokens/s / (peak_flops · world_size)``, with
+      :func:`~lit_ft.utils.perf.training_flops_per_token` (6·N for full fine-tuning, about 4·N for LoRA);
+      ``peak_flops`` is per device, a number, or ``"auto"`` to measure a matmul in the training dtype once at
+      the start (about a second), or None to skip MFU;
+    - peak memory: CUDA max allocated, else the process's peak RSS (max over ranks), in GB (1e9 bytes).
+
+    Values cover a window of ``trainer.log_every_n_steps`` optimizer steps. :meth:`summary` (``perf`` in
+    ``summary.json``) gives run averages, leaving out the first ``warmup_steps`` optimizer steps.
+    """
+
+    def __init__(self, peak_flops: float | str | None = None, warmup_steps: int = 1) -> None:
+        if isinstance(peak_flops, str) and peak_flops != "auto":
+            raise ValueError(f"peak_flops must be a number, 'auto' or null, got {peak_flops!r}")
+        self.peak_flops = peak_flops
+        self.warmup_steps = warmup_steps
+        self.flops_per_token: float | None = None
+        self.device_peak: float | None = None
+        self._window = torch.zeros(3, dtype=torch.float64)  # tokens, samples, seconds
+        self._totals = torch.zeros(3, dtype=torch.float64)  # after warm-up, all ranks
+        self._started: float | None = None
+        self._last_step = 0
+        self._world_size = 1
+        self.last: dict[str, float] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flops_per_token = training_flops_per_token(pl_module.model)
+        self._world_size = trainer.world_size
+        if self.peak_flops == "auto":
+            dtype = compute_dtype(str(trainer.precision), next(pl_module.parameters()).dtype)
+            self.device_peak = measure_matmul_flops(pl_module.device, dtype)
+            log.info("Measured matmul peak: %.1f GFLOP/s (%s)", self.device_peak / 1e9, dtype)
+        elif self.peak_flops is not None:
+            self.device_peak = float(self.peak_flops)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_step = trainer.global_step
+
+    def _pause(self) -> None:
+        if self._started is not None:
+            self._window[2] += time.perf_counter() - self._started
+            self._started = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        if self._started is None:
+            self._started = time.perf_counter()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pause()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pause()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self._window[0] += float(non_padding_tokens(batch))
+        self._window[1] += len(example_task_ids(batch))
+        stepped, self._last_step = trainer.global_step != self._last_step, trainer.global_step
+        if not (stepped and trainer.log_every_n_steps and trainer.global_step % trainer.log_every_n_steps == 0):
+            return
+        self._pause()
+        window = trainer.strategy.reduce(self._window.to(pl_module.device), reduce_op="sum").cpu()
+        tokens, samples = float(window[0]), float(window[1])
+        seconds = float(window[2]) / trainer.world_size  # each rank timed the same wall-clock window
+        peak = torch.tensor(float(peak_memory_bytes(pl_module.device)), device=pl_module.device)
+        peak_gb = float(trainer.strategy.reduce(peak, reduce_op="max")) / 1e9
+        self.last = {
+            "perf/tokens_per_s": tokens / seconds,
+            "perf/samples_per_s": samples / seconds,
+            "perf/peak_mem_gb": peak_gb,
+        }
+        if self.device_peak:
+            self.last["perf/mfu"] = self.flops_per_token * tokens / seconds / (self.device_peak * trainer.world_size)
+        for name, value in self.last.items():
+            pl_module.log(name, value, on_step=True, on_epoch=False)
+        if trainer.global_step - trainer.log_every_n_steps >= self.warmup_steps:  # the window began after warm-up
+            self._totals += torch.tensor([tokens, samples, seconds], dtype=torch.float64)
+        self._window.zero_()
+        self._started = time.perf_counter()
+
+    def summary(self) -> dict[str, Any]:
+        """``perf``: tokens/s, samples/s and MFU averaged over the run after warm-up, and peak memory."""
+        tokens, samples, seconds = self._totals.tolist()
+        if not seconds:
+            return {"perf": {}}
+        perf: dict[str, Any] = {
+            "tokens_per_s": tokens / seconds,
+            "samples_per_s": samples / seconds,
+            "timed_tokens": int(tokens),
+            "timed_seconds": seconds,
+            "flops_per_token": self.flops_per_token,
+            "peak_mem_gb": self.last.get("perf/peak_mem_gb"),
+        }
+        if self.device_peak:
+            mfu = self.flops_per_token * tokens / seconds / (self.device_peak * self._world_size)
+            perf.update(peak_flops=self.device_peak, mfu=mfu)
+        return {"perf": perf}

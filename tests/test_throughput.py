@@ -1,0 +1,89 @@
+"""Throughput counts, the FLOPs formula behind MFU, peak memory, and the progress bar's fields."""
+
+from __future__ import annotations
+
+import types
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from lit_ft.callbacks import ProgressBar, Throughput
+from lit_ft.data.batch import example_task_ids, non_padding_tokens
+from lit_ft.models import Freeze, LoRA, tiny_llama
+from lit_ft.modules import SFTModule
+from lit_ft.utils.perf import compute_dtype, measure_matmul_flops, training_flops_per_token
+from tests.test_task_metrics import packed_batch, padded_batch
+
+# tiny_llama: hidden 64, 4 heads of 16, 2 KV heads, FFN 128, vocabulary 49152 (tied head)
+LAYER = 64 * 64 + 2 * (64 * 32) + 64 * 64 + 3 * (64 * 128)  # q, k and v, o, gate/up/down = 36,864
+HEAD = 49152 * 64
+
+
+def test_flops_per_token_full_lora_and_frozen_by_hand(tokenizer):
+    full = tiny_llama(tokenizer, num_layers=3)
+    n = 3 * LAYER + HEAD
+    assert training_flops_per_token(full) == 6 * n
+
+    top = Freeze(train_last_layers=1)(tiny_llama(tokenizer, num_layers=3))
+    # forward 2N; activation gradients through the top layer and the head only; weight gradients of the top layer
+    assert training_flops_per_token(top) == 2 * n + 2 * (LAYER + HEAD) + 2 * LAYER
+
+    head = Freeze(train_lm_head=True)(tiny_llama(tokenizer, num_layers=3))
+    # a tied head trains the input embedding too, so gradients flow down through every layer
+    assert training_flops_per_token(head) == 2 * n + 2 * n + 2 * HEAD
+
+    lora = LoRA(r=4, target_modules="all-linear")(tiny_llama(tokenizer, num_layers=3))
+    adapters = 3 * sum(
+        4 * (i + o) for i, o in [(64, 64), (64, 32), (64, 32), (64, 64), (64, 128), (64, 128), (128, 64)]
+    )
+    assert training_flops_per_token(lora) == 4 * (n + adapters) + 2 * adapters  # about 4N
+
+
+def test_compute_dtype_and_matmul_peak():
+    assert compute_dtype("bf16-mixed", torch.float32) == torch.bfloat16
+    assert compute_dtype("16-mixed", torch.float32) == torch.float16
+    assert compute_dtype("32-true", torch.float32) == torch.float32
+    assert measure_matmul_flops(torch.device("cpu"), size=64, seconds=0.05) > 1e6
+
+
+def test_throughput_counts_non_padding_tokens_and_examples(tokenizer, tiny_model):
+    batches = [padded_batch(), packed_batch(), padded_batch(), packed_batch()]
+    module = SFTModule(model=lambda: tiny_model, optimizer=lambda groups: torch.optim.SGD(groups, lr=0.0))
+    throughput = Throughput(peak_flops=1e12, warmup_steps=1)
+    trainer = L.Trainer(
+        max_steps=2,
+        accumulate_grad_batches=2,
+        log_every_n_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[throughput],
+    )
+    trainer.fit(module, DataLoader(batches, batch_size=None))
+    tokens = int(non_padding_tokens(padded_batch()) + non_padding_tokens(packed_batch()))
+    samples = len(example_task_ids(padded_batch())) + len(example_task_ids(packed_batch()))
+    assert (tokens, samples) == (15, 4)  # one optimizer step: padding excluded, packed segments counted
+
+    summary = throughput.summary()["perf"]
+    assert summary["timed_tokens"] == tokens  # step 2 only: step 1 is warm-up
+    assert summary["samples_per_s"] / summary["tokens_per_s"] == pytest.approx(samples / tokens)
+    assert summary["mfu"] == pytest.approx(summary["flops_per_token"] * summary["tokens_per_s"] / 1e12)
+    assert summary["flops_per_token"] == training_flops_per_token(module.model)
+    metrics = trainer.callback_metrics  # the last window (step 2) is what was logged last
+    assert metrics["perf/tokens_per_s"].item() == pytest.approx(summary["tokens_per_s"], rel=1e-5)
+    assert 0.1 < metrics["perf/peak_mem_gb"].item() < 64  # peak RSS of this process
+
+
+def test_progress_bar_shows_loss_val_loss_and_tokens_per_second():
+    trainer = types.SimpleNamespace(
+        callback_metrics={
+            "train/loss": torch.tensor(1.23456),
+            "perf/tokens_per_s": torch.tensor(141.7),
+            "val/loss/flag": torch.tensor(2.0),
+        }
+    )
+    assert ProgressBar().get_metrics(trainer, None) == {"loss": "1.2346", "tok/s": "142"}
