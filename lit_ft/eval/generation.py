@@ -1,0 +1,100 @@
+"""Held-out prompts from data rows, and batched generation of their answers (greedy or sampled).
+
+A prompt is a data row cut before the answer it was trained on: for a chat row, the conversation up to its last
+trained assistant turn, ``{"messages": [...]}`` (rendered with the chat template and the assistant header, as
+training tokenises it), whose content is the ``reference``; for a prompt/completion text row, ``{"text":
+prompt}``, continued without a template, with the completion as reference. Raw-text rows (continual
+pre-training) have no prompt and are skipped. Every prompt carries its ``task_type`` and its row's place without
+the folder as ``id`` (``val.jsonl:12``), which matches the answers of two runs on the same file, wherever it lies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lit_ft.data.readers import Record
+from lit_ft.data.rows import ChatExample, parse_sft_row
+from lit_ft.data.tokenize import render_ids
+
+Prompt = dict[str, Any]
+
+
+def prompts_from_records(records: Iterable[Record], limit: int | None = None) -> list[Prompt]:
+    """Up to ``limit`` prompts (all when ``None``), taken in turn from each task type (file order within)."""
+    by_task: dict[str, list[Prompt]] = {}
+    for record in records:
+        example = parse_sft_row(record)
+        if isinstance(example, ChatExample):
+            last = example.trainable_turns[-1]
+            prompt = {"messages": example.messages[:last], "reference": example.messages[last]["content"]}
+        elif example.prompt:
+            prompt = {"text": example.prompt, "reference": example.completion}
+        else:
+            continue
+        by_task.setdefault(example.task_type, []).append({"id": Path(record.where).name, "task_type": example.task_type, **prompt})
+    queues = list(by_task.values())
+    chosen = [queue[rank] for rank in range(max(map(len, queues), default=0)) for queue in queues if rank < len(queue)]
+    return chosen[:limit]
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
+    """Token ids the answer is generated after: chat template + assistant header, or the raw text prompt."""
+    if "messages" in prompt:
+        return render_ids(tokenizer, prompt["messages"], add_generation_prompt=True)
+    return tokenizer(prompt["text"], add_special_tokens=False)["input_ids"]
+
+
+def sampling_kwargs(do_sample: bool, temperature: float = 1.0, top_p: float = 1.0) -> dict[str, Any]:
+    """``generate`` arguments for greedy decoding or nucleus sampling (sampling knobs only when sampling)."""
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+
+
+@torch.no_grad()
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+) -> list[str]:
+    """Answers to ``prompts``, in order: left-padded batches of similar length, each stopping at EOS/end-of-turn.
+
+    Sampled answers are reproducible for a given ``seed`` and ``batch_size``.
+    """
+    encoded = [prompt_ids(tokenizer, p) for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    answers = [""] * len(encoded)
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(seed)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        length = max(len(encoded[i]) for i in batch)
+        input_ids = torch.tensor([[pad] * (length - len(encoded[i])) + encoded[i] for i in batch], device=device)
+        attention_mask = torch.tensor(
+            [[0] * (length - len(encoded[i])) + [1] * len(encoded[i]) for i in batch], device=device
+        )
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+            use_cache=True,
+            **sampling_kwargs(do_sample, temperature, top_p),
+        )
+        for row, index in enumerate(batch):
+            answers[index] = tokenizer.decode(output[row, length:], skip_special_tokens=True).strip()
+    model.train(was_training)
+    return answers

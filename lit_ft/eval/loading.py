@@ -1,0 +1,99 @@
+"""Load what a run saved (a Hugging Face model folder, a peft adapter folder or a Lightning checkpoint) for evaluation.
+
+Whatever the source, the model ends up inside the configured :class:`~lit_ft.modules.CausalLMModule`, so
+evaluation computes losses with the module's own ``token_losses`` (the numbers training logs) and generates
+with its ``model``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from lit_ft.models import load_model, load_tokenizer
+from lit_ft.modules.causal_lm import CausalLMModule
+
+log = logging.getLogger(__name__)
+
+ModelKind = Literal["base", "model", "adapter", "checkpoint"]
+
+
+@dataclass
+class EvalModel:
+    module: CausalLMModule
+    tokenizer: PreTrainedTokenizerBase
+    source: str
+    kind: ModelKind
+
+
+def model_kind(path: str | Path | None) -> ModelKind:
+    """``base`` (no path: the configured model), ``adapter`` (has ``adapter_config.json``), ``model`` (has
+    ``config.json``) or ``checkpoint`` (a ``.ckpt`` file)."""
+    if path is None:
+        return "base"
+    path = Path(path)
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        return "adapter"
+    if path.is_dir() and (path / "config.json").is_file():
+        return "model"
+    if path.is_file() and path.suffix == ".ckpt":
+        return "checkpoint"
+    raise FileNotFoundError(
+        f"model_path={path} is neither a Hugging Face model folder (config.json), a peft adapter folder "
+        "(adapter_config.json) nor a Lightning checkpoint (.ckpt)"
+    )
+
+
+def run_config_of(checkpoint: Path) -> DictConfig | None:
+    """The resolved ``config.yaml`` of the run a checkpoint belongs to (``<run>/checkpoints/x.ckpt``), if found."""
+    for folder in (checkpoint.parent, checkpoint.parent.parent):
+        if (folder / "config.yaml").is_file():
+            return OmegaConf.load(folder / "config.yaml")
+    return None
+
+
+def _wrap(cfg: DictConfig, model: torch.nn.Module) -> CausalLMModule:
+    """The configured module around an already built model (no adapter or freezing applied again)."""
+    module = instantiate(cfg.module, model=lambda: model, adapter=None, freeze=None)
+    module.configure_model()
+    return module
+
+
+def load_eval_model(cfg: DictConfig, model_path: str | None = None) -> EvalModel:
+    """Load ``model_path`` (see :func:`model_kind`) with its tokenizer, inside the module of ``cfg``, in eval mode.
+
+    - no path: the model of ``cfg.model`` (the base model before fine-tuning);
+    - model folder: ``load_model(path)`` with the dtype and attention of ``cfg.model``;
+    - adapter folder: the base model of ``cfg.model`` with the adapter loaded and merged;
+    - checkpoint: the module is rebuilt from the run's saved ``config.yaml`` when it sits beside the checkpoint
+      (else from ``cfg.module``), then the checkpoint's weights are loaded into it (only the trainable ones for
+      adapter and frozen-backbone runs, whose checkpoints hold only those).
+    """
+    kind = model_kind(model_path)
+    options = {k: cfg.model[k] for k in ("dtype", "attn_implementation", "trust_remote_code") if k in cfg.model}
+    if kind == "checkpoint":
+        run_cfg = run_config_of(Path(model_path)) or cfg
+        module: CausalLMModule = instantiate(run_cfg.module)
+        module.configure_model()
+        checkpoint = torch.load(model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(checkpoint["state_dict"], strict=module.strict_loading)
+        tokenizer = load_tokenizer(run_cfg.data.tokenizer)
+    elif kind == "adapter":
+        base = instantiate(cfg.model)()
+        model = PeftModel.from_pretrained(base, model_path).merge_and_unload()
+        module, tokenizer = _wrap(cfg, model), load_tokenizer(model_path)
+    elif kind == "model":
+        module, tokenizer = _wrap(cfg, load_model(model_path, **options)), load_tokenizer(model_path)
+    else:
+        module, tokenizer = _wrap(cfg, instantiate(cfg.model)()), load_tokenizer(cfg.data.tokenizer)
+    source = str(model_path) if model_path else str(cfg.model.get("name_or_path", cfg.model._target_))
+    log.info("Evaluating %s (%s)", source, kind)
+    return EvalModel(module.eval(), tokenizer, source, kind)

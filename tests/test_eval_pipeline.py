@@ -1,0 +1,120 @@
+"""eval.py's pipeline on the tiny model: loading a saved model, adapter or checkpoint, per-task loss, generations."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lit_ft.data.readers import Record
+from lit_ft.eval.generation import generate_answers, prompts_from_records
+from lit_ft.eval.loading import load_eval_model, model_kind
+from lit_ft.eval.run import evaluate
+from lit_ft.losses import token_cross_entropy
+from lit_ft.run import train
+from tests.conftest import chat, write_jsonl
+from tests.helpers import compose_config
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """A tiny LoRA run that leaves model/, adapter/ and checkpoints/last.ckpt, and its data files."""
+    folder = tmp_path_factory.mktemp("lora_run")
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(24):
+        a, b = (int(x) for x in torch.randint(1, 20, (2,), generator=generator))
+        rows.append(chat(f"What is {a} plus {b}?", f"SUM: {a + b}", "add" if i % 2 else "sum"))
+    train_file, val_file = write_jsonl(folder / "train.jsonl", rows[:16]), write_jsonl(folder / "val.jsonl", rows[16:])
+    data = [f"data.train_files={train_file}", f"data.val_files={val_file}", "data.batch_size=4"]
+    cfg = compose_config(
+        [
+            "model=tiny", "peft=lora", "peft.dropout=0.0", "logger=none", "callbacks=default",
+            "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false", "trainer.max_steps=4",
+            "module.optimizer.lr=1e-2", *data,
+        ],
+        output_dir=folder / "run",
+    )
+    summary = train(cfg)
+    return {"dir": folder / "run", "summary": summary, "data": data, "val_file": val_file}
+
+
+def eval_config(run, tmp_path, *overrides):
+    return compose_config(
+        ["model=tiny", "task_metrics=text", "generation.max_new_tokens=6", *run["data"], *overrides],
+        output_dir=tmp_path,
+        name="eval",
+    )
+
+
+@pytest.mark.parametrize("saved", ["model", "adapter", "checkpoints/last.ckpt"])
+def test_saved_model_adapter_and_checkpoint_reproduce_the_training_val_loss(lora_run, tmp_path, saved):
+    path = lora_run["dir"] / saved
+    assert model_kind(path) == {"model": "model", "adapter": "adapter"}.get(saved, "checkpoint")
+    result = evaluate(eval_config(lora_run, tmp_path, f"model_path={path}", "generation.enabled=false"))
+    # the same weights on the same validation split give the loss training logged last
+    assert result["overall"]["loss"] == pytest.approx(lora_run["summary"]["val_loss_after"], rel=1e-4)
+    assert result["overall"]["tokens"] == lora_run["summary"]["data"]["val"]["loss_tokens"]
+    assert json.loads((tmp_path / "eval.json").read_text())["model"]["kind"] == model_kind(path)
+
+
+def test_per_task_loss_matches_a_separate_forward_per_task(lora_run, tmp_path):
+    cfg = eval_config(lora_run, tmp_path, f"model_path={lora_run['dir'] / 'model'}", "generation.enabled=false")
+    result = evaluate(cfg)
+    loaded = load_eval_model(cfg, cfg.model_path)
+    from lit_ft.data import SFTDataModule
+
+    datamodule = SFTDataModule(loaded.tokenizer, lora_run["val_file"], lora_run["val_file"], max_length=256)
+    datamodule.setup()
+    for task, values in result["per_task"].items():
+        total, tokens = 0.0, 0
+        for example in datamodule.val_examples:
+            if example["task_type"] == task:
+                ids = torch.tensor([example["input_ids"]])
+                with torch.no_grad():
+                    logits = loaded.module.model(input_ids=ids).logits
+                per_token, mask = token_cross_entropy(logits, torch.tensor([example["labels"]]))
+                total, tokens = total + per_token[mask].sum().item(), tokens + int(mask.sum())
+        assert values["tokens"] == tokens
+        assert values["loss"] == pytest.approx(total / tokens, rel=1e-4)
+        assert values["ppl"] == pytest.approx(torch.tensor(total / tokens).exp().item(), rel=1e-4)
+    weighted = sum(v["loss"] * v["tokens"] for v in result["per_task"].values()) / result["overall"]["tokens"]
+    assert weighted == pytest.approx(result["overall"]["loss"])
+
+
+def test_generations_are_saved_and_scored(lora_run, tmp_path):
+    result = evaluate(eval_config(lora_run, tmp_path, "generation.max_examples=3", "loss.enabled=false"))
+    rows = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and [r["task_type"] for r in rows] == ["sum", "add", "sum"]  # in turn from each task
+    assert all(r["id"].startswith("val.jsonl:") and r["reference"].startswith("SUM: ") for r in rows)
+    assert all(set(r["scores"]) == {"exact_match", "token_f1", "rouge_l"} for r in rows)
+    assert result["per_task"]["sum"]["n"] == 2 and result["per_task"]["add"]["n"] == 1
+    mean_f1 = sum(r["scores"]["token_f1"] for r in rows if r["task_type"] == "sum") / 2
+    assert result["per_task"]["sum"]["token_f1"] == pytest.approx(mean_f1)
+    assert result["generation"]["generations"] == 3 and "loss" not in result["overall"]
+
+
+def test_prompts_are_cut_before_the_last_answer_and_taken_in_turn():
+    two_turns = chat("Summarise: X.", "S", "summarize")
+    two_turns["messages"] += [{"role": "user", "content": "And classify it."}, {"role": "assistant", "content": "TYPE: a"}]
+    two_turns["task_type"] = "classify"
+    records = [
+        Record("d/v.jsonl:1", two_turns),
+        Record("d/v.jsonl:2", chat("q2", "a2", "classify")),
+        Record("d/v.jsonl:3", {"prompt": "1 + 1 =", "completion": " 2", "task_type": "math"}),
+        Record("d/v.jsonl:4", {"text": "raw text has no prompt"}),
+    ]
+    prompts = prompts_from_records(records)
+    assert [p["id"] for p in prompts] == ["v.jsonl:1", "v.jsonl:3", "v.jsonl:2"]
+    assert prompts[0]["messages"][-1]["content"] == "And classify it." and prompts[0]["reference"] == "TYPE: a"
+    assert prompts[1] == {"id": "v.jsonl:3", "task_type": "math", "text": "1 + 1 =", "reference": " 2"}
+    assert len(prompts_from_records(records, limit=2)) == 2
+
+
+def test_batched_greedy_generation_equals_one_prompt_at_a_time(tokenizer, tiny_model):
+    texts = ["Once upon", "The cat sat on the mat and then", "A"]
+    prompts = [{"messages": [{"role": "user", "content": "Hi there"}]}] + [{"text": t} for t in texts]
+    batched = generate_answers(tiny_model, tokenizer, prompts, max_new_tokens=5, batch_size=4)
+    alone = [generate_answers(tiny_model, tokenizer, [p], max_new_tokens=5)[0] for p in prompts]
+    assert batched == alone and all(batched[1:])  # (the random model ends its chat answer at once)
