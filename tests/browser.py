@@ -6,6 +6,7 @@ events the same way to descriptor 4, so no websocket library (and no driver bina
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,7 +30,9 @@ FLAGS = (
 
 def find_chromium() -> str | None:
     explicit = os.environ.get("CHROMIUM")
-    return explicit if explicit and shutil.which(explicit) else next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+    return (
+        explicit if explicit and shutil.which(explicit) else next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+    )
 
 
 class Chromium:
@@ -65,10 +68,8 @@ class Chromium:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.send("Browser.close")
-        except Exception:
-            pass
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:

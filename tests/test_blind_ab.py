@@ -82,14 +82,20 @@ def test_page_in_headless_chromium_records_choices_that_score_back(two_runs, tmp
         session = browser.open(page.as_uri())
         # self-contained: nothing fetched, and answer text is shown as text, never run or rendered
         assert browser.evaluate(session, "performance.getEntriesByType('resource').length") == 0
-        assert browser.evaluate(session, "window.pwned === undefined && document.querySelectorAll('main b').length === 0")
+        assert browser.evaluate(
+            session, "window.pwned === undefined && document.querySelectorAll('main b').length === 0"
+        )
         assert ATTACK in browser.evaluate(session, "document.getElementById('items').innerText")
         cards = browser.evaluate(
             session,
             "[...document.querySelectorAll('.item')].map(c => [c.dataset.item, c.querySelector('.meta').textContent,"
             " [...c.querySelectorAll('.answer pre')].map(p => p.textContent)])",
         )
-        assert len(cards) == len(TASKS) and browser.evaluate(session, "document.getElementById('progress').textContent") == f"0 / {len(TASKS)} judged"
+        assert (
+            len(cards) == len(TASKS)
+            and browser.evaluate(session, "document.getElementById('progress').textContent")
+            == f"0 / {len(TASKS)} judged"
+        )
         # the rater prefers model A's answer on classify, B's on flag, and calls summarize a tie; they can only
         # tell the models apart by reading the answers
         wanted = {"classify": " from A", "flag": " from B"}
@@ -106,7 +112,9 @@ def test_page_in_headless_chromium_records_choices_that_score_back(two_runs, tmp
             time.sleep(0.1)
         # choices survive a reload (local storage)
         browser.send("Page.reload", {}, session)
-        browser.wait_for(session, f"document.getElementById('progress').textContent === '{len(TASKS)} / {len(TASKS)} judged'")
+        browser.wait_for(
+            session, f"document.getElementById('progress').textContent === '{len(TASKS)} / {len(TASKS)} judged'"
+        )
         assert browser.evaluate(session, "document.getElementById('rater').value") == "tester"
     (downloaded,) = downloads.glob("*.json")
     assert downloaded.name == f"ab_choices_{key['page_id']}_tester.json"

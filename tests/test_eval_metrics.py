@@ -63,8 +63,20 @@ def test_multiclass_accuracy_and_macro_scores_by_hand():
 
 def test_binary_precision_recall_of_the_positive_label_by_hand():
     metric = LabelMetrics(pattern=r"FLAG:\s*(NON-STANDARD|STANDARD)", positive="NON-STANDARD")
-    references = ["FLAG: NON-STANDARD - a", "FLAG: NON-STANDARD - b", "FLAG: STANDARD", "FLAG: STANDARD", "FLAG: NON-STANDARD - c"]
-    predictions = ["flag: non-standard, because", "FLAG: STANDARD", "FLAG: NON-STANDARD - x", "FLAG: STANDARD", "unsure"]
+    references = [
+        "FLAG: NON-STANDARD - a",
+        "FLAG: NON-STANDARD - b",
+        "FLAG: STANDARD",
+        "FLAG: STANDARD",
+        "FLAG: NON-STANDARD - c",
+    ]
+    predictions = [
+        "flag: non-standard, because",
+        "FLAG: STANDARD",
+        "FLAG: NON-STANDARD - x",
+        "FLAG: STANDARD",
+        "unsure",
+    ]
     result = metric.aggregate([metric.example(p, r) for p, r in zip(predictions, references)])
     # TP = 1, FP = 1, FN = 2 (one wrong, one unparsed): P = 1/2, R = 1/3, F1 = 2PR / (P + R) = 0.4
     assert result["precision"] == pytest.approx(0.5)

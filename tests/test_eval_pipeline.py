@@ -30,9 +30,16 @@ def lora_run(tmp_path_factory):
     data = [f"data.train_files={train_file}", f"data.val_files={val_file}", "data.batch_size=4"]
     cfg = compose_config(
         [
-            "model=tiny", "peft=lora", "peft.dropout=0.0", "logger=none", "callbacks=default",
-            "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false", "trainer.max_steps=4",
-            "module.optimizer.lr=1e-2", *data,
+            "model=tiny",
+            "peft=lora",
+            "peft.dropout=0.0",
+            "logger=none",
+            "callbacks=default",
+            "callbacks.progress_bar=null",
+            "+trainer.enable_progress_bar=false",
+            "trainer.max_steps=4",
+            "module.optimizer.lr=1e-2",
+            *data,
         ],
         output_dir=folder / "run",
     )
@@ -97,7 +104,10 @@ def test_generations_are_saved_and_scored(lora_run, tmp_path):
 
 def test_prompts_are_cut_before_the_last_answer_and_taken_in_turn():
     two_turns = chat("Summarise: X.", "S", "summarize")
-    two_turns["messages"] += [{"role": "user", "content": "And classify it."}, {"role": "assistant", "content": "TYPE: a"}]
+    two_turns["messages"] += [
+        {"role": "user", "content": "And classify it."},
+        {"role": "assistant", "content": "TYPE: a"},
+    ]
     two_turns["task_type"] = "classify"
     records = [
         Record("d/v.jsonl:1", two_turns),

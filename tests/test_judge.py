@@ -41,7 +41,9 @@ def test_the_judge_reads_the_letters_after_the_chat_template(tokenizer, tiny_mod
     text = tokenizer.decode(ids)
     assert text.endswith("<|im_start|>assistant\n") and text.index("FIRST-ANSWER") < text.index("SECOND-ANSWER")
     assert "[Reference answer]\nTYPE: payment" in text
-    assert "[Reference answer]" not in tokenizer.decode(PairwiseJudge(tiny_model, tokenizer, use_reference=False).prompt_ids(COMPARISONS[0], "x", "y"))
+    assert "[Reference answer]" not in tokenizer.decode(
+        PairwiseJudge(tiny_model, tokenizer, use_reference=False).prompt_ids(COMPARISONS[0], "x", "y")
+    )
     assert [tokenizer.decode([i]) for i in judge.letter_ids] == ["A", "B"]
 
 
@@ -54,9 +56,13 @@ def test_length_controlled_win_rate_removes_a_pure_length_preference():
     assert lc == pytest.approx(0.5, abs=0.01)
     # a length-independent preference survives: sigmoid(1) everywhere
     constant = torch.full_like(diff, torch.sigmoid(torch.tensor(1.0)).item())
-    assert length_controlled_win_rate(constant, diff, torch.zeros_like(diff)) == pytest.approx(constant[0].item(), abs=1e-3)
+    assert length_controlled_win_rate(constant, diff, torch.zeros_like(diff)) == pytest.approx(
+        constant[0].item(), abs=1e-3
+    )
     # equal lengths: no length information, the result is the logistic mean
-    assert length_controlled_win_rate(constant, torch.ones(16), torch.ones(16)) == pytest.approx(constant[0].item(), abs=1e-3)
+    assert length_controlled_win_rate(constant, torch.ones(16), torch.ones(16)) == pytest.approx(
+        constant[0].item(), abs=1e-3
+    )
 
 
 def test_win_rate_counts():
@@ -69,7 +75,13 @@ def test_win_rate_counts():
 def test_judge_files_pairs_generations_by_id(tokenizer, tiny_model, tmp_path):
     def write(name, answers):
         rows = [
-            {"id": f"val.jsonl:{i}", "task_type": t, "messages": [{"role": "user", "content": f"q{i}"}], "reference": "r", "generation": a}
+            {
+                "id": f"val.jsonl:{i}",
+                "task_type": t,
+                "messages": [{"role": "user", "content": f"q{i}"}],
+                "reference": "r",
+                "generation": a,
+            }
             for i, (t, a) in enumerate(answers)
         ]
         path = tmp_path / name

@@ -97,7 +97,13 @@ def _tally(choices: list[tuple[str, str]]) -> dict[str, float]:
     wins_a = sum(w == "a" for _, w in choices)
     wins_b = sum(w == "b" for _, w in choices)
     ties = len(choices) - wins_a - wins_b
-    return {"n": len(choices), "wins_a": wins_a, "wins_b": wins_b, "ties": ties, "win_rate_a": (wins_a + ties / 2) / len(choices)}
+    return {
+        "n": len(choices),
+        "wins_a": wins_a,
+        "wins_b": wins_b,
+        "ties": ties,
+        "win_rate_a": (wins_a + ties / 2) / len(choices),
+    }
 
 
 def score(key_path: str | Path, choice_paths: Sequence[str | Path]) -> dict[str, Any]:
@@ -108,13 +114,19 @@ def score(key_path: str | Path, choice_paths: Sequence[str | Path]) -> dict[str,
     for path in choice_paths:
         choices = json.loads(Path(path).read_text())
         if choices.get("page_id") != key["page_id"]:
-            raise ValueError(f"{path} answers page {choices.get('page_id')}, but {key_path} is the key of {key['page_id']}")
+            raise ValueError(
+                f"{path} answers page {choices.get('page_id')}, but {key_path} is the key of {key['page_id']}"
+            )
         raters.append(choices.get("rater") or Path(path).stem)
         for item, choice in choices["choices"].items():
             if item not in key["items"] or choice not in CHOICES:
                 raise ValueError(f"{path}: unknown item {item!r} or choice {choice!r}")
             entry = key["items"][item]
-            winner = "tie" if choice == "tie" else (entry["left"] if choice == "left" else "b" if entry["left"] == "a" else "a")
+            winner = (
+                "tie"
+                if choice == "tie"
+                else (entry["left"] if choice == "left" else "b" if entry["left"] == "a" else "a")
+            )
             judged.append((entry["task_type"], winner))
     if not judged:
         raise ValueError("no judged items in the choice files")
@@ -127,7 +139,9 @@ def print_scores(report: dict[str, Any], console: Console | None = None) -> None
     for column in ("task_type", "judged", "A wins", "ties", "B wins", "win rate A"):
         table.add_column(column, justify="left" if column == "task_type" else "right")
     for task, row in [*report["per_task"].items(), ("all", report["overall"])]:
-        table.add_row(task, str(row["n"]), str(row["wins_a"]), str(row["ties"]), str(row["wins_b"]), f"{row['win_rate_a']:.3f}")
+        table.add_row(
+            task, str(row["n"]), str(row["wins_a"]), str(row["ties"]), str(row["wins_b"]), f"{row['win_rate_a']:.3f}"
+        )
     (console or Console()).print(table)
 
 

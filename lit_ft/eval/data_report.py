@@ -153,7 +153,12 @@ def read_split(
 
 
 def duplicates(rows: list[RowInfo], threshold: float, shingle_size: int, shown: int = 5) -> dict[str, Any]:
-    """Exact and near-duplicate prompts per split and task type, and validation prompts that occur in training."""
+    """Exact and near-duplicate prompts per split and task type, and validation prompts that occur in training.
+
+    A row counts once: as an exact duplicate when an earlier row has the same normalised prompt, else as a near
+    duplicate when an earlier row is near it. Within a split the later row counts; across splits, the
+    validation row (rows are ordered train first).
+    """
     groups: dict[str, list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
         groups[normalise(row.prompt)].append(i)
@@ -164,22 +169,28 @@ def duplicates(rows: list[RowInfo], threshold: float, shingle_size: int, shown: 
         if normalise(rows[i].prompt) != normalise(rows[j].prompt)
     ]
     report: dict[str, Any] = {"threshold": threshold, "shingle_size": shingle_size, "per_split": {}, "cross_split": {}}
+    counted: dict[str, set[int]] = defaultdict(set)  # split name (or "cross") -> rows already counted
     for kind, pairs in (("exact", exact_pairs), ("near", near)):
-        repeated: dict[str, set[int]] = defaultdict(set)  # per split: rows whose prompt occurs earlier in it
-        leaked: set[int] = set()  # validation rows whose prompt occurs in training
-        for i, j, *_ in pairs:
-            if rows[i].split == rows[j].split:
-                repeated[rows[j].split].add(j)
-            else:
-                leaked.add(j if rows[j].split == "val" else i)
-        for split, members in repeated.items():
-            counts = Counter(rows[j].task_type for j in members)
-            report["per_split"].setdefault(split, {})[kind] = dict(sorted(counts.items()))
-        report["cross_split"][kind] = len(leaked)
-        report[f"{kind}_examples"] = [
-            {"a": rows[i].where, "b": rows[j].where, **({"jaccard": round(rest[0], 3)} if rest else {})}
-            for i, j, *rest in pairs[:shown]
-        ]
+        examples = []
+        before = {where: set(members) for where, members in counted.items()}
+        for i, j, *rest in pairs:
+            where = rows[j].split if rows[i].split == rows[j].split else "cross"
+            if j in before.get(where, set()):
+                continue  # already an exact duplicate
+            counted[where].add(j)
+            examples.append(
+                {"a": rows[i].where, "b": rows[j].where, **({"jaccard": round(rest[0], 3)} if rest else {})}
+            )
+        for where, members in counted.items():
+            new = members - before.get(where, set())
+            if where == "cross":
+                report["cross_split"][kind] = len(new)
+            elif new:
+                report["per_split"].setdefault(where, {})[kind] = dict(
+                    sorted(Counter(rows[j].task_type for j in new).items())
+                )
+        report["cross_split"].setdefault(kind, 0)
+        report[f"{kind}_examples"] = examples[:shown]
     return report
 
 
@@ -216,16 +227,30 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         within = duplicates_["per_split"].get(split, {})
         table = Table(title=f"{split}: max_length {report['max_length']}, truncation {report['truncation']}")
         columns = (
-            "task_type", "rows", "examples", "prompt tok p50/p90/p99/max", "answer tok p50/p90/p99/max",
-            "truncated", "dropped", "exact dup", "near dup", "short answers",
+            "task_type",
+            "rows",
+            "examples",
+            "prompt tok p50/p90/p99/max",
+            "answer tok p50/p90/p99/max",
+            "truncated",
+            "dropped",
+            "exact dup",
+            "near dup",
+            "short answers",
         )
         for column in columns:
             table.add_column(column, justify="left" if column == "task_type" else "right")
         for task, row in data["per_task"].items():
             table.add_row(
-                task, str(row["rows"]), str(row["examples"]), _fmt(row["prompt_tokens"]), _fmt(row["answer_tokens"]),
-                str(row["truncated"]), str(row["dropped_too_long"] + row["dropped_no_loss_tokens"]),
-                str(within.get("exact", {}).get(task, 0)), str(within.get("near", {}).get(task, 0)),
+                task,
+                str(row["rows"]),
+                str(row["examples"]),
+                _fmt(row["prompt_tokens"]),
+                _fmt(row["answer_tokens"]),
+                str(row["truncated"]),
+                str(row["dropped_too_long"] + row["dropped_no_loss_tokens"]),
+                str(within.get("exact", {}).get(task, 0)),
+                str(within.get("near", {}).get(task, 0)),
                 str(row["short_answers"]),
             )
         console.print(table)
@@ -240,4 +265,7 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     )
     for kind in ("exact", "near"):
         for example in duplicates_[f"{kind}_examples"]:
-            console.print(f"  {kind} duplicate: {example['a']} ~ {example['b']}" + (f" ({example['jaccard']})" if "jaccard" in example else ""))
+            console.print(
+                f"  {kind} duplicate: {example['a']} ~ {example['b']}"
+                + (f" ({example['jaccard']})" if "jaccard" in example else "")
+            )

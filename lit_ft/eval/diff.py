@@ -56,7 +56,11 @@ def _from_summary(data: dict[str, Any]) -> Metrics:
         if isinstance(data.get(key), (int, float)):
             metrics["all"][name] = float(data[key])
     for task, values in (data.get("per_task") or {}).items():
-        after = {k[len("val_") : -len("_after")]: v for k, v in values.items() if k.startswith("val_") and k.endswith("_after")}
+        after = {
+            k[len("val_") : -len("_after")]: v
+            for k, v in values.items()
+            if k.startswith("val_") and k.endswith("_after")
+        }
         metrics[task] = _numbers(after)
     forgetting = data.get("forgetting") or {}
     metrics["general"] = _numbers(forgetting.get("final") if isinstance(forgetting.get("final"), dict) else forgetting)

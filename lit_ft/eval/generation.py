@@ -36,7 +36,9 @@ def prompts_from_records(records: Iterable[Record], limit: int | None = None) ->
             prompt = {"text": example.prompt, "reference": example.completion}
         else:
             continue
-        by_task.setdefault(example.task_type, []).append({"id": Path(record.where).name, "task_type": example.task_type, **prompt})
+        by_task.setdefault(example.task_type, []).append(
+            {"id": Path(record.where).name, "task_type": example.task_type, **prompt}
+        )
     queues = list(by_task.values())
     chosen = [queue[rank] for rank in range(max(map(len, queues), default=0)) for queue in queues if rank < len(queue)]
     return chosen[:limit]

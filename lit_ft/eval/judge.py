@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,7 +204,9 @@ def judge_files(
     """Judge the answers of two eval runs to the same prompts; overall and per-task win rates of A over B."""
     pairs = paired_rows(file_a, file_b)[:max_items]
     comparisons = [
-        Comparison(render_request(a.get("messages"), a.get("text")), a["generation"], b["generation"], a.get("reference"))
+        Comparison(
+            render_request(a.get("messages"), a.get("text")), a["generation"], b["generation"], a.get("reference")
+        )
         for a, b in pairs
     ]
     result = judge.compare(comparisons)
@@ -223,7 +224,13 @@ def judge_files(
         },
         "per_task": {},
         "items": [
-            {"id": a["id"], "task_type": a["task_type"], "preference_a": float(pref), "p_first_ab": float(x), "p_first_ba": float(y)}
+            {
+                "id": a["id"],
+                "task_type": a["task_type"],
+                "preference_a": float(pref),
+                "p_first_ab": float(x),
+                "p_first_ba": float(y),
+            }
             for (a, _), pref, x, y in zip(pairs, preference, p_ab, p_ba)
         ],
     }
@@ -239,7 +246,10 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         table.add_column(column, justify="left" if column == "task_type" else "right")
     for task, row in [*report["per_task"].items(), ("all", report["overall"])]:
         table.add_row(
-            task, str(row["n"]), f"{row['win_rate']:.3f}", f"{row['lc_win_rate']:.3f}",
+            task,
+            str(row["n"]),
+            f"{row['win_rate']:.3f}",
+            f"{row['lc_win_rate']:.3f}",
             f"{row['wins']}/{row['ties']}/{row['losses']}",
         )
     console = console or Console()
@@ -265,7 +275,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from lit_ft.models import load_model, load_tokenizer
 
     judge = PairwiseJudge(
-        load_model(args.judge), load_tokenizer(args.judge), use_reference=not args.no_reference, batch_size=args.batch_size
+        load_model(args.judge),
+        load_tokenizer(args.judge),
+        use_reference=not args.no_reference,
+        batch_size=args.batch_size,
     )
     report = judge_files(judge, args.a, args.b, args.max_items)
     report["judge"] = args.judge

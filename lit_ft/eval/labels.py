@@ -70,7 +70,11 @@ class LabelMetrics:
 
     def example(self, prediction: str, reference: str) -> dict[str, Any]:
         predicted, expected = self.parser(prediction), self.parser(reference)
-        return {"label": predicted, "reference_label": expected, "correct": predicted is not None and predicted == expected}
+        return {
+            "label": predicted,
+            "reference_label": expected,
+            "correct": predicted is not None and predicted == expected,
+        }
 
     def aggregate(self, examples: Sequence[dict[str, Any]]) -> dict[str, float]:
         scored = [e for e in examples if e["reference_label"] is not None]

@@ -91,7 +91,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg, loaded.tokenizer)
     result: dict[str, Any] = {
         "model": {"source": loaded.source, "kind": loaded.kind},
-        "data": {"files": list(datamodule.val_files) or list(datamodule.train_files), "val": datamodule.stats["val"].to_dict()},
+        "data": {
+            "files": list(datamodule.val_files) or list(datamodule.train_files),
+            "val": datamodule.stats["val"].to_dict(),
+        },
         "overall": {},
         "per_task": {task: {} for task in datamodule.task_names},
     }

@@ -68,4 +68,7 @@ class TextOverlap:
     def aggregate(self, examples: Sequence[dict[str, Any]]) -> dict[str, float]:
         if not examples:
             return {}
-        return {"n": float(len(examples)), **{name: sum(e[name] for e in examples) / len(examples) for name in self.metrics}}
+        return {
+            "n": float(len(examples)),
+            **{name: sum(e[name] for e in examples) / len(examples) for name in self.metrics},
+        }
