@@ -5,11 +5,8 @@ from __future__ import annotations
 import io
 import json
 
-import pytest
-
 from lit_ft.eval.chat import chat, chat_turn
 from lit_ft.eval.run import run
-from lit_ft.models import load_model
 from tests.helpers import compose_config
 
 
@@ -47,21 +44,3 @@ def test_generate_config_answers_one_prompt_and_saves_the_turn(tmp_path):
     transcript = run(cfg)
     saved = [json.loads(line) for line in (tmp_path / "chat.jsonl").read_text().splitlines()]
     assert saved == transcript and saved[0]["user"] == "Hi" and saved[0]["new_tokens"] == 4
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    return load_model("smollm2-135m-instruct")
-
-
-def test_real_model_streams_its_answer(smollm2, tokenizer):
-    stream = io.StringIO()
-    answer, timing = chat_turn(
-        smollm2,
-        tokenizer,
-        [{"role": "user", "content": "What is the capital of France?"}],
-        max_new_tokens=12,
-        stream=stream,
-    )
-    assert "Paris" in answer and stream.getvalue().strip() == answer
-    assert timing.new_tokens >= 5 and timing.first_token_s > 0 and timing.per_token_s > 0

@@ -122,12 +122,8 @@ def score(key_path: str | Path, choice_paths: Sequence[str | Path]) -> dict[str,
             if item not in key["items"] or choice not in CHOICES:
                 raise ValueError(f"{path}: unknown item {item!r} or choice {choice!r}")
             entry = key["items"][item]
-            winner = (
-                "tie"
-                if choice == "tie"
-                else (entry["left"] if choice == "left" else "b" if entry["left"] == "a" else "a")
-            )
-            judged.append((entry["task_type"], winner))
+            right = "b" if entry["left"] == "a" else "a"
+            judged.append((entry["task_type"], {"left": entry["left"], "right": right, "tie": "tie"}[choice]))
     if not judged:
         raise ValueError("no judged items in the choice files")
     per_task = {task: _tally([c for c in judged if c[0] == task]) for task in sorted({t for t, _ in judged})}

@@ -24,6 +24,7 @@ Definitions:
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -217,55 +218,54 @@ def data_report(
 
 
 def _fmt(stats: dict[str, float]) -> str:
-    return "/".join(f"{stats[k]:.0f}" for k in ("p50", "p90", "p99", "max")) if stats else "-"
+    return "/".join(f"{stats[k]:.0f}" for k in ("p50", "p90", "max")) if stats else "-"
+
+
+def _place(where: str) -> str:
+    """``where`` relative to the working folder when it lies inside it."""
+    relative = os.path.relpath(where)
+    return where if relative.startswith("..") else relative
 
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    """One table per split (rows: counts and lengths, columns: task types), then duplicates across splits."""
     console = console or Console()
-    duplicates_ = report["duplicates"]
+    found = report["duplicates"]
     for split, data in report["splits"].items():
-        within = duplicates_["per_split"].get(split, {})
-        table = Table(title=f"{split}: max_length {report['max_length']}, truncation {report['truncation']}")
-        columns = (
-            "task_type",
-            "rows",
-            "examples",
-            "prompt tok p50/p90/p99/max",
-            "answer tok p50/p90/p99/max",
-            "truncated",
-            "dropped",
-            "exact dup",
-            "near dup",
-            "short answers",
+        within = found["per_split"].get(split, {})
+        tasks = data["per_task"]
+        table = Table(
+            title=f"{split} split: max_length {report['max_length']}, truncation {report['truncation']}",
+            caption="token lengths: p50/p90/max (p99 and mean in data_report.json)",
         )
-        for column in columns:
-            table.add_column(column, justify="left" if column == "task_type" else "right")
-        for task, row in data["per_task"].items():
-            table.add_row(
-                task,
-                str(row["rows"]),
-                str(row["examples"]),
-                _fmt(row["prompt_tokens"]),
-                _fmt(row["answer_tokens"]),
-                str(row["truncated"]),
-                str(row["dropped_too_long"] + row["dropped_no_loss_tokens"]),
-                str(within.get("exact", {}).get(task, 0)),
-                str(within.get("near", {}).get(task, 0)),
-                str(row["short_answers"]),
-            )
+        table.add_column("", no_wrap=True)
+        for task in tasks:
+            table.add_column(task, justify="right")
+        rows = tasks.values()
+        lines = {
+            "rows": [r["rows"] for r in rows],
+            "examples kept": [r["examples"] for r in rows],
+            "prompt tokens": [_fmt(r["prompt_tokens"]) for r in rows],
+            "answer tokens": [_fmt(r["answer_tokens"]) for r in rows],
+            "truncated": [r["truncated"] for r in rows],
+            "dropped": [r["dropped_too_long"] + r["dropped_no_loss_tokens"] for r in rows],
+            "exact dup prompts": [within.get("exact", {}).get(t, 0) for t in tasks],
+            "near dup prompts": [within.get("near", {}).get(t, 0) for t in tasks],
+            "very short answers": [r["short_answers"] for r in rows],
+        }
+        for name, values in lines.items():
+            table.add_row(name, *map(str, values))
         console.print(table)
         if data["invalid_rows"]:
-            console.print(f"[red]{data['invalid_rows']} invalid rows[/] (training would stop at the first):")
+            console.print(f"[red]{data['invalid_rows']} invalid rows[/] (training stops at the first):")
             for message in data["invalid"]:
                 console.print(f"  {message}")
-    cross = duplicates_["cross_split"]
+    cross = found["cross_split"]
     console.print(
         f"validation prompts also in training: {cross.get('exact', 0)} exact, {cross.get('near', 0)} near "
-        f"(Jaccard of word {duplicates_['shingle_size']}-grams >= {duplicates_['threshold']})"
+        f"(Jaccard of word {found['shingle_size']}-grams >= {found['threshold']})"
     )
     for kind in ("exact", "near"):
-        for example in duplicates_[f"{kind}_examples"]:
-            console.print(
-                f"  {kind} duplicate: {example['a']} ~ {example['b']}"
-                + (f" ({example['jaccard']})" if "jaccard" in example else "")
-            )
+        for pair in found[f"{kind}_examples"]:
+            similarity = f" (Jaccard {pair['jaccard']})" if "jaccard" in pair else ""
+            console.print(f"  {kind} duplicate: {_place(pair['a'])} ~ {_place(pair['b'])}{similarity}")

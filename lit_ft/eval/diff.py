@@ -97,7 +97,7 @@ class Delta:
         if self.delta is None:
             return None
         sign = -1.0 if lower_is_better(self.metric) else 1.0
-        return sign * self.delta / max(abs(self.a), 1e-12)
+        return sign * self.delta / max(abs(self.a), 1e-12) + 0.0  # + 0.0: no "-0.0%" for an unchanged loss
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "delta": self.delta, "improvement": self.improvement}

@@ -96,4 +96,4 @@ def load_eval_model(cfg: DictConfig, model_path: str | None = None) -> EvalModel
         module, tokenizer = _wrap(cfg, instantiate(cfg.model)()), load_tokenizer(cfg.data.tokenizer)
     source = str(model_path) if model_path else str(cfg.model.get("name_or_path", cfg.model._target_))
     log.info("Evaluating %s (%s)", source, kind)
-    return EvalModel(module.eval(), tokenizer, source, kind)
+    return EvalModel(module.eval().requires_grad_(False), tokenizer, source, kind)
