@@ -7,8 +7,10 @@ import json
 import pytest
 import torch
 
+from lit_ft.callbacks.generation import prompts_from_records
 from lit_ft.data.readers import Record
-from lit_ft.eval.generation import generate_answers, prompts_from_records
+from lit_ft.eval.diff import load_run_metrics
+from lit_ft.eval.generation import generate_answers
 from lit_ft.eval.loading import load_eval_model, model_kind
 from lit_ft.eval.run import evaluate
 from lit_ft.losses import token_cross_entropy
@@ -71,6 +73,11 @@ def test_saved_model_gives_the_training_val_loss_and_per_task_losses_of_separate
     result = evaluate(cfg)
     assert result["model"]["kind"] == "model"
     assert result["overall"]["loss"] == pytest.approx(lora_run["summary"]["val_loss_after"], rel=1e-4)
+    # and the per-task losses the TaskMetrics callback recorded after training
+    trained = load_run_metrics(lora_run["dir"])
+    assert set(trained) == {"all", "add", "sum"}
+    for task in ("add", "sum"):
+        assert result["per_task"][task]["loss"] == pytest.approx(trained[task]["loss"], rel=1e-4)
     loaded = load_eval_model(cfg, cfg.model_path)
     from lit_ft.data import SFTDataModule
 
@@ -92,8 +99,10 @@ def test_saved_model_gives_the_training_val_loss_and_per_task_losses_of_separate
     assert weighted == pytest.approx(result["overall"]["loss"])
 
 
-def test_generations_are_saved_and_scored(lora_run, tmp_path):
-    result = evaluate(eval_config(lora_run, tmp_path, "generation.max_examples=3", "loss.enabled=false"))
+def test_generations_are_saved_and_scored_and_general_ability_measured(lora_run, tmp_path):
+    overrides = ["generation.max_examples=3", "loss.enabled=false", "forgetting.enabled=true"]
+    limits = ["forgetting.max_questions=5", "forgetting.max_passages=2"]
+    result = evaluate(eval_config(lora_run, tmp_path, *overrides, *limits))
     rows = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and [r["task_type"] for r in rows] == ["sum", "add", "sum"]  # in turn from each task
     assert all(r["id"].startswith("val.jsonl:") and r["reference"].startswith("SUM: ") for r in rows)
@@ -102,6 +111,10 @@ def test_generations_are_saved_and_scored(lora_run, tmp_path):
     mean_f1 = sum(r["scores"]["token_f1"] for r in rows if r["task_type"] == "sum") / 2
     assert result["per_task"]["sum"]["token_f1"] == pytest.approx(mean_f1)
     assert result["generation"]["generations"] == 3 and "loss" not in result["overall"]
+    # the forgetting check's scorer on 5 questions (accuracy in fifths) and 2 passages
+    general = result["forgetting"]
+    assert general["mcq_acc"] * 5 == pytest.approx(round(general["mcq_acc"] * 5)) and general["prose_ppl"] > 1
+    assert load_run_metrics(tmp_path)["general"]["mcq_acc"] == general["mcq_acc"]
 
 
 def test_prompts_are_cut_before_the_last_answer_and_taken_in_turn():

@@ -26,11 +26,14 @@ def load_prompts(path: str | Path) -> list[dict[str, Any]]:
     return prompts
 
 
-def prompts_from_records(records: list[Record], limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` prompts from training-format rows, taken in turn from each task type (file order within).
+def prompts_from_records(records: list[Record], limit: int | None = None) -> list[dict[str, Any]]:
+    """Up to ``limit`` prompts (all when ``None``) from training-format rows, taken in turn from each task type
+    (file order within).
 
     A chat row becomes its conversation up to its last assistant turn (the reference); a prompt/completion
     text row becomes ``{"text": prompt}`` (generated without the chat template); raw text rows are skipped.
+    Each prompt's ``id`` is its row's place without the folder (``val.jsonl:12``), the same for two runs on
+    one file wherever it lies, so their answers can be paired.
     """
     by_task: dict[str, list[dict[str, Any]]] = {}
     for record in records:
@@ -42,7 +45,9 @@ def prompts_from_records(records: list[Record], limit: int) -> list[dict[str, An
             prompt = {"text": example.prompt, "reference": example.completion}
         else:
             continue
-        by_task.setdefault(example.task_type, []).append({**prompt, "task_type": example.task_type})
+        by_task.setdefault(example.task_type, []).append(
+            {"id": Path(record.where).name, **prompt, "task_type": example.task_type}
+        )
     queues = list(by_task.values())
     chosen: list[dict[str, Any]] = []
     for rank in range(max(map(len, queues), default=0)):

@@ -117,7 +117,7 @@ def read_split(
     short: dict[str, list[str]] = defaultdict(list)
     for record in records:
         try:
-            example = parse_sft_row(record)
+            example = parse_sft_row(record, forbidden=tokenizer.all_special_tokens)
         except DataError as error:
             invalid.append(str(error))
             continue

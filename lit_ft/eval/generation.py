@@ -1,47 +1,21 @@
-"""Held-out prompts from data rows, and batched generation of their answers (greedy or sampled).
+"""Batched generation of answers to held-out prompts (greedy or sampled).
 
-A prompt is a data row cut before the answer it was trained on: for a chat row, the conversation up to its last
-trained assistant turn, ``{"messages": [...]}`` (rendered with the chat template and the assistant header, as
-training tokenises it), whose content is the ``reference``; for a prompt/completion text row, ``{"text":
-prompt}``, continued without a template, with the completion as reference. Raw-text rows (continual
-pre-training) have no prompt and are skipped. Every prompt carries its ``task_type`` and its row's place without
-the folder as ``id`` (``val.jsonl:12``), which matches the answers of two runs on the same file, wherever it lies.
+Prompts are those of :func:`lit_ft.callbacks.generation.prompts_from_records`: a data row cut before the answer
+it was trained on, ``{"id", "task_type", "reference"}`` with ``"messages"`` (rendered with the chat template and
+the assistant header, as training tokenises it) or ``"text"`` (continued as it is).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lit_ft.data.readers import Record
-from lit_ft.data.rows import ChatExample, parse_sft_row
 from lit_ft.data.tokenize import render_ids
 
 Prompt = dict[str, Any]
-
-
-def prompts_from_records(records: Iterable[Record], limit: int | None = None) -> list[Prompt]:
-    """Up to ``limit`` prompts (all when ``None``), taken in turn from each task type (file order within)."""
-    by_task: dict[str, list[Prompt]] = {}
-    for record in records:
-        example = parse_sft_row(record)
-        if isinstance(example, ChatExample):
-            last = example.trainable_turns[-1]
-            prompt = {"messages": example.messages[:last], "reference": example.messages[last]["content"]}
-        elif example.prompt:
-            prompt = {"text": example.prompt, "reference": example.completion}
-        else:
-            continue
-        by_task.setdefault(example.task_type, []).append(
-            {"id": Path(record.where).name, "task_type": example.task_type, **prompt}
-        )
-    queues = list(by_task.values())
-    chosen = [queue[rank] for rank in range(max(map(len, queues), default=0)) for queue in queues if rank < len(queue)]
-    return chosen[:limit]
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:

@@ -46,6 +46,11 @@ def model_kind(path: str | Path | None) -> ModelKind:
         return "model"
     if path.is_file() and path.suffix == ".ckpt":
         return "checkpoint"
+    if path.is_dir() and path.suffix == ".ckpt":
+        raise ValueError(
+            f"{path} is a sharded checkpoint folder (FSDP, DeepSpeed): evaluate the run's model/ or adapter/ folder, "
+            "which the run writes unsharded at its end"
+        )
     raise FileNotFoundError(
         f"model_path={path} is neither a Hugging Face model folder (config.json), a peft adapter folder "
         "(adapter_config.json) nor a Lightning checkpoint (.ckpt)"
@@ -79,21 +84,22 @@ def load_eval_model(cfg: DictConfig, model_path: str | None = None) -> EvalModel
     """
     kind = model_kind(model_path)
     options = {k: cfg.model[k] for k in ("dtype", "attn_implementation", "trust_remote_code") if k in cfg.model}
+    trust = {"trust_remote_code": options.get("trust_remote_code", False)}
     if kind == "checkpoint":
         run_cfg = run_config_of(Path(model_path)) or cfg
         module: CausalLMModule = instantiate(run_cfg.module)
         module.configure_model()
         checkpoint = torch.load(model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(checkpoint["state_dict"], strict=module.strict_loading)
-        tokenizer = load_tokenizer(run_cfg.data.tokenizer)
+        tokenizer = load_tokenizer(run_cfg.data.tokenizer, **trust)
     elif kind == "adapter":
         base = instantiate(cfg.model)()
         model = PeftModel.from_pretrained(base, model_path).merge_and_unload()
-        module, tokenizer = _wrap(cfg, model), load_tokenizer(model_path)
+        module, tokenizer = _wrap(cfg, model), load_tokenizer(model_path, **trust)
     elif kind == "model":
-        module, tokenizer = _wrap(cfg, load_model(model_path, **options)), load_tokenizer(model_path)
+        module, tokenizer = _wrap(cfg, load_model(model_path, **options)), load_tokenizer(model_path, **trust)
     else:
-        module, tokenizer = _wrap(cfg, instantiate(cfg.model)()), load_tokenizer(cfg.data.tokenizer)
+        module, tokenizer = _wrap(cfg, instantiate(cfg.model)()), load_tokenizer(cfg.data.tokenizer, **trust)
     source = str(model_path) if model_path else str(cfg.model.get("name_or_path", cfg.model._target_))
     log.info("Evaluating %s (%s)", source, kind)
     return EvalModel(module.eval().requires_grad_(False), tokenizer, source, kind)

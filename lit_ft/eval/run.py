@@ -18,10 +18,11 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedTokenizerBase
 
+from lit_ft.callbacks.generation import prompts_from_records
 from lit_ft.data.sft_datamodule import FineTuneDataModule
 from lit_ft.eval.chat import chat
 from lit_ft.eval.data_report import data_report, print_report
-from lit_ft.eval.generation import generate_answers, prompts_from_records
+from lit_ft.eval.generation import generate_answers
 from lit_ft.eval.loading import EvalModel, load_eval_model
 from lit_ft.eval.loss import task_losses
 from lit_ft.eval.task_metrics import score_generations
@@ -66,7 +67,7 @@ def forgetting_scores(loaded: EvalModel, cfg: DictConfig) -> dict[str, float]:
 def generation_rows(cfg: DictConfig, loaded: EvalModel, datamodule: FineTuneDataModule) -> list[dict[str, Any]]:
     """Prompts of the validation split with the model's answers (``generation``)."""
     settings = cfg.generation
-    prompts = prompts_from_records(datamodule._split_records()[1], settings.get("max_examples"))
+    prompts = prompts_from_records(datamodule.val_records(), settings.get("max_examples"))
     answers = generate_answers(
         loaded.module.model,
         loaded.tokenizer,
