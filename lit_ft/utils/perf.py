@@ -51,7 +51,8 @@ def training_flops_per_token(model: nn.Module) -> float:
     gives the usual ``6·N``; LoRA about ``4·N`` (the frozen weights pass gradients on but get none);
     training the top k layers only ``2·N`` plus ``4·N`` of those layers and the head. Attention's
     sequence-length term (``12·layers·hidden·T`` per token, a few percent at T of a few hundred) and
-    activation-checkpointing recomputation are not counted (MFU, not hardware FLOP utilisation).
+    activation-checkpointing recomputation are not counted (MFU, not hardware FLOP utilisation); the head is
+    counted on every token even when the module runs it only on loss tokens (``head_on_loss_tokens``).
     """
     weights = _matmul_weights(model)
     return 2.0 * _numel(weights) + 2.0 * backprop_weights(model) + 2.0 * _numel(weights, trainable_only=True)
