@@ -21,6 +21,7 @@ from torch.distributed.tensor import DTensor
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
+from lit_ft.config import validate_config
 from lit_ft.models import LoRA, decoder_layer_classes
 from lit_ft.modules import SFTModule
 from lit_ft.strategies import (
@@ -43,7 +44,7 @@ def test_default_stays_single_device_and_strategies_compose(tmp_path):
     cfg = compose_config([], output_dir=tmp_path)
     assert cfg.trainer.strategy == "auto" and cfg.trainer.num_nodes == 1 and cfg.trainer.devices == 1
     ddp = instantiate(compose_config(["strategy=ddp"], output_dir=tmp_path).trainer.strategy)
-    assert isinstance(ddp, DDPStrategy) and ddp._ddp_kwargs == {"find_unused_parameters": False}
+    assert isinstance(ddp, DDPStrategy) and ddp._ddp_kwargs["find_unused_parameters"] is False
     fsdp = instantiate(
         compose_config(
             ["strategy=fsdp", "strategy.param_dtype=bfloat16", "strategy.reduce_dtype=float32"], output_dir=tmp_path
@@ -56,6 +57,8 @@ def test_default_stays_single_device_and_strategies_compose(tmp_path):
     assert fsdp1.kwargs["limit_all_gathers"] and fsdp1.kwargs["use_orig_params"]  # LoRA needs original params
     trainer = L.Trainer(strategy=fsdp, accelerator="cpu", devices=2, logger=False)
     assert trainer.strategy is fsdp and trainer.num_devices == 2
+    for name in ("ddp", "fsdp", "fsdp1", "deepspeed_zero2", "deepspeed_zero3"):  # train() validates first
+        validate_config(compose_config([f"strategy={name}", "model=tiny"], output_dir=tmp_path))
 
 
 def test_deepspeed_configs_compose_from_trainer_and_data_values(tmp_path):

@@ -144,12 +144,12 @@ def check_node(path: str, node: DictConfig) -> list[str]:
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 errors.append(f"{where}: not an option of {node._target_} ({hint}options: {', '.join(options)})")
             continue
-        if isinstance(node._get_node(key), DictConfig) and "_target_" in node[key]:
-            continue  # an object built from its own node, checked on its own
         try:
             value = node[key]
         except OmegaConfBaseException:
             continue  # an interpolation only a running Hydra app resolves (${hydra:...})
+        if isinstance(value, DictConfig) and "_target_" in value:
+            continue  # an object built from its own node (also through a link: ${strategy}), checked on its own
         option = options[key]
         if option.choices is not None and value not in option.choices:
             allowed = ", ".join(repr(c) for c in option.choices)

@@ -30,7 +30,8 @@ class FSDP1Strategy(HydraSafeLaunch, FSDPStrategy):
             cannot resume).
         sharding_strategy: ``FULL_SHARD`` (ZeRO-3), ``SHARD_GRAD_OP`` (ZeRO-2), ``HYBRID_SHARD`` (shard within a
             node, replicate across nodes), ``NO_SHARD``.
-        kwargs: passed to Lightning's ``FSDPStrategy`` (``cpu_offload``, ``mixed_precision``, ``limit_all_gathers``...).
+        limit_all_gathers: rate-limit parameter all-gathers (caps memory spikes).
+        kwargs: passed to Lightning's ``FSDPStrategy`` (``cpu_offload``, ``mixed_precision``, ...).
     """
 
     def __init__(
@@ -39,9 +40,15 @@ class FSDP1Strategy(HydraSafeLaunch, FSDPStrategy):
         activation_checkpointing: bool = False,
         state_dict_type: Literal["full", "sharded"] = "full",
         sharding_strategy: str = "FULL_SHARD",
+        limit_all_gathers: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(state_dict_type=state_dict_type, sharding_strategy=sharding_strategy, **kwargs)
+        super().__init__(
+            state_dict_type=state_dict_type,
+            sharding_strategy=sharding_strategy,
+            limit_all_gathers=limit_all_gathers,
+            **kwargs,
+        )
         self.wrap_decoder_layers = wrap_decoder_layers
         self.activation_checkpointing = activation_checkpointing
 
