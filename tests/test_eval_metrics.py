@@ -7,6 +7,7 @@ import json
 import pytest
 from hydra.utils import instantiate
 
+from lit_ft.config import ConfigError, validate_config
 from lit_ft.eval import LabelMetrics, LabelParser, TextOverlap, exact_match, rouge_l, score_generations, token_f1
 from tests.conftest import REPO
 from tests.helpers import compose_config
@@ -120,3 +121,9 @@ def test_legal_default_mapping_scores_the_shipped_references_perfectly():
     assert scores["summarize"]["exact_match"] == 1.0 and scores["revise"]["rouge_l"] == pytest.approx(1.0)
     flags = {row["scores"]["reference_label"] for row in rows if row["task_type"] == "flag"}
     assert flags == {"standard", "non-standard"}
+
+
+def test_task_metric_configs_are_validated_like_training_configs():
+    validate_config(compose_config(["task_metrics=text"], name="eval"))
+    with pytest.raises(ConfigError, match="task_metrics.flag.postive: not an option of lit_ft.eval.LabelMetrics"):
+        validate_config(compose_config(["+task_metrics.flag.postive=x"], name="eval"))

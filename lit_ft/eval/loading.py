@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from peft import PeftModel
+from peft import PeftConfig, PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from lit_ft.models import load_model, load_tokenizer
@@ -94,6 +94,13 @@ def load_eval_model(cfg: DictConfig, model_path: str | None = None) -> EvalModel
         tokenizer = load_tokenizer(run_cfg.data.tokenizer, **trust)
     elif kind == "adapter":
         base = instantiate(cfg.model)()
+        trained_on = PeftConfig.from_pretrained(model_path).base_model_name_or_path
+        if trained_on and base.name_or_path and Path(trained_on).name != Path(base.name_or_path).name:
+            log.warning(
+                "The adapter was trained on %s, but is loaded onto %s (the `model` group)",
+                trained_on,
+                base.name_or_path,
+            )
         model = PeftModel.from_pretrained(base, model_path).merge_and_unload()
         module, tokenizer = _wrap(cfg, model), load_tokenizer(model_path, **trust)
     elif kind == "model":

@@ -19,9 +19,11 @@ from rich.table import Table
 from transformers import PreTrainedTokenizerBase
 
 from lit_ft.callbacks.generation import prompts_from_records
+from lit_ft.config import validate_config
 from lit_ft.data.sft_datamodule import FineTuneDataModule
 from lit_ft.eval.chat import chat
 from lit_ft.eval.data_report import data_report, print_report
+from lit_ft.eval.general import GeneralAbility, load_passages, load_questions
 from lit_ft.eval.generation import generate_answers
 from lit_ft.eval.loading import EvalModel, load_eval_model
 from lit_ft.eval.loss import task_losses
@@ -32,9 +34,11 @@ log = logging.getLogger(__name__)
 
 
 def _output_dir(cfg: DictConfig) -> Path:
+    """The output folder, with the resolved config as ``<mode>_config.yaml`` (never a training run's
+    ``config.yaml``, which loading its checkpoints relies on)."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    OmegaConf.save(cfg, output_dir / f"{cfg.mode}_config.yaml", resolve=True)
     return output_dir
 
 
@@ -54,12 +58,11 @@ def build_datamodule(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> Fin
 
 def forgetting_scores(loaded: EvalModel, cfg: DictConfig) -> dict[str, float]:
     """General-ability scores (multiple-choice accuracy, prose perplexity) with the forgetting check's scorer."""
-    from lit_ft.eval.general import GeneralAbility, load_passages, load_questions
-
     general = GeneralAbility(
         loaded.tokenizer,
         load_questions(cfg.mcq_file, cfg.get("max_questions")),
         load_passages(cfg.prose_file, cfg.get("max_passages")),
+        max_batch_tokens=cfg.get("max_batch_tokens", 2048),
     )
     return general.score(loaded.module.model)
 
@@ -179,6 +182,8 @@ MODES = {"eval": evaluate, "chat": chat_session, "data_report": report_data}
 
 
 def run(cfg: DictConfig) -> Any:
+    """Validate the config as training does (typos, types, incompatible options), then run its ``mode``."""
     if cfg.mode not in MODES:
         raise ValueError(f"mode={cfg.mode} (expected one of {', '.join(MODES)})")
+    validate_config(cfg)
     return MODES[cfg.mode](cfg)
