@@ -21,7 +21,7 @@ from tests.distributed_runs import PER_RANK_BATCH, WORLD, Rows, fit, make_module
 from tests.helpers import REPO
 
 # fp32 on one CPU: DDP and FSDP2 reduce the same per-token sums in another order (and pad per-rank batches to
-# other lengths); over 6 AdamW steps the curves agree far inside this (measured: identical to ~1e-6).
+# other lengths). Measured over the 6 steps: max |difference| 9.5e-7 (full) and 1.9e-6 (LoRA) on losses of ~10.
 LOSS_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
 
