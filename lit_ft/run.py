@@ -68,6 +68,8 @@ def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tupl
     history = MetricHistory()
     callbacks = [history, *instantiate_group(cfg.get("callbacks"))]
     loggers = instantiate_group(cfg.get("logger"))
+    for logger in loggers:  # the full resolved config (W&B's config panel, the CSV log's hparams.yaml)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     summary: dict[str, Any] = {"experiment": cfg.get("task_name"), "output_dir": str(output_dir)}
@@ -103,5 +105,8 @@ def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tupl
         summary["seconds"] = round(time.perf_counter() - started, 1)
         write_summary(output_dir / "summary.json", summary)
         print_summary(summary)
+        for logger in trainer.loggers:  # loggers that hold a run open end it (each multirun job gets its own)
+            if callable(getattr(logger, "finish", None)):
+                logger.finish(summary)
     end_processes(trainer)  # lets the next job of a `-m` sweep start its own processes
     return summary, module
