@@ -46,17 +46,27 @@ def wandb_api_key_configured() -> bool:
 
 
 def _hydra_job() -> tuple[str | None, str | None]:
-    """``(sweep id, job label)`` inside a Hydra multirun, else ``(None, None)``."""
+    """``(sweep id, job label)`` inside a Hydra multirun, else ``(None, None)``. The label is the job's values of
+    the swept keys (``peft.r=8``): the sweeper's ``params`` and the sweep overrides of the multirun command line
+    (read back from ``multirun.yaml``, which Hydra writes at the start of the sweep)."""
     try:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.core.override_parser.overrides_parser import OverridesParser
         from hydra.types import RunMode
-
-        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-            return None, None
-        hydra = HydraConfig.get()
-        return Path(hydra.sweep.dir).name, hydra.job.override_dirname or f"job{hydra.job.num}"
-    except (ImportError, ValueError):
+        from omegaconf import OmegaConf
+    except ImportError:
         return None, None
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None, None
+    hydra = HydraConfig.get()
+    swept = set((hydra.sweeper.get("params") or {}).keys())
+    multirun = Path(hydra.sweep.dir) / "multirun.yaml"
+    if multirun.is_file():
+        command_line = list(OmegaConf.load(multirun).hydra.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(command_line)
+        swept |= {o.key_or_group for o in parsed if o.is_sweep_override()}
+    values = [o for o in hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") in swept]
+    return Path(hydra.sweep.dir).name, ",".join(values) or f"job{hydra.job.num}"
 
 
 class WandbLogger(LightningWandbLogger):
