@@ -99,6 +99,8 @@ def test_curriculum_legal_runs_its_stages_in_order_handing_the_model_on(tmp_path
     # each stage trained on its own data ...
     tasks = [set(s["data"]["train"]["examples_per_task"]) for s in stage_summaries]
     assert tasks[0] == {"legal_prose"}
+    cpt_data = stage_summaries[0]["data"]["train"]
+    assert cpt_data["loss_tokens"] == cpt_data["tokens"]  # continual pre-training: loss on every token
     assert tasks[1] == {"classify", "flag", "revise", "summarize", "general"}
     assert tasks[2] == {"classify", "flag", "revise", "summarize"}
     assert stage_summaries[1]["data"]["train"]["sources"]["general"]["drawn"] == mixture_counts([0.8, 0.2], 8)[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import lightning as L
@@ -26,8 +27,17 @@ def wandb_offline_env(tmp_path, monkeypatch):
     return tmp_path
 
 
+FORGETTING = {  # the shape of the forgetting check's summary
+    "baseline": {"mcq_acc": 0.5, "prose_ppl": 20.0},
+    "final": {"mcq_acc": 0.48, "prose_ppl": 21.0},
+    "delta": {"mcq_acc": -0.02, "prose_ppl": 1.0},
+    "checks": [],
+}
+
+
 class PerTaskValLoss(L.Callback):
-    """Logs ``val/loss/<task>`` the way the per-task callback does (a stand-in so this test needs only the logger)."""
+    """Logs ``val/loss/<task>`` as the per-task callback does and reports a forgetting summary as the forgetting
+    check does: stand-ins, so that this test needs nothing but the logger."""
 
     def on_validation_epoch_start(self, trainer, pl_module):
         self.sums = {}
@@ -41,6 +51,9 @@ class PerTaskValLoss(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         for name, (loss, count) in self.sums.items():
             pl_module.log(f"val/loss/{name}", torch.tensor(loss / max(count, 1)))
+
+    def summary(self):
+        return {"forgetting": FORGETTING}
 
 
 def test_api_key_detection(wandb_offline_env, monkeypatch):
@@ -81,6 +94,10 @@ def test_tiny_run_logs_offline_and_the_run_file_holds_metrics_config_and_summari
         summary = train(cfg)
     assert "no API key configured" in caplog.text and "wandb sync" in caplog.text
 
+    import wandb
+
+    assert wandb.run is None  # the run was finished: a later run in this process starts its own
+    wandb.teardown()  # wait until the W&B service has written everything
     run_files = list((output_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(run_files) == 1
     run = logged_run(run_files[0])
@@ -99,7 +116,8 @@ def test_tiny_run_logs_offline_and_the_run_file_holds_metrics_config_and_summari
     assert run["metrics"]["val/loss"].summary.min and run["metrics"]["val/loss/*"].summary.last
     assert run["summary"]["val/loss"]["min"] == pytest.approx(min(row["val/loss"] for row in val_rows))
     assert run["summary"]["final/val_loss_after"] == pytest.approx(summary["val_loss_after"])
-    # the run was finished: a later run in this process starts its own
-    import wandb
-
-    assert wandb.run is None
+    # forgetting results as a table
+    assert any(row.get("forgetting/_type") == "table-file" for row in run["history"])
+    table = json.loads(next(run_files[0].parent.glob("files/media/table/forgetting_*.table.json")).read_text())
+    assert table["columns"] == ["metric", "baseline", "final", "delta"]
+    assert table["data"] == [["mcq_acc", 0.5, 0.48, -0.02], ["prose_ppl", 20.0, 21.0, 1.0]]

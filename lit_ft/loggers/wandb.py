@@ -129,15 +129,13 @@ class WandbLogger(LightningWandbLogger):
         return run
 
     def finish(self, summary: dict[str, Any]) -> None:
-        """End of a run: its scalar results into the run summary, forgetting results as a table, the model as an
-        artifact (online, if ``log_artifact``), then finish the run."""
+        """End of a run: its scalar results into the run summary (``final/...``), forgetting and per-task results
+        as tables, the model as an artifact (online, if ``log_artifact``), then finish the run."""
         run = self.experiment
         scalars = {f"final/{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None}
         run.summary.update(scalars)
-        forgetting = summary.get("forgetting")
-        if isinstance(forgetting, dict) and forgetting:
-            rows = [[key, value] for key, value in _flatten(forgetting).items()]
-            self.log_table("forgetting", columns=["metric", "value"], data=rows)
+        for key, (columns, rows) in result_tables(summary).items():
+            self.log_table(key, columns=columns, data=rows)
         model_dir = summary.get("adapter_path") or summary.get("model_path")
         if self.log_artifact and model_dir:
             if self._offline:
@@ -154,7 +152,18 @@ class WandbLogger(LightningWandbLogger):
             log.warning("W&B run logged offline; upload it with: wandb sync %s", run_dir)
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}/").items()}
-    return {prefix.rstrip("/"): value}
+def result_tables(summary: dict[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """``{key: (columns, rows)}`` for the run's result tables: ``forgetting`` (metric, baseline, final, delta from
+    the forgetting check's summary) and ``per_task`` (one row per task type from the per-task callback's)."""
+    tables = {}
+    forgetting = summary.get("forgetting") or {}
+    final = forgetting.get("final") or {}
+    if final:
+        baseline, delta = forgetting.get("baseline") or {}, forgetting.get("delta") or {}
+        rows = [[metric, baseline.get(metric), value, delta.get(metric)] for metric, value in final.items()]
+        tables["forgetting"] = (["metric", "baseline", "final", "delta"], rows)
+    per_task = summary.get("per_task") or {}
+    if per_task:
+        columns = sorted({key for values in per_task.values() for key in values})
+        tables["per_task"] = (["task_type", *columns], [[t, *(v.get(c) for c in columns)] for t, v in per_task.items()])
+    return tables
