@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,20 @@ def validation_metrics(
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit the configured module on the configured data and return the run summary."""
+    """Fit the configured module on the configured data and return the run summary.
+
+    A config with a ``stages:`` list runs a curriculum instead, one fit per stage (:mod:`lit_ft.stages`).
+    """
+    if cfg.get("stages"):
+        from lit_ft.stages import train_stages
+
+        return train_stages(cfg)
+    return train_stage(cfg)[0]
+
+
+def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tuple[dict[str, Any], L.LightningModule]:
+    """One fit: the summary and the trained module. ``model`` replaces the configured model factory (a curriculum
+    hands each stage the model the previous one trained)."""
     started = time.perf_counter()
     validate_config(cfg)  # typos, wrong types and incompatible options fail here, naming the key
     if cfg.get("seed") is not None:
@@ -50,10 +64,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    module: L.LightningModule = instantiate(cfg.module)
+    module: L.LightningModule = instantiate(cfg.module, **({"model": model} if model else {}))
     history = MetricHistory()
     callbacks = [history, *instantiate_group(cfg.get("callbacks"))]
     loggers = instantiate_group(cfg.get("logger"))
+    for logger in loggers:  # the full resolved config (W&B's config panel, the CSV log's hparams.yaml)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     summary: dict[str, Any] = {"experiment": cfg.get("task_name"), "output_dir": str(output_dir)}
@@ -68,6 +84,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary["val_ppl_after"] = after.get("val/ppl")
     # On every rank: a sharded model is gathered to rank 0, which writes it.
     exported = module.export(output_dir, datamodule.tokenizer) if cfg.get("export", True) else {}
+    trained = [loss for step, loss in history.val.get("val/loss", []) if step > 0]  # checks after some training
+    summary["best_val_loss"] = min(trained, default=summary["val_loss_after"])
 
     if trainer.is_global_zero:
         summary.update(
@@ -87,5 +105,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         summary["seconds"] = round(time.perf_counter() - started, 1)
         write_summary(output_dir / "summary.json", summary)
         print_summary(summary)
+        for logger in trainer.loggers:  # loggers that hold a run open end it (each multirun job gets its own)
+            if callable(getattr(logger, "finish", None)):
+                logger.finish(summary)
     end_processes(trainer)  # lets the next job of a `-m` sweep start its own processes
-    return summary
+    return summary, module

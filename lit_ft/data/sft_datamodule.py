@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from lit_ft.data.collate import Collator
+from lit_ft.data.mixing import DataSource, sample_mixture
 from lit_ft.data.packing import pack_examples
 from lit_ft.data.readers import DataError, Record, read_records
 from lit_ft.data.rows import parse_sft_row
@@ -55,12 +56,17 @@ class FineTuneDataModule(L.LightningDataModule):
         max_length: tokens per example (and per pack); longer examples follow ``truncation``.
         truncation: ``right`` keeps the start, ``left`` keeps the end, ``drop`` removes the example.
         trust_remote_code: run tokenizer code shipped with the model (as ``model.trust_remote_code``); off by default.
+        mixture: instead of ``train_files``, several :class:`DataSource` (or dicts of its fields): files,
+            sampling ``weight``, optional ``task_type`` and ``val_files``. ``val_files`` then adds validation
+            data for the whole mixture.
+        train_samples: training examples per epoch, drawn from the sources in proportion to their weights
+            (default: as many as the sources hold together). Weights count examples, before packing.
     """
 
     def __init__(
         self,
         tokenizer: str | PreTrainedTokenizerBase,
-        train_files: Paths,
+        train_files: Paths = None,
         val_files: Paths = None,
         val_ratio: float = 0.0,
         max_length: int = 1024,
@@ -70,14 +76,20 @@ class FineTuneDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 42,
         trust_remote_code: bool = False,
+        mixture: Sequence[DataSource | dict[str, Any]] | None = None,
+        train_samples: int | None = None,
     ) -> None:
         super().__init__()
         if isinstance(tokenizer, (str, Path)):
             tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
         self.tokenizer = tokenizer
         self.train_files, self.val_files = _as_list(train_files), _as_list(val_files)
-        if not self.train_files:
+        self.mixture = [DataSource.of(source) for source in mixture or []]
+        if self.mixture and self.train_files:
+            raise ValueError("give either train_files or a mixture of sources, not both (set train_files=null)")
+        if not self.train_files and not self.mixture:
             raise ValueError("train_files is empty")
+        self.train_samples = train_samples
         self.val_ratio, self.max_length, self.truncation = val_ratio, max_length, truncation
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.seed = num_workers, seed
@@ -110,33 +122,83 @@ class FineTuneDataModule(L.LightningDataModule):
             records += rows
         return records
 
-    def _split_records(self) -> tuple[list[Record], list[Record]]:
-        train = self._read(self.train_files)
-        if self.val_files:
-            return train, self._read(self.val_files)
-        if not self.val_ratio:
-            return train, []
-        shuffled = train[:]
-        random.Random(self.seed).shuffle(shuffled)
-        held_out = max(1, round(len(shuffled) * self.val_ratio))
-        return shuffled[held_out:], shuffled[:held_out]
+    def sources(self) -> list[DataSource]:
+        """The training sources: the mixture, or ``train_files`` (with ``val_files``) as a single source."""
+        return self.mixture or [DataSource(files=self.train_files, val_files=self.val_files)]
+
+    def _split_records(self, source: DataSource) -> tuple[list[Record], list[Record]]:
+        """A source's training and validation rows (its ``val_files``, else a ``val_ratio`` hold-out), relabelled
+        with the source's ``task_type`` when it has one."""
+        train = self._read(_as_list(source.files))
+        if source.val_files:
+            val = self._read(_as_list(source.val_files))
+        elif self.val_ratio:
+            shuffled = train[:]
+            random.Random(self.seed).shuffle(shuffled)
+            held_out = max(1, round(len(shuffled) * self.val_ratio))
+            train, val = shuffled[held_out:], shuffled[:held_out]
+        else:
+            val = []
+        if source.task_type is None:
+            return train, val
+        return [[Record(r.where, {**r.row, "task_type": source.task_type}) for r in rs] for rs in (train, val)]
+
+    def _splits(self) -> tuple[list[list[Record]], list[Record]]:
+        """Training rows per source, and all validation rows (the sources', then a mixture's own ``val_files``)."""
+        splits = [self._split_records(source) for source in self.sources()]
+        extra_val = self._read(self.val_files) if self.mixture else []
+        return [train for train, _ in splits], [r for _, val in splits for r in val] + extra_val
 
     def val_records(self) -> list[Record]:
         """The raw rows of the validation split, as read (before validation and tokenisation)."""
-        return self._split_records()[1]
+        return self._splits()[1]
 
-    def _encode_split(self, name: str, records: list[Record]) -> list[dict[str, Any]]:
-        stats = SplitStats(rows=len(records))
-        examples = []
-        for record in track(records, description=f"Tokenising {name}", transient=True, disable=len(records) < 500):
-            example = self.encode(record, stats)
-            if example is not None:
-                stats.examples += 1
-                stats.examples_per_task[example["task_type"]] += 1
-                examples.append(example)
+    def _encode_split(self, name: str, groups: list[list[Record]]) -> list[list[dict[str, Any]]]:
+        """Encode each group of records (one per source); one :class:`SplitStats` counts them all."""
+        stats = SplitStats(rows=sum(len(records) for records in groups))
+        encoded = []
+        for records in groups:
+            examples = []
+            for record in track(records, description=f"Tokenising {name}", transient=True, disable=len(records) < 500):
+                example = self.encode(record, stats)
+                if example is not None:
+                    stats.examples += 1
+                    stats.examples_per_task[example["task_type"]] += 1
+                    examples.append(example)
+            encoded.append(examples)
         self.stats[name] = stats
         log.info(stats.describe(name))
-        return examples
+        return encoded
+
+    def _mix(self, sources: list[DataSource], groups: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Draw the epoch's training examples from the sources by weight, and record what was drawn."""
+        total = self.train_samples or sum(len(group) for group in groups)
+        tagged = [[(index, example) for example in group] for index, group in enumerate(groups)]
+        drawn = sample_mixture(tagged, [s.weight for s in sources], total, self.seed)
+        loss_tokens = [0] * len(sources)
+        for index, example in drawn:
+            loss_tokens[index] += sum(label != IGNORE_INDEX for label in example["labels"])
+        weights = sum(s.weight for s in sources)
+        self.stats["train"].sources = {
+            source.label: {
+                "weight": source.weight / weights,
+                "examples": len(group),
+                "drawn": sum(index == i for index, _ in drawn),
+                "loss_token_share": loss_tokens[i] / max(1, sum(loss_tokens)),
+            }
+            for i, (source, group) in enumerate(zip(sources, groups))
+        }
+        for name, row in self.stats["train"].sources.items():
+            log.info(
+                "Mixture %s: weight %.3f, %d of %d examples drawn per epoch (%.2f passes), %.1f%% of loss tokens",
+                name,
+                row["weight"],
+                row["drawn"],
+                row["examples"],
+                row["drawn"] / max(1, row["examples"]),
+                100 * row["loss_token_share"],
+            )
+        return [example for _, example in drawn]
 
     def keep(self, num_truncated: int, loss_tokens: int, stats: SplitStats) -> bool:
         """Count what truncation did to an example; ``False`` when it must be dropped (and say why)."""
@@ -154,9 +216,13 @@ class FineTuneDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.task_names:  # idempotent: Lightning calls setup once per stage
             return
-        train_records, val_records = self._split_records()
-        self.train_examples = self._encode_split("train", train_records)
-        self.val_examples = self._encode_split("val", val_records)
+        train_groups, val_records = self._splits()
+        train_groups = self._encode_split("train", train_groups)
+        self.val_examples = self._encode_split("val", [val_records])[0]
+        if self.mixture or self.train_samples:
+            self.train_examples = self._mix(self.sources(), train_groups)
+        else:
+            self.train_examples = train_groups[0]
         if not self.train_examples:
             raise ValueError(
                 f"No training examples left from {self.train_files}: {self.stats['train'].describe('train')}"

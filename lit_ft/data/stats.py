@@ -20,6 +20,8 @@ class SplitStats:
     dropped_no_loss_tokens: int = 0
     examples_per_task: Counter = field(default_factory=Counter)
     task_types_missing: list[str] = field(default_factory=list)  # training task types absent from this split
+    # per mixture source: normalised weight, examples available and drawn per epoch, share of loss tokens
+    sources: dict = field(default_factory=dict)
 
     def describe(self, name: str) -> str:
         text = (

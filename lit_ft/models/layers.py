@@ -34,3 +34,21 @@ def decoder_layer_classes(module: nn.Module) -> set[type[nn.Module]]:
 
     models = [m for m in module.modules() if isinstance(m, PreTrainedModel)] or [module]
     return {decoder_layer_class(m) for m in models}
+
+
+def parameter_depths(model: nn.Module) -> tuple[dict[int, int], int]:
+    """Depth of every parameter, bottom to top: ``({id(parameter): depth}, top_depth)``.
+
+    Embeddings (``nn.Embedding`` parameters) are depth 0, decoder layer ``i`` is depth ``i + 1``, everything else
+    (final norm, LM head, a score head) is the top, ``len(layers) + 1``. With tied input/output embeddings the
+    shared matrix is an embedding (depth 0). Adapter parameters (LoRA) take the depth of the layer holding them.
+    """
+    layers = decoder_layers(model)
+    top = len(layers) + 1
+    depths = {id(p): top for p in model.parameters()}
+    for index, layer in enumerate(layers):
+        depths.update({id(p): index + 1 for p in layer.parameters()})
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            depths.update({id(p): 0 for p in module.parameters()})
+    return depths, top

@@ -21,8 +21,8 @@ from torch.distributed.fsdp import FSDPModule
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lit_ft.losses import masked_head_cross_entropy, shift_labels, token_cross_entropy
-from lit_ft.modules.optim import decay_groups
+from lit_ft.losses import l2_sp_penalty, masked_head_cross_entropy, shift_labels, token_cross_entropy
+from lit_ft.modules.optim import LRScaling, decay_groups
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.strategies.consolidate import full_state_dict, is_sharded, unwrapped_name
 from lit_ft.utils.io import atomic_directory
@@ -54,6 +54,11 @@ class CausalLMModule(L.LightningModule):
         head_on_loss_tokens: compute the LM head only where targets carry loss (same loss and gradients, less
             compute and memory); turn off for models whose head does more than a linear projection
             (logit soft-capping or scaling).
+        layer_lr_decay: discriminative learning rates: each decoder layer's LR is this factor times the one
+            above it, the head at the base LR, the embeddings lowest (see :func:`decay_groups`).
+        lr_scaling: maps the global batch size to an LR multiplier (``lit_ft.modules.optim.LRScaling``).
+        l2sp: strength ``lambda`` of L2-SP, ``lambda * ||theta - theta_0||^2`` over the trainable weights, pulling
+            them toward their values when the model was built (the pretrained weights).
     """
 
     def __init__(
@@ -65,6 +70,9 @@ class CausalLMModule(L.LightningModule):
         freeze: ModelTransform | None = None,
         adapter: ModelTransform | None = None,
         head_on_loss_tokens: bool = True,
+        layer_lr_decay: float | None = None,
+        lr_scaling: LRScaling | None = None,
+        l2sp: float = 0.0,
     ) -> None:
         super().__init__()
         # No save_hyperparameters: the arguments are factories, which would make checkpoints need pickle
@@ -75,9 +83,12 @@ class CausalLMModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.freeze, self.adapter = freeze, adapter
         self.head_on_loss_tokens = head_on_loss_tokens
+        self.layer_lr_decay, self.lr_scaling, self.l2sp = layer_lr_decay, lr_scaling, l2sp
+        self._l2sp_anchors: dict[str, torch.Tensor] = {}  # theta_0, not in the state dict (rebuilt on resume)
         # Checkpoints of partly frozen models hold only the trainable weights, so loading one is not strict.
         self.strict_loading = freeze is None and adapter is None
         self.model: PreTrainedModel | None = None
+        self.trainable_names: set[str] = set()
         self.val_loss = MeanMetric()
         self._window_loss = torch.zeros(())
         self._window_tokens = torch.zeros(())
@@ -101,6 +112,12 @@ class CausalLMModule(L.LightningModule):
         self.model = self.build_model()
         trainable = self.trainable_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = self.total_params = sum(p.numel() for p in self.model.parameters())
+        # What trains, fixed at build: callbacks (gradual unfreezing) may freeze some of it for a while.
+        self.trainable_names = {unwrapped_name(n) for n, p in self.named_parameters() if p.requires_grad}
+        if self.l2sp:
+            self._l2sp_anchors = {
+                unwrapped_name(n): p.detach().clone() for n, p in self.named_parameters() if p.requires_grad
+            }
         log.info("Trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
     @staticmethod
@@ -182,10 +199,29 @@ class CausalLMModule(L.LightningModule):
                 if parameter.grad is not None:
                     parameter.grad.mul_(scale)
                     stepping = True
+            if self.l2sp and stepping:
+                self.add_l2sp_gradient()
+        elif self.l2sp:
+            raise ValueError("L2-SP is not supported under DeepSpeed (its engine owns the gradients)")
         self.train_loss_tokens += int(window_tokens) if stepping else 0
         self.log_step_metrics(window_loss / max(window_tokens, 1.0), optimizer)
         self._window_loss = torch.zeros((), device=self._window_loss.device)
         self._window_tokens = torch.zeros((), device=self._window_tokens.device)
+
+    @torch.no_grad()
+    def add_l2sp_gradient(self) -> None:
+        """Add the gradient of ``l2sp * ||theta - theta_0||^2``, ``2 * l2sp * (theta - theta_0)``, to each trainable
+        weight's (already token-averaged) gradient, and log the penalty as ``train/l2sp``."""
+        if is_sharded(self):
+            raise ValueError("L2-SP needs whole parameters; it does not support sharded (FSDP/ZeRO-3) training")
+        named = ((unwrapped_name(n), p) for n, p in self.named_parameters() if p.requires_grad)
+        params = {n: p for n, p in named if n in self._l2sp_anchors}
+        for name, parameter in params.items():
+            self._l2sp_anchors[name] = self._l2sp_anchors[name].to(parameter.device)  # once, after device moves
+            pull = 2 * self.l2sp * (parameter - self._l2sp_anchors[name])
+            parameter.grad = pull if parameter.grad is None else parameter.grad.add_(pull)
+        penalty = l2_sp_penalty(list(params.values()), [self._l2sp_anchors[n] for n in params])
+        self.log("train/l2sp", self.l2sp * penalty, rank_zero_only=True)
 
     def log_step_metrics(self, loss: float, optimizer: torch.optim.Optimizer) -> None:
         self.log("train/loss", loss, prog_bar=True, rank_zero_only=True)
@@ -212,8 +248,7 @@ class CausalLMModule(L.LightningModule):
         checkpoint["train_loss_tokens"] = self.train_loss_tokens
         checkpoint["rng_states"] = capture_rng_states()  # dropout continues as if the run had not stopped
         if not self.strict_loading:  # frozen weights come from the pretrained model on resume
-            trainable = {unwrapped_name(name) for name, p in self.named_parameters() if p.requires_grad}
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in self.trainable_names}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.train_loss_tokens = checkpoint.get("train_loss_tokens", 0)
@@ -228,9 +263,37 @@ class CausalLMModule(L.LightningModule):
 
     # --- optimisation --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(decay_groups(self, self.weight_decay))
-        scheduler = self.scheduler_factory(optimizer, num_training_steps=int(self.trainer.estimated_stepping_batches))
+        num_training_steps = int(self.trainer.estimated_stepping_batches)
+        optimizer = self.optimizer_factory(decay_groups(self, self.weight_decay, self.layer_lr_decay))
+        batch_factor = self.batch_lr_factor()
+        for group in optimizer.param_groups:  # before the scheduler records each group's initial LR
+            group["lr"] *= batch_factor * group.get("lr_scale", 1.0)
+        if self.layer_lr_decay is not None:
+            lrs = ", ".join(f"{d}: {lr:.3g}" for d, lr in {g["depth"]: g["lr"] for g in optimizer.param_groups}.items())
+            log.info("Layer-wise learning rates (depth: lr, top first): %s", lrs)
+        scheduler = self.scheduler_factory(optimizer, num_training_steps=num_training_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def batch_lr_factor(self) -> float:
+        """The ``lr_scaling`` multiplier for this run's global batch (examples or packed sequences per optimizer
+        step over all ranks), logged when it applies; 1 without ``lr_scaling``."""
+        if self.lr_scaling is None:
+            return 1.0
+        if self.trainer.train_dataloader is None:  # not loaded yet when training is bounded by max_steps only
+            self.trainer.fit_loop.setup_data()
+        batch_size = getattr(self.trainer.train_dataloader, "batch_size", None)
+        if batch_size is None:
+            raise ValueError("lr_scaling needs a training DataLoader with a batch_size")
+        global_batch = batch_size * self.trainer.accumulate_grad_batches * self.trainer.world_size
+        factor = self.lr_scaling(global_batch)
+        log.info(
+            "LR scaling (%s rule): global batch %d, base batch %d -> LR x %.4g",
+            self.lr_scaling.rule,
+            global_batch,
+            self.lr_scaling.base_batch_size,
+            factor,
+        )
+        return factor
 
     # --- export ----------------------------------------------------------------------------------------------
     def export(self, output_dir: Path, tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:

@@ -1,21 +1,61 @@
-"""Optimizer parameter groups."""
+"""Optimizer parameter groups (weight decay, layer-wise learning rates) and batch-size LR scaling."""
 
 from __future__ import annotations
 
+import logging
+import math
+from dataclasses import dataclass
+from typing import Literal
+
 from torch import nn
 
+from lit_ft.models.layers import parameter_depths
 
-def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups over trainable parameters: matrices decay, norms and biases (ndim < 2) do not.
+log = logging.getLogger(__name__)
+
+
+def decay_groups(model: nn.Module, weight_decay: float, layer_lr_decay: float | None = None) -> list[dict]:
+    """AdamW groups over trainable parameters: matrices decay, norms and biases (ndim < 2) do not.
 
     This is the split of Hugging Face's Trainer and nanoGPT: decaying a gain or a bias toward 0 only
     fights the layer's scale, while decay on weight matrices regularises.
+
+    With ``layer_lr_decay`` (discriminative fine-tuning, ULMFiT, Howard & Ruder, 2018; the layer-wise decay of
+    ELECTRA/BEiT), each depth gets its own pair of groups with ``lr_scale = layer_lr_decay ** (top - depth)``:
+    the head and final norm (top) keep the base LR, the top decoder layer gets ``decay`` times it, each layer
+    below one more factor, the embeddings (depth 0) the lowest (see :func:`parameter_depths`). Groups come top
+    first, so ``param_groups[0]`` carries the base LR. The module multiplies each group's LR by its ``lr_scale``.
     """
-    decay, no_decay = [], []
+    depths, top = parameter_depths(model) if layer_lr_decay is not None else ({}, 0)
+    groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
     for parameter in model.parameters():
         if parameter.requires_grad:
-            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+            groups.setdefault((depths.get(id(parameter), top), parameter.ndim >= 2), []).append(parameter)
+    result = []
+    for (depth, decays), params in sorted(groups.items(), key=lambda item: (-item[0][0], not item[0][1])):
+        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if layer_lr_decay is not None:
+            group.update(lr_scale=layer_lr_decay ** (top - depth), depth=depth)
+        result.append(group)
+    return result
+
+
+@dataclass
+class LRScaling:
+    """Scale the learning rate with the global batch size (samples per optimizer step, all ranks).
+
+    ``sqrt``: ``lr = base_lr * sqrt(global_batch / base_batch_size)`` (the rule for Adam-type optimizers,
+    Malladi et al., 2022); ``linear``: ``lr = base_lr * global_batch / base_batch_size`` (Goyal et al., 2017, SGD).
+    The configured LR is the one tuned at ``base_batch_size``.
+    """
+
+    base_batch_size: int
+    rule: Literal["sqrt", "linear"] = "sqrt"
+
+    def __call__(self, global_batch_size: int) -> float:
+        ratio = global_batch_size / self.base_batch_size
+        if self.rule == "sqrt":
+            return math.sqrt(ratio)
+        if self.rule == "linear":
+            return ratio
+        raise ValueError(f"unknown LR scaling rule {self.rule!r} (expected 'sqrt' or 'linear')")

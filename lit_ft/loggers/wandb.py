@@ -1,0 +1,169 @@
+"""Weights & Biases logging set up for fine-tuning dashboards.
+
+Lightning's ``WandbLogger`` plus: offline mode chosen automatically when no API key is configured (with the
+command that uploads the run later), group / name / tags from the experiment and the Hydra sweep, metric
+definitions so the run summary holds the best validation loss and the final per-task losses, the run summary
+and forgetting results written at the end, optionally the final model as an artifact, and the run finished
+so the next job of a multirun starts its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+
+log = logging.getLogger(__name__)
+
+STEP = "trainer/global_step"
+# metric (glob) -> what the run summary keeps
+SUMMARIES = {
+    "val/loss": "min,last",
+    "val/ppl": "min,last",
+    "val/loss/*": "last,min",
+    "train/loss": "last",
+    "train/loss/*": "last",
+    "forgetting/*": "last",
+}
+
+
+def wandb_api_key_configured() -> bool:
+    """An API key in ``WANDB_API_KEY`` or in the netrc file ``wandb login`` writes (``$NETRC`` or ``~/.netrc``)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def _hydra_job() -> tuple[str | None, str | None]:
+    """``(sweep id, job label)`` inside a Hydra multirun, else ``(None, None)``. The label is the job's values of
+    the swept keys (``peft.r=8``): the sweeper's ``params`` and the sweep overrides of the multirun command line
+    (read back from ``multirun.yaml``, which Hydra writes at the start of the sweep)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.types import RunMode
+        from omegaconf import OmegaConf
+    except ImportError:
+        return None, None
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None, None
+    hydra = HydraConfig.get()
+    swept = set((hydra.sweeper.get("params") or {}).keys())
+    multirun = Path(hydra.sweep.dir) / "multirun.yaml"
+    if multirun.is_file():
+        command_line = list(OmegaConf.load(multirun).hydra.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(command_line)
+        swept |= {o.key_or_group for o in parsed if o.is_sweep_override()}
+    values = [o for o in hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") in swept]
+    return Path(hydra.sweep.dir).name, ",".join(values) or f"job{hydra.job.num}"
+
+
+class WandbLogger(LightningWandbLogger):
+    """W&B logger for lit-ft runs (``conf/logger/wandb.yaml``).
+
+    Args:
+        project: W&B project.
+        group: runs grouped on the dashboard, by default the experiment; in a Hydra multirun the sweep id is
+            appended (``lora_legal/2025-01-01_12-00-00``) and each job is named by its overrides.
+        name: the run's name (the job's overrides in a multirun).
+        tags: labels; a multirun adds ``sweep``.
+        save_dir: where the run's local files go (``<save_dir>/wandb/``).
+        offline: ``"auto"`` (offline unless an API key is configured or ``WANDB_MODE=online``), or a bool.
+        log_artifact: upload the final model (the adapter for LoRA runs) as a ``model`` artifact; online only.
+        **kwargs: passed to Lightning's ``WandbLogger`` / ``wandb.init`` (entity, notes, ...).
+    """
+
+    def __init__(
+        self,
+        project: str = "lit-ft",
+        group: str | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        save_dir: str = ".",
+        offline: bool | Literal["auto"] = "auto",
+        log_artifact: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if offline == "auto":
+            mode = os.environ.get("WANDB_MODE", "")
+            offline = mode in ("offline", "dryrun") or (mode != "online" and not wandb_api_key_configured())
+            if offline and not mode:
+                log.warning(
+                    "W&B: no API key configured (WANDB_API_KEY or `wandb login`), logging offline under %s/wandb; "
+                    "upload later with `wandb sync %s/wandb/offline-run-*`",
+                    save_dir,
+                    save_dir,
+                )
+        sweep, job = _hydra_job()
+        tags = [*tags, *(["sweep"] if sweep else [])]
+        group = f"{group}/{sweep}" if sweep and group else (group or sweep)
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            name=job or name, save_dir=save_dir, offline=offline, project=project, group=group, tags=tags, **kwargs
+        )
+        self.log_artifact = log_artifact
+
+    @property
+    def experiment(self):
+        new = self._experiment is None
+        if new:
+            import wandb
+
+            if wandb.run is not None:  # left open by an earlier job of this process: never share a run
+                wandb.run.finish()
+        run = super().experiment
+        if new:
+            for metric, summary in SUMMARIES.items():
+                run.define_metric(metric, step_metric=STEP, step_sync=True, summary=summary)
+        return run
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """End of a run: its scalar results into the run summary (``final/...``), forgetting and per-task results
+        as tables, the model as an artifact (online, if ``log_artifact``), then finish the run."""
+        run = self.experiment
+        scalars = {f"final/{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None}
+        run.summary.update(scalars)
+        for key, (columns, rows) in result_tables(summary).items():
+            self.log_table(key, columns=columns, data=rows)
+        model_dir = summary.get("adapter_path") or summary.get("model_path")
+        if self.log_artifact and model_dir:
+            if self._offline:
+                log.info("W&B: offline, so the model is not logged as an artifact")
+            else:
+                import wandb
+
+                artifact = wandb.Artifact(re.sub(r"[^\w.-]", "-", f"{run.name}-model"), type="model")
+                artifact.add_dir(model_dir)
+                run.log_artifact(artifact)
+        run_dir = Path(run.dir).parent if getattr(run, "dir", None) else None
+        run.finish()
+        if self._offline and run_dir is not None:
+            log.warning("W&B run logged offline; upload it with: wandb sync %s", run_dir)
+
+
+def result_tables(summary: dict[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """``{key: (columns, rows)}`` for the run's result tables: ``forgetting`` (metric, baseline, final, delta from
+    the forgetting check's summary) and ``per_task`` (one row per task type from the per-task callback's)."""
+    tables = {}
+    forgetting = summary.get("forgetting") or {}
+    final = forgetting.get("final") or {}
+    if final:
+        baseline, delta = forgetting.get("baseline") or {}, forgetting.get("delta") or {}
+        rows = [[metric, baseline.get(metric), value, delta.get(metric)] for metric, value in final.items()]
+        tables["forgetting"] = (["metric", "baseline", "final", "delta"], rows)
+    per_task = summary.get("per_task") or {}
+    if per_task:
+        columns = sorted({key for values in per_task.values() for key in values})
+        tables["per_task"] = (["task_type", *columns], [[t, *(v.get(c) for c in columns)] for t, v in per_task.items()])
+    return tables

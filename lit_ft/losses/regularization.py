@@ -1,0 +1,19 @@
+"""Regularisers on parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def l2_sp_penalty(parameters: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """L2-SP (Li, Grandvalet and Davoine, 2018, "Explicit inductive bias for transfer learning"):
+    ``sum_i ||theta_i - theta0_i||^2``, the squared distance of the weights from their starting point (the
+    pretrained weights), instead of plain weight decay's distance from 0. Scaled by ``lambda`` by the caller;
+    its gradient is ``2 * (theta_i - theta0_i)``.
+    """
+    total = torch.zeros((), dtype=torch.float32, device=parameters[0].device if parameters else None)
+    for parameter, anchor in zip(parameters, anchors, strict=True):
+        total = total + (parameter.float() - anchor.to(parameter.device).float()).pow(2).sum()
+    return total

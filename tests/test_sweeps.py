@@ -1,0 +1,97 @@
+"""Hydra sweeps: a LoRA rank sweep writes its report (one row per job, best first); the report rebuilds from the
+folder; each job has its own W&B run; the Optuna search (optional extra) minimises the returned validation loss."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lit_ft.sweep_report import REPORT_FILES, main
+from tests.helpers import REPO
+from tests.test_wandb import wandb_offline_env  # noqa: F401  (fixture)
+from tests.wandb_records import logged_run
+
+
+def run_train(args: list[str], cwd=REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "train.py", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def tiny_lora_overrides(tmp_path, train_file, val_file) -> list[str]:
+    return [
+        "experiment=lora_legal",
+        "model=tiny",
+        "callbacks=none",
+        f"data.train_files={train_file}",
+        f"data.val_files={val_file}",
+        "trainer.max_steps=4",
+        "validate_before=false",
+        "export=false",
+        "+trainer.enable_progress_bar=false",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+
+
+def read_report(sweep_dir) -> list[dict[str, str]]:
+    with (sweep_dir / REPORT_FILES["csv"]).open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_rank_sweep_writes_a_sorted_report_and_one_wandb_run_per_job(tmp_path, arithmetic_files, wandb_offline_env):  # noqa: F811
+    train_file, val_file = arithmetic_files
+    overrides = tiny_lora_overrides(tmp_path, train_file, val_file)
+    run_train(["-m", *overrides, "peft.r=4,8,16,32", "logger=[csv,wandb]"])
+    sweep_dir = tmp_path / "sweep"
+
+    rows = read_report(sweep_dir)
+    assert len(rows) == 4
+    assert sorted(r["overrides"] for r in rows) == ["peft.r=16", "peft.r=32", "peft.r=4", "peft.r=8"]
+    losses = [float(r["best_val_loss"]) for r in rows]
+    assert losses == sorted(losses) and len(set(losses)) == 4
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4"]
+    for row in rows:  # LoRA on the tiny Llama: r * 1024 parameters per layer, two layers
+        assert int(row["trainable_params"]) == 2048 * int(row["overrides"].split("=")[1])
+        assert float(row["seconds"]) > 0 and float(row["final_val_loss"]) >= float(row["best_val_loss"])
+    markdown = (sweep_dir / REPORT_FILES["markdown"]).read_text()
+    assert "Common overrides" in markdown and "experiment=lora_legal" in markdown
+    assert markdown.count("| `peft.r=") == 4
+    assert (sweep_dir / REPORT_FILES["plot"]).stat().st_size > 5000
+
+    # the command rebuilds the same report from the folder
+    first = (sweep_dir / REPORT_FILES["csv"]).read_text()
+    for name in REPORT_FILES.values():
+        (sweep_dir / name).unlink()
+    main([str(sweep_dir)])
+    assert (sweep_dir / REPORT_FILES["csv"]).read_text() == first
+
+    # every job its own (offline) W&B run, grouped under the experiment and the sweep id, named by its overrides
+    runs = [logged_run(next((sweep_dir / str(job)).glob("wandb/offline-run-*/run-*.wandb"))) for job in range(4)]
+    assert len({tuple(sorted(r["config"]["peft"].items())) for r in runs}) == 4
+    assert {r["run"]["group"] for r in runs} == {f"lora_legal/{sweep_dir.name}"}
+    assert sorted(r["run"]["name"] for r in runs) == sorted(f"peft.r={r}" for r in (4, 8, 16, 32))
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+    reason="the Optuna sweeper is an optional extra: pip install 'lit-ft[optuna]'",
+)
+def test_optuna_search_minimises_the_returned_validation_loss(tmp_path, arithmetic_files):
+    import yaml
+
+    train_file, val_file = arithmetic_files
+    overrides = tiny_lora_overrides(tmp_path, train_file, val_file)
+    run_train(["hparams_search=lora_optuna", *overrides, "hydra.sweeper.n_trials=3", "logger=csv"])
+    sweep_dir = tmp_path / "sweep"
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    rows = read_report(sweep_dir)
+    assert len(rows) == 3
+    assert results["best_value"] == pytest.approx(float(rows[0]["best_val_loss"]))  # Optuna's best is the report's top
+    assert set(results["best_params"]) == {"peft.r", "peft.alpha", "module.optimizer.lr"}
