@@ -15,6 +15,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import lit_ft.resolvers  # noqa: F401  (registers the config resolvers)
 from lit_ft.callbacks.history import MetricHistory
 from lit_ft.config import validate_config
 from lit_ft.strategies import end_processes
@@ -82,6 +83,9 @@ def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tupl
     after = validation_metrics(trainer, module, datamodule)
     summary["val_loss_after"] = after.get("val/loss")
     summary["val_ppl_after"] = after.get("val/ppl")
+    # every val/ metric the module logs (reward accuracy, margins, ...), before and after training
+    summary["val_before"] = {k: v for k in history.val if (v := history.before_training(k)) is not None}
+    summary["val_after"] = after
     # On every rank: a sharded model is gathered to rank 0, which writes it.
     exported = module.export(output_dir, datamodule.tokenizer) if cfg.get("export", True) else {}
     trained = [loss for step, loss in history.val.get("val/loss", []) if step > 0]  # checks after some training
@@ -89,7 +93,7 @@ def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tupl
 
     if trainer.is_global_zero:
         summary.update(
-            train_tokens=module.train_loss_tokens,
+            **{f"train_{module.loss_unit}": module.train_loss_tokens},
             optimizer_steps=trainer.global_step,
             epochs=trainer.current_epoch,
             trainable_params=module.trainable_params,  # counted before sharding

@@ -111,6 +111,10 @@ class FineTuneDataModule(L.LightningDataModule):
         """Last step before the training loader (packing, for example)."""
         return examples
 
+    def set_task_id(self, example: dict[str, Any], task_id: int) -> None:
+        """Record the example's task id (by default ``task_ids``, one per token, as the batch contract wants)."""
+        example["task_ids"] = [task_id] * len(example["input_ids"])
+
     # --- shared machinery --------------------------------------------------------------------------------
     @staticmethod
     def _read(paths: list[str]) -> list[Record]:
@@ -230,7 +234,7 @@ class FineTuneDataModule(L.LightningDataModule):
         self.task_names = sorted({e["task_type"] for e in self.train_examples + self.val_examples})
         task_index = {name: i for i, name in enumerate(self.task_names)}
         for example in self.train_examples + self.val_examples:
-            example["task_ids"] = [task_index[example["task_type"]]] * len(example["input_ids"])
+            self.set_task_id(example, task_index[example["task_type"]])
         missing = set(self.stats["train"].examples_per_task) - set(self.stats["val"].examples_per_task)
         if self.val_examples and missing:
             self.stats["val"].task_types_missing = sorted(missing)  # counted in summary.json, not only logged

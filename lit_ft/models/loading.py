@@ -15,10 +15,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     BitsAndBytesConfig,
     PreTrainedModel,
@@ -30,6 +32,10 @@ from lit_ft.utils.io import atomic_directory
 log = logging.getLogger(__name__)
 
 CACHE_ENV_VAR = "LIT_FT_CACHE"
+
+# What sits on top of the decoder: the LM head (next-token logits), or a scalar score (a reward model).
+Head = Literal["lm", "score"]
+AUTO_CLASSES = {"lm": AutoModelForCausalLM, "score": AutoModelForSequenceClassification}
 
 
 @dataclass(frozen=True)
@@ -178,8 +184,9 @@ def load_model(
     gradient_checkpointing: bool = False,
     trust_remote_code: bool = False,
     quantization: str | None = None,
+    head: Head = "lm",
 ) -> PreTrainedModel:
-    """Load a causal LM for training.
+    """Load a causal LM (or, with ``head="score"``, a reward model over the same backbone) for training.
 
     Args:
         name_or_path: embedded alias, local folder or cached hub id.
@@ -188,7 +195,12 @@ def load_model(
         gradient_checkpointing: recompute activations in backward (less memory, about a third slower).
         trust_remote_code: run modelling code shipped with the checkpoint; off unless set.
         quantization: ``"nf4"`` loads the frozen base in 4 bits for QLoRA (CUDA and bitsandbytes only).
+        head: ``"lm"``: ``AutoModelForCausalLM``. ``"score"``: ``AutoModelForSequenceClassification`` with one
+            label, a new linear score head reading the last non-padding token; the padding id it looks for is
+            set in the config from the checkpoint's tokenizer (as :func:`load_tokenizer` pads).
     """
+    if head not in AUTO_CLASSES:
+        raise ValueError(f"unknown head {head!r} (expected one of {', '.join(AUTO_CLASSES)})")
     path = resolve_model_path(name_or_path)
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     extra = {}
@@ -197,8 +209,10 @@ def load_model(
         extra = {"quantization_config": nf4_quantization_config(), "device_map": {"": torch.cuda.current_device()}}
     elif quantization is not None:
         raise ValueError(f"unknown quantization {quantization!r} (supported: 'nf4')")
+    if head == "score":
+        extra.update(num_labels=1, pad_token_id=load_tokenizer(path, trust_remote_code=trust_remote_code).pad_token_id)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = AUTO_CLASSES[head].from_pretrained(
             path,
             dtype=torch_dtype,
             attn_implementation=attn_implementation,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerBase
+
+from lit_ft.models.loading import Head
 
 
 def tiny_llama(
@@ -15,8 +17,10 @@ def tiny_llama(
     intermediate_size: int = 128,
     seed: int = 0,
     attn_implementation: str = "sdpa",
-) -> LlamaForCausalLM:
-    """Build a small Llama (same architecture as SmolLM2, tied embeddings) with a seeded random init."""
+    head: Head = "lm",
+) -> LlamaForCausalLM | LlamaForSequenceClassification:
+    """Build a small Llama (same architecture as SmolLM2, tied embeddings) with a seeded random init; with
+    ``head="score"`` a one-label sequence classifier (a reward model) instead of the LM head."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -33,11 +37,16 @@ def tiny_llama(
         attn_implementation=attn_implementation,
     )
     torch.manual_seed(seed)
+    if head == "score":
+        config.num_labels = 1
+        return LlamaForSequenceClassification(config)
     return LlamaForCausalLM(config)
 
 
-def load_tiny_llama(name_or_path: str = "smollm2-135m-instruct", **sizes: int) -> LlamaForCausalLM:
+def load_tiny_llama(
+    name_or_path: str = "smollm2-135m-instruct", head: Head = "lm", **sizes: int
+) -> LlamaForCausalLM | LlamaForSequenceClassification:
     """:func:`tiny_llama` for config files; ``name_or_path`` names the tokenizer (``model=tiny`` smoke runs)."""
     from lit_ft.models.loading import load_tokenizer
 
-    return tiny_llama(load_tokenizer(name_or_path), **sizes)
+    return tiny_llama(load_tokenizer(name_or_path), head=head, **sizes)

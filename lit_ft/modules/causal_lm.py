@@ -1,6 +1,7 @@
 """Base LightningModule for causal-LM fine-tuning: model building, token-loss reduction, optimisation, logging.
 
 Subclassing points (override one, keep the rest):
+- :meth:`pretrained_model` the model as the factory gives it (before freezing and adapters)
 - :meth:`build_model`     the ``transformers`` model (called from ``configure_model``, so strategies can shard it)
 - :meth:`forward`          batch -> logits
 - :meth:`token_losses`     batch -> per-token losses, loss mask and task ids
@@ -61,6 +62,9 @@ class CausalLMModule(L.LightningModule):
             them toward their values when the model was built (the pretrained weights).
     """
 
+    # What the loss is averaged over, and what `train_loss_tokens` counts (preference modules: "pairs").
+    loss_unit = "tokens"
+
     def __init__(
         self,
         model: ModelFactory,
@@ -97,9 +101,13 @@ class CausalLMModule(L.LightningModule):
         self.trainable_params = self.total_params = 0  # counted before a strategy shards the model
 
     # --- model ---------------------------------------------------------------------------------------------
+    def pretrained_model(self) -> PreTrainedModel:
+        """The pretrained model from the factory (a subclass may ask it for another head)."""
+        return self.model_factory()
+
     def build_model(self) -> PreTrainedModel:
         """The model to train: the pretrained model, partly frozen and/or wrapped in adapters as configured."""
-        model = self.model_factory()
+        model = self.pretrained_model()
         if self.freeze is not None:
             model = self.freeze(model)
         if self.adapter is not None:
@@ -162,8 +170,7 @@ class CausalLMModule(L.LightningModule):
         out = self.token_losses(batch)
         loss_sum = (out["per_token_loss"] * out["loss_mask"]).sum()
         tokens = out["loss_mask"].sum()
-        self._window_loss = self._window_loss.to(loss_sum.device) + loss_sum.detach()
-        self._window_tokens = self._window_tokens.to(tokens.device) + tokens
+        self.add_to_window(loss_sum, tokens)
         return {"loss": self.loss_for_backward(loss_sum, tokens), **out}
 
     def loss_for_backward(self, loss_sum: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -181,6 +188,11 @@ class CausalLMModule(L.LightningModule):
         global_count = self.trainer.strategy.reduce(count.detach().float(), reduce_op="sum")
         factor = self.trainer.world_size * self.trainer.accumulate_grad_batches / global_count.clamp(min=1.0)
         return loss_sum * factor
+
+    def add_to_window(self, loss_sum: torch.Tensor, count: torch.Tensor) -> None:
+        """Add a micro-batch's summed loss and its number of loss units (tokens here) to the accumulation window."""
+        self._window_loss = self._window_loss.to(loss_sum.device) + loss_sum.detach()
+        self._window_tokens = self._window_tokens.to(loss_sum.device) + count
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Divide gradients by the loss tokens of the accumulation window across ranks, and log the window loss.

@@ -1,0 +1,210 @@
+"""Direct preference optimisation of a causal LM (DPO and its variants), with three ways to get the reference."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+from peft import PeftModel
+from torch import nn
+
+from lit_ft.losses import completion_logps, dpo_loss, orpo_loss, shift_labels, simpo_loss
+from lit_ft.losses.causal_lm import IGNORE_INDEX
+from lit_ft.modules.causal_lm import StepOutput
+from lit_ft.modules.pairwise import REWARD_METRICS, PairwiseModule, reward_metrics
+
+log = logging.getLogger(__name__)
+
+LossType = Literal["sigmoid", "robust", "hinge", "ipo", "simpo", "orpo"]
+Reference = Literal["precomputed", "adapter", "copy"]
+REFERENCE_FREE = ("simpo", "orpo")
+LENGTH_AVERAGED = ("ipo", "simpo", "orpo")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Switch dropout off for the duration (the reference is a fixed function of its input)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+class DPOModule(PairwiseModule):
+    """Align a causal LM on preference pairs without a reward model: DPO, cDPO, robust DPO, IPO, SLiC hinge,
+    and the reference-free SimPO and ORPO.
+
+    Chosen and rejected sequences go through the model in one concatenated forward; their completion
+    log-probs (summed, or length-averaged for IPO, SimPO and ORPO) feed the loss of ``loss_type``
+    (:func:`lit_ft.losses.dpo_loss`, :func:`~lit_ft.losses.simpo_loss`, :func:`~lit_ft.losses.orpo_loss`),
+    averaged over the pairs of an optimizer step.
+
+    The reference log-probs come, in order of preference, from:
+    - ``precomputed``: one pass over the training and validation pairs before the first step (before the
+      validation that precedes training, in ``lit_ft.run``), with the model as training starts, dropout off.
+      Stored by example index (batches carry ``example_index``) and saved in checkpoints, so a resumed run
+      keeps them. Costs one forward per pair, once; nothing extra in memory.
+    - ``adapter``: the policy with its peft adapter switched off (``disable_adapter()``), on the fly: the
+      base model, which equals the starting policy when the adapter starts at zero (fresh LoRA). No copy.
+    - ``copy``: a frozen copy of the starting policy, on the fly (the model's memory twice; works for full
+      fine-tuning and for adapters that do not start at zero).
+
+    Logged (``train/`` and ``val/``): ``loss``, ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``,
+    ``rewards/margins`` (implicit rewards ``beta * (logp - ref)``; ``beta * logp`` for SimPO and ORPO),
+    ``logps/chosen``, ``logps/rejected``.
+
+    Args:
+        beta: DPO's KL strength (0.1 is usual); SimPO's reward scale (about 2); ORPO's lambda (about 0.1).
+        loss_type: ``sigmoid`` (DPO; cDPO with ``label_smoothing``), ``robust``, ``hinge``, ``ipo``, ``simpo``, ``orpo``.
+        label_smoothing: assumed probability that a preference label is flipped (sigmoid, robust, simpo).
+        simpo_gamma: SimPO's target margin.
+        sft_weight: weight of an added NLL term on the chosen answer (token mean per pair), as in RPO
+            (Pang et al., 2024); 0 switches it off.
+        reference: ``precomputed``, ``adapter`` or ``copy`` (ignored by SimPO and ORPO, which need none).
+        (others: see :class:`lit_ft.modules.CausalLMModule`)
+    """
+
+    metric_names = (*REWARD_METRICS, "logps/chosen", "logps/rejected")
+
+    def __init__(
+        self,
+        *args,
+        beta: float = 0.1,
+        loss_type: LossType = "sigmoid",
+        label_smoothing: float = 0.0,
+        simpo_gamma: float = 1.0,
+        sft_weight: float = 0.0,
+        reference: Reference = "precomputed",
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if loss_type not in ("sigmoid", "robust", "hinge", "ipo", *REFERENCE_FREE):
+            raise ValueError(f"unknown loss_type {loss_type!r}")
+        if reference not in ("precomputed", "adapter", "copy"):
+            raise ValueError(f"unknown reference {reference!r} (precomputed, adapter or copy)")
+        self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
+        self.simpo_gamma, self.sft_weight = simpo_gamma, sft_weight
+        self.reference = None if loss_type in REFERENCE_FREE else reference
+        self.average = loss_type in LENGTH_AVERAGED
+        self.reference_model: nn.Module | None = None
+        self.cached_reference_logps: dict[str, torch.Tensor] = {}  # split -> [N, 2] (chosen, rejected)
+        if self.reference == "copy":
+            self.strict_loading = False  # the frozen copy is rebuilt from the pretrained model, not checkpointed
+
+    # --- model and reference -------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        super().configure_model()
+        if self.reference == "adapter" and not isinstance(self.model, PeftModel):
+            raise ValueError("reference='adapter' needs a peft adapter (peft=lora); use 'precomputed' or 'copy'")
+        if self.reference == "copy" and self.reference_model is None:
+            self.reference_model = copy.deepcopy(self.model).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> DPOModule:
+        super().train(mode)
+        if self.reference_model is not None:
+            self.reference_model.eval()  # Lightning switches every submodule to train mode; the copy stays fixed
+        return self
+
+    def logps(self, batch: dict[str, torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
+        """Completion log-probs [2B] (chosen then rejected; averaged per token for IPO, SimPO and ORPO)."""
+        return completion_logps(self(batch, model), batch["labels"], average=self.average)
+
+    @torch.no_grad()
+    def reference_logps(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        """The reference's completion log-probs [2B] for a batch of ``split``, by the configured strategy."""
+        if self.reference == "precomputed":
+            if split not in self.cached_reference_logps:
+                raise RuntimeError(f"no precomputed reference log-probs for the '{split}' pairs")
+            pairs = self.cached_reference_logps[split][batch["example_index"].cpu()].to(self.device)
+            return torch.cat([pairs[:, 0], pairs[:, 1]])
+        if self.reference == "adapter":
+            with eval_mode(self.model), self.model.disable_adapter():
+                return self.logps(batch)
+        return self.logps(batch, self.reference_model)
+
+    def precompute_reference_logps(self) -> None:
+        """Fill :attr:`cached_reference_logps` for the datamodule's training and validation pairs (once)."""
+        datamodule = self.trainer.datamodule
+        if self.reference == "precomputed" and not hasattr(datamodule, "ordered_dataloader"):
+            raise ValueError("reference='precomputed' needs a PreferenceDataModule; use 'adapter' or 'copy' otherwise")
+        splits = [s for s, pairs in (("train", datamodule.train_examples), ("val", datamodule.val_examples)) if pairs]
+        if self.reference != "precomputed" or all(s in self.cached_reference_logps for s in splits):
+            return
+        if self.trainer.ckpt_path is not None:
+            raise RuntimeError(
+                "Resuming with reference='precomputed', but the checkpoint holds no reference log-probs and the "
+                "model has trained since; resume with the strategy the run started with."
+            )
+        started = time.perf_counter()
+        # Lightning's validation runs under inference mode; the cache must stay usable in training steps.
+        with torch.inference_mode(False), torch.no_grad(), eval_mode(self.model):
+            for split in splits:
+                cache = torch.zeros(len(getattr(datamodule, f"{split}_examples")), 2)
+                for batch in datamodule.ordered_dataloader(split):
+                    batch = {key: value.to(self.device) for key, value in batch.items()}
+                    chosen, rejected = self.logps(batch).float().cpu().chunk(2)
+                    cache[batch["example_index"].cpu()] = torch.stack([chosen, rejected], dim=1)
+                self.cached_reference_logps[split] = cache
+        sizes = ", ".join(f"{len(self.cached_reference_logps[s])} {s}" for s in splits)
+        log.info("Reference log-probs precomputed for %s pairs in %.1f s", sizes, time.perf_counter() - started)
+
+    def on_fit_start(self) -> None:
+        self.precompute_reference_logps()
+
+    def on_validation_start(self) -> None:
+        self.precompute_reference_logps()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["reference_logps"] = {"average": self.average, "splits": self.cached_reference_logps}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get("reference_logps")
+        if saved and saved["splits"]:
+            if saved["average"] != self.average:
+                raise ValueError("the checkpoint's reference log-probs were summed/averaged unlike this loss_type's")
+            self.cached_reference_logps = dict(saved["splits"])
+
+    # --- loss --------------------------------------------------------------------------------------------------
+    def pair_losses(self, batch: dict[str, torch.Tensor], split: str) -> StepOutput:
+        chosen, rejected = self.logps(batch).chunk(2)
+        if self.loss_type == "simpo":
+            losses, chosen_rewards, rejected_rewards = simpo_loss(
+                chosen, rejected, beta=self.beta, gamma=self.simpo_gamma, label_smoothing=self.label_smoothing
+            )
+        elif self.loss_type == "orpo":
+            losses, chosen_rewards, rejected_rewards = orpo_loss(chosen, rejected, beta=self.beta)
+        else:
+            ref_chosen, ref_rejected = self.reference_logps(batch, split).chunk(2)
+            losses, chosen_rewards, rejected_rewards = dpo_loss(
+                chosen,
+                rejected,
+                ref_chosen,
+                ref_rejected,
+                beta=self.beta,
+                loss_type=self.loss_type,
+                label_smoothing=self.label_smoothing,
+            )
+        if self.sft_weight:
+            losses = losses + self.sft_weight * self.chosen_nll(chosen, batch)
+        return {
+            "per_example_loss": losses,
+            **reward_metrics(chosen_rewards, rejected_rewards),
+            "logps/chosen": chosen.detach(),
+            "logps/rejected": rejected.detach(),
+        }
+
+    def chosen_nll(self, chosen_logps: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Token-mean negative log-likelihood of each chosen answer [B]."""
+        if self.average:
+            return -chosen_logps
+        targets = shift_labels(batch["labels"][: len(chosen_logps)])
+        return -chosen_logps / (targets != IGNORE_INDEX).sum(-1).clamp(min=1)

@@ -1,0 +1,82 @@
+"""Shared machinery of modules trained on preference pairs: per-pair losses, their reduction, reward metrics."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from lit_ft.modules.causal_lm import CausalLMModule, StepOutput
+
+REWARD_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
+
+
+def reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-pair ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies`` (1 where chosen > rejected, ties
+    count 0) and ``rewards/margins`` (chosen - rejected), each [B]."""
+    chosen, rejected = chosen_rewards.detach().float(), rejected_rewards.detach().float()
+    return {
+        "rewards/chosen": chosen,
+        "rewards/rejected": rejected,
+        "rewards/accuracies": (chosen > rejected).float(),
+        "rewards/margins": chosen - rejected,
+    }
+
+
+class PairwiseModule(CausalLMModule):
+    """Base of modules trained on batches of preference pairs (:class:`lit_ft.data.PairCollator`: B chosen
+    sequences, then their B rejected ones).
+
+    A subclass implements :meth:`pair_losses`. The optimised loss is the mean over all pairs of an optimizer
+    step: the base class's accumulation window counts pairs instead of tokens (``loss_unit = "pairs"``, and
+    ``train_loss_tokens`` counts pairs).
+
+    Logged: ``train/loss`` (window mean), ``train/<metric>`` (micro-batch means), ``val/loss`` and ``val/<metric>``
+    (means over all validation pairs) for each name in ``metric_names``. Step outputs carry ``loss``,
+    ``per_example_loss`` and every metric per pair [B] under its name, with ``task_ids`` [B] (the pair's task
+    type id), so a callback can split them per task type.
+    """
+
+    loss_unit = "pairs"
+    metric_names: tuple[str, ...] = REWARD_METRICS
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.val_metrics = nn.ModuleDict({_key(name): MeanMetric() for name in self.metric_names})
+
+    def pair_losses(self, batch: dict[str, torch.Tensor], split: str) -> StepOutput:
+        """``per_example_loss`` [B] and each of ``metric_names`` [B] for a batch of B pairs from ``split``."""
+        raise NotImplementedError
+
+    def _step(self, batch: dict[str, torch.Tensor], split: str) -> StepOutput:
+        out = self.pair_losses(batch, split)
+        return {**out, "task_ids": batch["task_ids"][: len(out["per_example_loss"]), 0]}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
+        out = self._step(batch, "train")
+        losses = out["per_example_loss"]
+        self.add_to_window(losses.sum(), torch.tensor(float(len(losses)), device=losses.device))
+        for name in self.metric_names:
+            self.log(f"train/{name}", out[name].mean(), on_step=True, on_epoch=False, batch_size=len(losses))
+        return {"loss": losses.sum(), **out}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
+        out = self._step(batch, "val")
+        self.val_loss.update(out["per_example_loss"])
+        for name in self.metric_names:
+            self.val_metrics[_key(name)].update(out[name])
+        return {"loss": out["per_example_loss"].mean(), **out}
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        for metric in self.val_metrics.values():
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
+        for name in self.metric_names:
+            self.log(f"val/{name}", self.val_metrics[_key(name)].compute(), sync_dist=False)
+
+
+def _key(name: str) -> str:
+    return name.replace("/", "_")

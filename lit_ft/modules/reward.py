@@ -1,0 +1,66 @@
+"""Reward model: a scalar score head over the LM, trained on preference pairs with the Bradley-Terry loss."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedModel
+
+from lit_ft.losses import reward_loss
+from lit_ft.models import LoRA
+from lit_ft.modules.causal_lm import StepOutput
+from lit_ft.modules.pairwise import PairwiseModule, reward_metrics
+
+
+class RewardModelModule(PairwiseModule):
+    """Train ``r(x, y)``, a scalar read at the last non-padding token, so that ``r(x, y_c) > r(x, y_r)``.
+
+    The factory is called as ``model(head="score")`` (``lit_ft.models.load_model`` then loads
+    ``AutoModelForSequenceClassification`` with one label). Full fine-tuning, frozen backbone or LoRA: a LoRA
+    adapter gets peft's sequence-classification task type, which trains the score head in full beside the
+    adapters (``modules_to_save``); a frozen backbone keeps the head trainable. The export (``model/``) is a
+    folder ``AutoModelForSequenceClassification.from_pretrained`` loads back as the reward model.
+
+    Loss: :func:`lit_ft.losses.reward_loss`, averaged over the pairs of an optimizer step. Logged:
+    ``rewards/chosen`` and ``rewards/rejected`` (mean rewards), ``rewards/accuracies``, ``rewards/margins``.
+
+    Args:
+        use_margin: subtract each row's ``margin`` (0 where a row has none) inside the sigmoid.
+        center_rewards_coefficient: weight of ``(r_c + r_r)^2``, keeping rewards centred on zero.
+        (others: see :class:`lit_ft.modules.CausalLMModule`)
+    """
+
+    def __init__(self, *args, use_margin: bool = True, center_rewards_coefficient: float = 0.0, **kwargs) -> None:
+        if isinstance(kwargs.get("adapter"), LoRA):
+            kwargs["adapter"] = dataclasses.replace(kwargs["adapter"], task_type="SEQ_CLS")
+        super().__init__(*args, **kwargs)
+        self.use_margin, self.center_rewards_coefficient = use_margin, center_rewards_coefficient
+
+    def pretrained_model(self) -> PreTrainedModel:
+        return self.model_factory(head="score")
+
+    def build_model(self) -> PreTrainedModel:
+        model = super().build_model()
+        base = model.get_base_model() if isinstance(model, PeftModel) else model
+        head = [p for name, p in base.named_parameters() if not name.startswith(f"{base.base_model_prefix}.")]
+        if self.adapter is None:
+            for parameter in head:  # a frozen backbone still trains its new head
+                parameter.requires_grad_(True)
+        if not any(p.requires_grad for p in head):
+            raise ValueError(
+                "The reward model's score head is not trainable: with a custom adapter, list the head in its "
+                "modules_to_save (for Llama-like models: ['score'])."
+            )
+        return model
+
+    def rewards(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scalar rewards [2B] (float32) of the chosen then the rejected sequences."""
+        return self(batch).squeeze(-1).float()
+
+    def pair_losses(self, batch: dict[str, torch.Tensor], split: str) -> StepOutput:
+        chosen, rejected = self.rewards(batch).chunk(2)
+        margin = batch["margin"] if self.use_margin else None
+        losses = reward_loss(chosen, rejected, margin, self.center_rewards_coefficient)
+        return {"per_example_loss": losses, **reward_metrics(chosen, rejected)}

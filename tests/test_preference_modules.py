@@ -1,0 +1,267 @@
+"""Reward-model and DPO modules on a tiny model: step-zero values, reference strategies, reductions, export."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from lit_ft.data import PreferenceDataModule
+from lit_ft.losses import completion_logps, orpo_loss, reward_loss, simpo_loss, token_cross_entropy
+from lit_ft.models import LoRA, tiny_llama
+from lit_ft.modules import DPOModule, RewardModelModule
+from lit_ft.run import train
+from tests.conftest import write_jsonl
+from tests.helpers import compose_config
+from tests.test_module import GradCapture
+
+
+def toy_pairs(count: int, seed: int) -> list[dict]:
+    """'What is a plus b?': the chosen answer is the sum in notation, the rejected one hedges."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(count):
+        a, b = (int(x) for x in torch.randint(1, 30, (2,), generator=generator))
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": f"What is {a} plus {b}?"}],
+                "chosen": f"SUM: {a + b}",
+                "rejected": f"I am not sure, maybe {a + b + i % 3 + 1}.",
+                "task_type": "add" if i % 2 else "sum",
+                **({"margin": 0.5} if i % 5 == 0 else {}),
+            }
+        )
+    return rows
+
+
+@pytest.fixture
+def pair_files(tmp_path):
+    return write_jsonl(tmp_path / "train.jsonl", toy_pairs(24, 0)), write_jsonl(tmp_path / "val.jsonl", toy_pairs(8, 1))
+
+
+@pytest.fixture
+def datamodule(pair_files, tokenizer):
+    dm = PreferenceDataModule(tokenizer, *pair_files, batch_size=4, eval_batch_size=4)
+    dm.setup("fit")
+    return dm
+
+
+def trainer(max_steps: int = 1, **kwargs) -> L.Trainer:
+    return L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def dpo(tokenizer, reference: str = "precomputed", lr: float = 0.0, **kwargs) -> DPOModule:
+    return DPOModule(
+        model=lambda: tiny_llama(tokenizer, seed=0),
+        adapter=LoRA(r=4, alpha=8, dropout=0.0),
+        optimizer=lambda groups: torch.optim.AdamW(groups, lr=lr),
+        reference=reference,
+        **kwargs,
+    )
+
+
+def val_batch(datamodule) -> dict[str, torch.Tensor]:
+    return next(iter(datamodule.val_dataloader()))
+
+
+@pytest.mark.parametrize("reference", ["precomputed", "adapter", "copy"])
+def test_dpo_at_step_zero_is_log_2_with_zero_rewards(tokenizer, datamodule, reference):
+    metrics = trainer().validate(dpo(tokenizer, reference), datamodule=datamodule, verbose=False)[0]
+    assert metrics["val/loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert metrics["val/rewards/accuracies"] == 0.0 and metrics["val/rewards/margins"] == pytest.approx(0, abs=1e-6)
+    assert metrics["val/logps/chosen"] < 0 and metrics["val/logps/rejected"] < metrics["val/logps/chosen"] * 0.5
+
+
+@pytest.mark.parametrize(
+    ("loss_type", "step_zero"),
+    [("ipo", 1 / (4 * 0.5**2)), ("hinge", 1.0), ("robust", math.log(2))],
+)
+def test_reference_based_losses_at_step_zero(tokenizer, datamodule, loss_type, step_zero):
+    module = dpo(tokenizer, beta=0.5, loss_type=loss_type, label_smoothing=0.1 if loss_type == "robust" else 0.0)
+    metrics = trainer().validate(module, datamodule=datamodule, verbose=False)[0]
+    assert metrics["val/loss"] == pytest.approx(step_zero, rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_type", ["simpo", "orpo"])
+def test_reference_free_losses_use_length_averaged_logps(tokenizer, datamodule, loss_type):
+    module = dpo(tokenizer, beta=2.0, loss_type=loss_type)
+    module.configure_model()
+    module.model.eval()
+    batch = val_batch(datamodule)
+    with torch.no_grad():
+        out = module.pair_losses(batch, "val")
+        logits = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    chosen, rejected = completion_logps(logits, batch["labels"], average=True).chunk(2)
+    expected = (
+        simpo_loss(chosen, rejected, beta=2.0, gamma=1.0)
+        if loss_type == "simpo"
+        else orpo_loss(chosen, rejected, beta=2.0)
+    )
+    torch.testing.assert_close(out["per_example_loss"], expected[0])
+    assert module.reference is None and not module.cached_reference_logps
+
+
+def test_sft_weight_adds_the_chosen_token_mean_nll(tokenizer, datamodule):
+    module = dpo(tokenizer, sft_weight=0.5)
+    trainer().validate(module, datamodule=datamodule, verbose=False)  # precomputes the reference
+    batch = val_batch(datamodule)
+    with torch.no_grad():
+        out = module.pair_losses(batch, "val")
+        per_token, mask = token_cross_entropy(module(batch), batch["labels"])
+    half = len(out["per_example_loss"])
+    nll = (per_token * mask).sum(-1)[:half] / mask.sum(-1)[:half]
+    torch.testing.assert_close(out["per_example_loss"], math.log(2) + 0.5 * nll)
+
+
+def logps_of(module: DPOModule, batch, reference: str) -> torch.Tensor:
+    with torch.no_grad():
+        module.model.eval()
+        if reference == "adapter":
+            with module.model.disable_adapter():
+                return module.logps(batch)
+        if reference == "copy":
+            return module.logps(batch, module.reference_model)
+        return module.logps(batch)
+
+
+def test_precomputed_reference_equals_on_the_fly_and_stays_fixed(tokenizer, datamodule):
+    module = dpo(tokenizer, "precomputed", lr=1e-2)
+    trainer(max_steps=4).fit(module, datamodule=datamodule)
+    batch = val_batch(datamodule)
+    cached = module.reference_logps(batch, "val")
+    torch.testing.assert_close(cached, logps_of(module, batch, "adapter"), atol=1e-5, rtol=1e-5)
+    assert (logps_of(module, batch, "policy") - cached).abs().max() > 1e-2  # the policy has moved
+
+
+def test_adapter_disabled_reference_equals_frozen_copy(tokenizer, datamodule):
+    module = dpo(tokenizer, "copy", lr=1e-2)
+    trainer(max_steps=4).fit(module, datamodule=datamodule)
+    assert not any(p.requires_grad for p in module.reference_model.parameters())
+    assert not module.reference_model.training
+    batch = val_batch(datamodule)
+    copy_ref = logps_of(module, batch, "copy")
+    torch.testing.assert_close(copy_ref, logps_of(module, batch, "adapter"), atol=1e-5, rtol=1e-5)
+    assert (logps_of(module, batch, "policy") - copy_ref).abs().max() > 1e-2
+    # the checkpoint keeps trained weights only: the copy is rebuilt from the pretrained model
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and not any("reference_model" in k for k in checkpoint["state_dict"])
+
+
+def test_cached_reference_round_trips_through_a_checkpoint(tokenizer, datamodule):
+    module = dpo(tokenizer)
+    trainer().validate(module, datamodule=datamodule, verbose=False)
+    checkpoint = {"state_dict": {}}
+    module.on_save_checkpoint(checkpoint)
+    resumed = dpo(tokenizer)
+    resumed.on_load_checkpoint(checkpoint)
+    for split in ("train", "val"):
+        assert torch.equal(resumed.cached_reference_logps[split], module.cached_reference_logps[split])
+    assert module.cached_reference_logps["train"].shape == (24, 2)
+    with pytest.raises(ValueError, match="summed/averaged"):
+        dpo(tokenizer, loss_type="ipo").on_load_checkpoint(checkpoint)
+
+
+def test_adapter_reference_needs_an_adapter(tokenizer):
+    module = DPOModule(model=lambda: tiny_llama(tokenizer), reference="adapter")
+    with pytest.raises(ValueError, match="needs a peft adapter"):
+        module.configure_model()
+
+
+def reward_module(tokenizer, **kwargs) -> RewardModelModule:
+    return RewardModelModule(model=lambda head: tiny_llama(tokenizer, seed=0, head=head), **kwargs)
+
+
+def test_reward_model_head_trains_under_lora_and_frozen_backbone(tokenizer):
+    from lit_ft.models import Freeze
+
+    lora = reward_module(tokenizer, adapter=LoRA(r=4))
+    lora.configure_model()
+    trainable = {n for n, p in lora.named_parameters() if p.requires_grad}
+    assert any("score.modules_to_save" in n for n in trainable) and any("lora_A" in n for n in trainable)
+    assert not any("score.original_module" in n for n in trainable)
+    frozen = reward_module(tokenizer, freeze=Freeze(train_last_layers=1))
+    frozen.configure_model()
+    assert "model.score.weight" in {n for n, p in frozen.named_parameters() if p.requires_grad}
+
+
+def test_pair_gradient_is_the_mean_over_the_accumulation_window(tokenizer, datamodule):
+    # micro-batches of 1 and 3 pairs: a mean of micro-batch means would weight the single pair 3 times more
+    pairs = datamodule.train_examples[:4]
+    loader = torch.utils.data.DataLoader([pairs[:1], pairs[1:]], batch_size=None, collate_fn=datamodule.collate_fn())
+    reference = tiny_llama(tokenizer, seed=0, head="score")
+    module = reward_module(tokenizer, optimizer=lambda groups: torch.optim.SGD(groups, lr=0.0))
+    capture = GradCapture()
+    trainer(max_steps=1, accumulate_grad_batches=2, callbacks=[capture], gradient_clip_val=None).fit(module, loader)
+    total = 0.0
+    for batch in loader:
+        chosen, rejected = (
+            reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1).chunk(2)
+        )
+        total = total + reward_loss(chosen, rejected, batch["margin"]).sum()
+    (total / 4).backward()
+    for name, parameter in reference.named_parameters():
+        torch.testing.assert_close(capture.grads[f"model.{name}"], parameter.grad, atol=1e-6, rtol=1e-4)
+    assert module.train_loss_tokens == 4 and module.loss_unit == "pairs"
+
+
+TINY_FAST = ["model=tiny", "logger=csv", "callbacks=none", "+trainer.enable_progress_bar=false"]
+
+
+def run_overrides(pair_files, *extra: str) -> list[str]:
+    train_file, val_file = pair_files
+    return [*TINY_FAST, "data=preference", f"data.train_files={train_file}", f"data.val_files={val_file}", *extra]
+
+
+def test_reward_model_run_learns_and_exports_a_loadable_reward_model(tmp_path, pair_files, tokenizer):
+    overrides = run_overrides(
+        pair_files,
+        "module=reward",
+        "peft=lora",
+        "trainer.max_epochs=4",
+        "module.optimizer.lr=3e-3",
+        "data.batch_size=4",
+    )
+    summary = train(compose_config(overrides, output_dir=tmp_path))
+    before, after = summary["val_before"], summary["val_after"]
+    assert after["val/rewards/accuracies"] == 1.0 and after["val/loss"] < before["val/loss"] - 0.3
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["train_pairs"] == 4 * 24 and written["val_after"] == after
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
+    assert reloaded.config.num_labels == 1 and reloaded.config.pad_token_id == tokenizer.pad_token_id
+    dm = PreferenceDataModule(tokenizer, *pair_files, eval_batch_size=8)
+    dm.setup("validate")
+    margins = []
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            chosen, rejected = (
+                reloaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                .logits.squeeze(-1)
+                .chunk(2)
+            )
+            margins.append(chosen - rejected)
+    assert torch.cat(margins).mean().item() == pytest.approx(after["val/rewards/margins"], abs=1e-4)
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_dpo_run_raises_reward_accuracy_and_margin(tmp_path, pair_files):
+    overrides = run_overrides(
+        pair_files, "module=dpo", "trainer.max_epochs=2", "module.optimizer.lr=1e-3", "export=false"
+    )
+    summary = train(compose_config(overrides, output_dir=tmp_path))
+    before, after = summary["val_before"], summary["val_after"]
+    assert before["val/loss"] == pytest.approx(math.log(2), abs=1e-5) and before["val/rewards/accuracies"] == 0.0
+    assert after["val/rewards/accuracies"] >= 0.75 and after["val/rewards/margins"] > 0.1
+    assert summary["train_pairs"] == 2 * 24
