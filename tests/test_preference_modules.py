@@ -40,12 +40,15 @@ def toy_pairs(count: int, seed: int) -> list[dict]:
 
 @pytest.fixture
 def pair_files(tmp_path):
-    return write_jsonl(tmp_path / "train.jsonl", toy_pairs(24, 0)), write_jsonl(tmp_path / "val.jsonl", toy_pairs(8, 1))
+    return write_jsonl(tmp_path / "train.jsonl", toy_pairs(16, 0)), write_jsonl(tmp_path / "val.jsonl", toy_pairs(8, 1))
 
 
-@pytest.fixture
-def datamodule(pair_files, tokenizer):
-    dm = PreferenceDataModule(tokenizer, *pair_files, batch_size=4, eval_batch_size=4)
+@pytest.fixture(scope="module")
+def datamodule(tmp_path_factory, tokenizer):
+    """8 training and 4 validation pairs: two training batches and one validation batch."""
+    folder = tmp_path_factory.mktemp("pairs")
+    files = write_jsonl(folder / "train.jsonl", toy_pairs(8, 0)), write_jsonl(folder / "val.jsonl", toy_pairs(4, 1))
+    dm = PreferenceDataModule(tokenizer, *files, batch_size=4, eval_batch_size=4)
     dm.setup("fit")
     return dm
 
@@ -84,24 +87,31 @@ def test_dpo_at_step_zero_is_log_2_with_zero_rewards(tokenizer, datamodule, refe
     assert metrics["val/logps/chosen"] < 0 and metrics["val/logps/rejected"] < metrics["val/logps/chosen"] * 0.5
 
 
+def step_outputs(module: DPOModule, batch) -> dict[str, torch.Tensor]:
+    module.configure_model()
+    module.model.eval()
+    with torch.no_grad():
+        return module.pair_losses(batch, "val")
+
+
 @pytest.mark.parametrize(
     ("loss_type", "step_zero"),
     [("ipo", 1 / (4 * 0.5**2)), ("hinge", 1.0), ("robust", math.log(2))],
 )
 def test_reference_based_losses_at_step_zero(tokenizer, datamodule, loss_type, step_zero):
-    module = dpo(tokenizer, beta=0.5, loss_type=loss_type, label_smoothing=0.1 if loss_type == "robust" else 0.0)
-    metrics = trainer().validate(module, datamodule=datamodule, verbose=False)[0]
-    assert metrics["val/loss"] == pytest.approx(step_zero, rel=1e-5)
+    smoothing = 0.1 if loss_type == "robust" else 0.0
+    module = dpo(tokenizer, "adapter", beta=0.5, loss_type=loss_type, label_smoothing=smoothing)
+    out = step_outputs(module, val_batch(datamodule))
+    torch.testing.assert_close(out["per_example_loss"], torch.full((4,), step_zero))
+    assert module.average == (loss_type == "ipo")
 
 
 @pytest.mark.parametrize("loss_type", ["simpo", "orpo"])
 def test_reference_free_losses_use_length_averaged_logps(tokenizer, datamodule, loss_type):
     module = dpo(tokenizer, beta=2.0, loss_type=loss_type)
-    module.configure_model()
-    module.model.eval()
     batch = val_batch(datamodule)
+    out = step_outputs(module, batch)
     with torch.no_grad():
-        out = module.pair_losses(batch, "val")
         logits = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     chosen, rejected = completion_logps(logits, batch["labels"], average=True).chunk(2)
     expected = (
@@ -114,11 +124,10 @@ def test_reference_free_losses_use_length_averaged_logps(tokenizer, datamodule, 
 
 
 def test_sft_weight_adds_the_chosen_token_mean_nll(tokenizer, datamodule):
-    module = dpo(tokenizer, sft_weight=0.5)
-    trainer().validate(module, datamodule=datamodule, verbose=False)  # precomputes the reference
+    module = dpo(tokenizer, "adapter", sft_weight=0.5)
     batch = val_batch(datamodule)
+    out = step_outputs(module, batch)
     with torch.no_grad():
-        out = module.pair_losses(batch, "val")
         per_token, mask = token_cross_entropy(module(batch), batch["labels"])
     half = len(out["per_example_loss"])
     nll = (per_token * mask).sum(-1)[:half] / mask.sum(-1)[:half]
@@ -138,7 +147,7 @@ def logps_of(module: DPOModule, batch, reference: str) -> torch.Tensor:
 
 def test_precomputed_reference_equals_on_the_fly_and_stays_fixed(tokenizer, datamodule):
     module = dpo(tokenizer, "precomputed", lr=1e-2)
-    trainer(max_steps=4).fit(module, datamodule=datamodule)
+    trainer(max_steps=2).fit(module, datamodule=datamodule)
     batch = val_batch(datamodule)
     cached = module.reference_logps(batch, "val")
     torch.testing.assert_close(cached, logps_of(module, batch, "adapter"), atol=1e-5, rtol=1e-5)
@@ -147,7 +156,7 @@ def test_precomputed_reference_equals_on_the_fly_and_stays_fixed(tokenizer, data
 
 def test_adapter_disabled_reference_equals_frozen_copy(tokenizer, datamodule):
     module = dpo(tokenizer, "copy", lr=1e-2)
-    trainer(max_steps=4).fit(module, datamodule=datamodule)
+    trainer(max_steps=2).fit(module, datamodule=datamodule)
     assert not any(p.requires_grad for p in module.reference_model.parameters())
     assert not module.reference_model.training
     batch = val_batch(datamodule)
@@ -169,7 +178,7 @@ def test_cached_reference_round_trips_through_a_checkpoint(tokenizer, datamodule
     resumed.on_load_checkpoint(checkpoint)
     for split in ("train", "val"):
         assert torch.equal(resumed.cached_reference_logps[split], module.cached_reference_logps[split])
-    assert module.cached_reference_logps["train"].shape == (24, 2)
+    assert module.cached_reference_logps["train"].shape == (8, 2)
     with pytest.raises(ValueError, match="summed/averaged"):
         dpo(tokenizer, loss_type="ipo").on_load_checkpoint(checkpoint)
 
@@ -230,7 +239,7 @@ def test_reward_model_run_learns_and_exports_a_loadable_reward_model(tmp_path, p
         pair_files,
         "module=reward",
         "peft=lora",
-        "trainer.max_epochs=4",
+        "trainer.max_epochs=3",
         "module.optimizer.lr=3e-3",
         "data.batch_size=4",
     )
@@ -238,7 +247,7 @@ def test_reward_model_run_learns_and_exports_a_loadable_reward_model(tmp_path, p
     before, after = summary["val_before"], summary["val_after"]
     assert after["val/rewards/accuracies"] == 1.0 and after["val/loss"] < before["val/loss"] - 0.3
     written = json.loads((tmp_path / "summary.json").read_text())
-    assert written["train_pairs"] == 4 * 24 and written["val_after"] == after
+    assert written["train_pairs"] == 3 * 16 and written["val_after"] == after
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
     assert reloaded.config.num_labels == 1 and reloaded.config.pad_token_id == tokenizer.pad_token_id
     dm = PreferenceDataModule(tokenizer, *pair_files, eval_batch_size=8)
@@ -264,4 +273,4 @@ def test_dpo_run_raises_reward_accuracy_and_margin(tmp_path, pair_files):
     before, after = summary["val_before"], summary["val_after"]
     assert before["val/loss"] == pytest.approx(math.log(2), abs=1e-5) and before["val/rewards/accuracies"] == 0.0
     assert after["val/rewards/accuracies"] >= 0.75 and after["val/rewards/margins"] > 0.1
-    assert summary["train_pairs"] == 2 * 24
+    assert summary["train_pairs"] == 2 * 16

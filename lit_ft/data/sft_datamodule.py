@@ -61,6 +61,8 @@ class FineTuneDataModule(L.LightningDataModule):
             data for the whole mixture.
         train_samples: training examples per epoch, drawn from the sources in proportion to their weights
             (default: as many as the sources hold together). Weights count examples, before packing.
+        max_val_rows: validate on a seeded random sample of this many validation rows (cheaper validation);
+            the rows left out are counted as ``unused_rows`` in the stats.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class FineTuneDataModule(L.LightningDataModule):
         trust_remote_code: bool = False,
         mixture: Sequence[DataSource | dict[str, Any]] | None = None,
         train_samples: int | None = None,
+        max_val_rows: int | None = None,
     ) -> None:
         super().__init__()
         if isinstance(tokenizer, (str, Path)):
@@ -93,6 +96,7 @@ class FineTuneDataModule(L.LightningDataModule):
         self.val_ratio, self.max_length, self.truncation = val_ratio, max_length, truncation
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.seed = num_workers, seed
+        self.max_val_rows = max_val_rows
         self.task_names: list[str] = []
         self.stats: dict[str, SplitStats] = {}
         self.train_examples: list[dict[str, Any]] = []
@@ -222,7 +226,12 @@ class FineTuneDataModule(L.LightningDataModule):
             return
         train_groups, val_records = self._splits()
         train_groups = self._encode_split("train", train_groups)
+        unused_val = max(0, len(val_records) - self.max_val_rows) if self.max_val_rows is not None else 0
+        if unused_val:
+            keep = sorted(random.Random(self.seed).sample(range(len(val_records)), self.max_val_rows))
+            val_records = [val_records[i] for i in keep]
         self.val_examples = self._encode_split("val", [val_records])[0]
+        self.stats["val"].unused_rows = unused_val
         if self.mixture or self.train_samples:
             self.train_examples = self._mix(self.sources(), train_groups)
         else:

@@ -18,6 +18,7 @@ class SplitStats:
     truncated_tokens: int = 0
     dropped_too_long: int = 0
     dropped_no_loss_tokens: int = 0
+    unused_rows: int = 0  # left out by max_val_rows (not counted in `rows`)
     examples_per_task: Counter = field(default_factory=Counter)
     task_types_missing: list[str] = field(default_factory=list)  # training task types absent from this split
     # per mixture source: normalised weight, examples available and drawn per epoch, share of loss tokens
@@ -33,6 +34,8 @@ class SplitStats:
             text += f"; dropped {self.dropped_too_long} longer than max_length"
         if self.dropped_no_loss_tokens:
             text += f"; dropped {self.dropped_no_loss_tokens} with no loss tokens left after truncation"
+        if self.unused_rows:
+            text += f"; {self.unused_rows} more rows left out (max_val_rows)"
         if self.task_types_missing:
             text += f"; no examples of task types {', '.join(self.task_types_missing)}"
         return text
