@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lit_ft.losses import completion_logps, dpo_loss, orpo_loss, reward_loss, simpo_loss
+from lit_ft.losses import completion_logps, dpo_loss, orpo_loss, reward_loss, simpo_loss, token_cross_entropy
 
 
 def logsig(x: float) -> float:
@@ -24,8 +24,9 @@ def test_completion_logps_sum_and_average_cover_completion_tokens_only():
     labels = torch.tensor([[-100, 1, 0, -100]])
     first = math.log(0.5)  # uniform, target 1
     second = 2 - math.log(math.exp(2) + 1)  # logits [2, 0], target 0
-    torch.testing.assert_close(completion_logps(logits, labels), torch.tensor([first + second]))
-    torch.testing.assert_close(completion_logps(logits, labels, average=True), torch.tensor([(first + second) / 2]))
+    per_token, mask = token_cross_entropy(logits, labels)
+    torch.testing.assert_close(completion_logps(per_token, mask), torch.tensor([first + second]))
+    torch.testing.assert_close(completion_logps(per_token, mask, average=True), torch.tensor([(first + second) / 2]))
 
 
 def test_reward_loss_bradley_terry_margin_and_centering():

@@ -113,7 +113,7 @@ def test_reference_free_losses_use_length_averaged_logps(tokenizer, datamodule, 
     out = step_outputs(module, batch)
     with torch.no_grad():
         logits = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    chosen, rejected = completion_logps(logits, batch["labels"], average=True).chunk(2)
+    chosen, rejected = completion_logps(*token_cross_entropy(logits, batch["labels"]), average=True).chunk(2)
     expected = (
         simpo_loss(chosen, rejected, beta=2.0, gamma=1.0)
         if loss_type == "simpo"

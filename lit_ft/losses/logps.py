@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import torch
 
-from lit_ft.losses.causal_lm import token_cross_entropy
 
+def completion_logps(per_token_loss: torch.Tensor, loss_mask: torch.Tensor, average: bool = False) -> torch.Tensor:
+    """Log-probability of each sequence's completion tokens, from per-token next-token NLLs.
 
-def completion_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = False) -> torch.Tensor:
-    """Log-probability of each sequence's completion tokens under the model.
-
-    ``logp(y | x) = sum_t log softmax(logits[b, t])[labels[b, t + 1]]`` over the positions whose target is
-    not ``-100`` (the completion tokens, prompt and padding excluded). With ``average`` the sum is divided by
-    the number of completion tokens: the length-normalised log-probability of IPO (Azar et al., 2023),
-    SimPO (Meng et al., 2024) and ORPO (Hong et al., 2024).
+    ``logp(y | x) = -sum_t nll[b, t] * mask[b, t]``: the sum over completion positions (prompt and padding
+    excluded by the mask) of ``log softmax(logits[b, t])[labels[b, t + 1]]``. With ``average`` the sum is
+    divided by the number of completion tokens: the length-normalised log-probability of IPO (Azar et al.,
+    2023), SimPO (Meng et al., 2024) and ORPO (Hong et al., 2024).
 
     Args:
-        logits: [B, T, V] model outputs.
-        labels: [B, T] unshifted labels, ``-100`` outside the completion.
+        per_token_loss / loss_mask: [B, T-1] from :func:`~lit_ft.losses.token_cross_entropy` or
+            :func:`~lit_ft.losses.masked_head_cross_entropy` (labels ``-100`` outside the completion).
 
     Returns:
         [B] float32 log-probabilities (0 for a row with no completion token).
     """
-    per_token_loss, mask = token_cross_entropy(logits, labels)
-    logps = -(per_token_loss * mask).sum(-1)
-    return logps / mask.sum(-1).clamp(min=1) if average else logps
+    logps = -(per_token_loss.float() * loss_mask).sum(-1)
+    return logps / loss_mask.sum(-1).clamp(min=1) if average else logps

@@ -140,30 +140,34 @@ class CausalLMModule(L.LightningModule):
             "use_cache": False,  # a cache would disable transformers' packed-sequence masking
         }
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits [B, T, V] for a padded (``attention_mask``) or packed (``position_ids``) batch."""
-        return self.model(**self._model_inputs(batch)).logits
+    def forward(self, batch: dict[str, torch.Tensor], model: PreTrainedModel | None = None) -> torch.Tensor:
+        """Logits [B, T, V] of ``model`` (default: the trained one) for a padded (``attention_mask``) or packed
+        (``position_ids``) batch."""
+        return (model or self.model)(**self._model_inputs(batch)).logits
 
-    def _causal_lm(self) -> PreTrainedModel:
+    def _causal_lm(self, model: PreTrainedModel | None = None) -> PreTrainedModel:
         """The ``*ForCausalLM`` model under any peft wrapper (adapters stay active inside it)."""
-        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        model = model or self.model
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     # --- loss ------------------------------------------------------------------------------------------------
-    def token_losses(self, batch: dict[str, torch.Tensor]) -> StepOutput:
-        """``per_token_loss``, ``loss_mask`` and ``task_ids``, all [B, T-1] aligned with the shifted targets.
+    def token_losses(self, batch: dict[str, torch.Tensor], model: PreTrainedModel | None = None) -> StepOutput:
+        """``per_token_loss``, ``loss_mask`` and ``task_ids``, all [B, T-1] aligned with the shifted targets,
+        of ``model`` (default: the trained one; a frozen reference model, say).
 
         With ``head_on_loss_tokens`` the LM head runs only on positions that carry loss
         (:func:`masked_head_cross_entropy`); otherwise on full logits from :meth:`forward`. Under FSDP2 the
         model's own weights (embeddings, head) are gathered only by its ``forward``, so it runs whole there.
         """
-        if self.head_on_loss_tokens and not isinstance(self.model, FSDPModule):
-            causal_lm = self._causal_lm()
+        model = model or self.model
+        if self.head_on_loss_tokens and not isinstance(model, FSDPModule):
+            causal_lm = self._causal_lm(model)
             hidden = causal_lm.get_decoder()(**self._model_inputs(batch)).last_hidden_state
             per_token_loss, loss_mask = masked_head_cross_entropy(
                 hidden, causal_lm.get_output_embeddings(), batch["labels"]
             )
         else:
-            per_token_loss, loss_mask = token_cross_entropy(self(batch), batch["labels"])
+            per_token_loss, loss_mask = token_cross_entropy(self(batch, model), batch["labels"])
         return {"per_token_loss": per_token_loss, "loss_mask": loss_mask, "task_ids": shift_labels(batch["task_ids"])}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:

@@ -113,8 +113,10 @@ class DPOModule(PairwiseModule):
         return self
 
     def logps(self, batch: dict[str, torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
-        """Completion log-probs [2B] (chosen then rejected; averaged per token for IPO, SimPO and ORPO)."""
-        return completion_logps(self(batch, model), batch["labels"], average=self.average)
+        """Completion log-probs [2B] of ``model`` (default: the policy), chosen then rejected (averaged per token
+        for IPO, SimPO and ORPO). The LM head runs on completion tokens only when ``head_on_loss_tokens``."""
+        out = self.token_losses(batch, model)
+        return completion_logps(out["per_token_loss"], out["loss_mask"], average=self.average)
 
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
