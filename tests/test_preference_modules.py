@@ -94,6 +94,20 @@ def step_outputs(module: DPOModule, batch) -> dict[str, torch.Tensor]:
         return module.pair_losses(batch, "val")
 
 
+def test_step_outputs_carry_per_pair_metrics_and_task_ids(tokenizer, datamodule):
+    module = dpo(tokenizer, "adapter")
+    module.configure_model()
+    module.model.eval()
+    with torch.no_grad():
+        out = module.validation_step(val_batch(datamodule), 0)
+    pairs = datamodule.val_examples[:4]
+    assert out["example_task_ids"].tolist() == [datamodule.task_names.index(p["task_type"]) for p in pairs]
+    assert set(out["example_metrics"]) == {"loss", *module.metric_names}
+    assert all(v.shape == (4,) for v in out["example_metrics"].values())
+    torch.testing.assert_close(out["example_metrics"]["loss"], torch.full((4,), math.log(2)))
+    assert out["loss"].item() == pytest.approx(math.log(2))
+
+
 @pytest.mark.parametrize(
     ("loss_type", "step_zero"),
     [("ipo", 1 / (4 * 0.5**2)), ("hinge", 1.0), ("robust", math.log(2))],

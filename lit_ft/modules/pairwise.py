@@ -32,9 +32,9 @@ class PairwiseModule(CausalLMModule):
     ``train_loss_tokens`` counts pairs).
 
     Logged: ``train/loss`` (window mean), ``train/<metric>`` (micro-batch means), ``val/loss`` and ``val/<metric>``
-    (means over all validation pairs) for each name in ``metric_names``. Step outputs carry ``loss``,
-    ``per_example_loss`` and every metric per pair [B] under its name, with ``task_ids`` [B] (the pair's task
-    type id), so a callback can split them per task type.
+    (means over all validation pairs) for each name in ``metric_names``. Step outputs carry ``loss`` (the
+    optimised scalar), ``example_metrics`` (``{"loss": [B], <metric>: [B], ...}``, per pair) and
+    ``example_task_ids`` [B] (each pair's task type id), so a callback can split them per task type.
     """
 
     loss_unit = "pairs"
@@ -48,24 +48,27 @@ class PairwiseModule(CausalLMModule):
         """``per_example_loss`` [B] and each of ``metric_names`` [B] for a batch of B pairs from ``split``."""
         raise NotImplementedError
 
-    def _step(self, batch: dict[str, torch.Tensor], split: str) -> StepOutput:
+    def _step(self, batch: dict[str, torch.Tensor], split: str) -> tuple[torch.Tensor, StepOutput]:
+        """Per-pair losses [B] and the step output (``example_metrics``, ``example_task_ids``)."""
         out = self.pair_losses(batch, split)
-        return {**out, "task_ids": batch["task_ids"][: len(out["per_example_loss"]), 0]}
+        losses = out.pop("per_example_loss")
+        metrics = {"loss": losses.detach(), **{name: out[name] for name in self.metric_names}}
+        return losses, {"example_metrics": metrics, "example_task_ids": batch["task_ids"][: len(losses), 0]}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
-        out = self._step(batch, "train")
-        losses = out["per_example_loss"]
+        losses, out = self._step(batch, "train")
         self.add_to_window(losses.sum(), torch.tensor(float(len(losses)), device=losses.device))
         for name in self.metric_names:
-            self.log(f"train/{name}", out[name].mean(), on_step=True, on_epoch=False, batch_size=len(losses))
+            value = out["example_metrics"][name].mean()
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=len(losses))
         return {"loss": losses.sum(), **out}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
-        out = self._step(batch, "val")
-        self.val_loss.update(out["per_example_loss"])
+        losses, out = self._step(batch, "val")
+        self.val_loss.update(losses)
         for name in self.metric_names:
-            self.val_metrics[_key(name)].update(out[name])
-        return {"loss": out["per_example_loss"].mean(), **out}
+            self.val_metrics[_key(name)].update(out["example_metrics"][name])
+        return {"loss": losses.mean(), **out}
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
