@@ -157,6 +157,11 @@ class FineTuneDataModule(L.LightningDataModule):
         extra_val = self._read(self.val_files) if self.mixture else []
         return [train for train, _ in splits], [r for _, val in splits for r in val] + extra_val
 
+    def split_records(self) -> tuple[list[Record], list[Record]]:
+        """The raw training rows (all sources) and validation rows, as read (before validation and tokenisation)."""
+        train_groups, val = self._splits()
+        return [record for group in train_groups for record in group], val
+
     def val_records(self) -> list[Record]:
         """The raw rows of the validation split, as read (before validation and tokenisation)."""
         return self._splits()[1]

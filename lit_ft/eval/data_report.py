@@ -202,7 +202,7 @@ def data_report(
     short_answer_tokens: int = 2,
 ) -> dict[str, Any]:
     """The report of the datamodule's train and validation splits (see the module docstring)."""
-    train_records, val_records = datamodule._split_records()
+    train_records, val_records = datamodule.split_records()
     report: dict[str, Any] = {
         "max_length": datamodule.max_length,
         "truncation": datamodule.truncation,
