@@ -187,18 +187,21 @@ def test_shipped_preference_set_loads(tokenizer):
     assert sum(e["margin"] is not None for e in dm.train_examples) == 28
 
 
-def test_row_limits_take_a_seeded_sample_and_count_the_rest(tmp_path, tokenizer):
+def test_subsets_for_short_runs_are_seeded_and_counted(tmp_path, tokenizer):
     rows = [pair_row(f"TYPE: t{i}", f"maybe t{i}", task_type=f"k{i % 2}") for i in range(10)]
     path = write_jsonl(tmp_path / "p.jsonl", rows)
     full = PreferenceDataModule(tokenizer, path)
     full.setup("fit")
     order = [tuple(e["chosen"]["input_ids"]) for e in full.train_examples]
-    kept = []
+    kept, drawn = [], []
     for seed in (0, 0, 1):
-        dm = PreferenceDataModule(tokenizer, path, path, max_train_rows=4, max_val_rows=20, seed=seed)
+        dm = PreferenceDataModule(tokenizer, path, path, train_samples=4, max_val_rows=3, seed=seed)
         dm.setup("fit")
-        kept.append([order.index(tuple(e["chosen"]["input_ids"])) for e in dm.train_examples])
-        assert (dm.stats["train"].rows, dm.stats["train"].unused_rows) == (4, 6)
-        assert (dm.stats["val"].rows, dm.stats["val"].unused_rows) == (10, 0)
-    assert kept[0] == kept[1] != kept[2]
-    assert kept[0] == sorted(kept[0])  # the sample keeps file order
+        kept.append([order.index(tuple(e["chosen"]["input_ids"])) for e in dm.val_examples])
+        drawn.append([order.index(tuple(e["chosen"]["input_ids"])) for e in dm.train_examples])
+        assert (dm.stats["val"].rows, dm.stats["val"].examples, dm.stats["val"].unused_rows) == (3, 3, 7)
+        assert len(set(drawn[-1])) == 4 and [e["index"] for e in dm.train_examples] == [0, 1, 2, 3]
+        source = next(iter(dm.stats["train"].sources.values()))
+        assert (source["examples"], source["drawn"], source["loss_token_share"]) == (10, 4, 1.0)
+    assert kept[0] == kept[1] != kept[2] and drawn[0] == drawn[1] != drawn[2]
+    assert kept[0] == sorted(kept[0])  # the validation sample keeps file order

@@ -288,3 +288,20 @@ def test_dpo_run_raises_reward_accuracy_and_margin(tmp_path, pair_files):
     assert before["val/loss"] == pytest.approx(math.log(2), abs=1e-5) and before["val/rewards/accuracies"] == 0.0
     assert after["val/rewards/accuracies"] >= 0.75 and after["val/rewards/margins"] > 0.1
     assert summary["train_pairs"] == 2 * 16
+
+
+def test_config_checks_catch_mismatched_data_and_dpo_options():
+    from lit_ft.config import ConfigError, validate_config
+
+    for experiment in ("rm_legal", "dpo_legal"):
+        validate_config(compose_config([f"experiment={experiment}"]))
+    cases = {
+        "preference pairs": ["module=dpo"],  # the default data is the SFT set
+        "reference=adapter": ["module=dpo", "data=preference_legal", "module.reference=adapter"],
+        "no meaning": ["experiment=dpo_legal", "module.loss_type=ipo", "module.label_smoothing=0.1"],
+    }
+    for message, overrides in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            validate_config(compose_config(overrides))
+    with pytest.raises(ConfigError, match="preference pairs"):
+        validate_config(compose_config(["data=preference_legal"]))  # SFT on pairs

@@ -85,8 +85,55 @@ def check_freeze_with_adapter(cfg: DictConfig) -> list[str]:
     return []
 
 
+def _target_class(cfg: DictConfig, key: str) -> type | None:
+    """The class a node's ``_target_`` names (``None`` when absent or not importable: reported elsewhere)."""
+    from hydra.utils import get_object
+
+    try:
+        target = get_object(_get(cfg, f"{key}._target_"))
+    except Exception:
+        return None
+    return target if isinstance(target, type) else None
+
+
+def check_preference(cfg: DictConfig) -> list[str]:
+    """Preference modules need preference pairs (and the reverse); DPO options that cannot work together."""
+    from lit_ft.data.preference_datamodule import PreferenceDataModule
+    from lit_ft.modules.dpo import REFERENCE_FREE, DPOModule
+    from lit_ft.modules.pairwise import PairwiseModule
+
+    module, data = _target_class(cfg, "module"), _target_class(cfg, "data")
+    if module is None or data is None:
+        return []
+    errors = []
+    if issubclass(module, PairwiseModule) != issubclass(data, PreferenceDataModule):
+        errors.append(
+            f"module {module.__name__} and data {data.__name__} do not fit: reward models and DPO train on "
+            "preference pairs (data=preference_legal or data=preference), SFT on the other data configs."
+        )
+    if issubclass(module, DPOModule):
+        loss_type, smoothing = _get(cfg, "module.loss_type", "sigmoid"), _get(cfg, "module.label_smoothing", 0.0)
+        reference = _get(cfg, "module.reference", "precomputed")
+        if reference == "adapter" and loss_type not in REFERENCE_FREE and _get(cfg, "module.adapter") is None:
+            errors.append(
+                "module.reference=adapter disables the LoRA adapter to get the reference, but there is none: "
+                "add peft=lora, or use module.reference=precomputed (or copy)."
+            )
+        if smoothing and loss_type in ("hinge", "ipo", "orpo"):
+            errors.append(f"module.label_smoothing={smoothing} has no meaning for module.loss_type={loss_type}.")
+        if not 0.0 <= smoothing < 0.5:
+            errors.append(f"module.label_smoothing={smoothing}: must be in [0, 0.5).")
+    return errors
+
+
 # Modules add their own rules here (for example DPO's loss and log-prob reduction).
-CHECKS: list[Check] = [check_packing, check_flash_attention, check_quantization, check_freeze_with_adapter]
+CHECKS: list[Check] = [
+    check_packing,
+    check_flash_attention,
+    check_quantization,
+    check_freeze_with_adapter,
+    check_preference,
+]
 
 
 def check_compatibility(cfg: DictConfig) -> list[str]:

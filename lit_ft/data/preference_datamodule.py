@@ -85,6 +85,9 @@ class PreferenceDataModule(FineTuneDataModule):
     def set_task_id(self, example: Pair, task_id: int) -> None:
         example["task_id"] = task_id
 
+    def loss_tokens(self, example: Pair) -> int:
+        return sum(label != IGNORE_INDEX for side in SIDES for label in example[side]["labels"])
+
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         for examples in (self.train_examples, self.val_examples):
@@ -97,4 +100,4 @@ class PreferenceDataModule(FineTuneDataModule):
     def ordered_dataloader(self, split: str) -> DataLoader:
         """All pairs of ``split`` (``train`` or ``val``) in file order, unshuffled (for a pass of reference log-probs)."""
         examples = {"train": self.train_examples, "val": self.val_examples}[split]
-        return self._loader(examples, self.eval_batch_size, shuffle=False)
+        return self._loader(examples, self.eval_batch_size)

@@ -115,6 +115,10 @@ class FineTuneDataModule(L.LightningDataModule):
         """Last step before the training loader (packing, for example)."""
         return examples
 
+    def loss_tokens(self, example: dict[str, Any]) -> int:
+        """Loss-carrying tokens of an encoded example (counted in the mixture statistics)."""
+        return sum(label != IGNORE_INDEX for label in example["labels"])
+
     def set_task_id(self, example: dict[str, Any], task_id: int) -> None:
         """Record the example's task id (by default ``task_ids``, one per token, as the batch contract wants)."""
         example["task_ids"] = [task_id] * len(example["input_ids"])
@@ -190,7 +194,7 @@ class FineTuneDataModule(L.LightningDataModule):
         drawn = sample_mixture(tagged, [s.weight for s in sources], total, self.seed)
         loss_tokens = [0] * len(sources)
         for index, example in drawn:
-            loss_tokens[index] += sum(label != IGNORE_INDEX for label in example["labels"])
+            loss_tokens[index] += self.loss_tokens(example)
         weights = sum(s.weight for s in sources)
         self.stats["train"].sources = {
             source.label: {

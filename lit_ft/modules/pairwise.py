@@ -57,11 +57,12 @@ class PairwiseModule(CausalLMModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         losses, out = self._step(batch, "train")
-        self.add_to_window(losses.sum(), torch.tensor(float(len(losses)), device=losses.device))
+        pairs = torch.tensor(float(len(losses)), device=losses.device)
+        self.add_to_window(losses.sum(), pairs)
         for name in self.metric_names:
             value = out["example_metrics"][name].mean()
             self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=len(losses))
-        return {"loss": losses.sum(), **out}
+        return {"loss": self.loss_for_backward(losses.sum(), pairs), **out}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         losses, out = self._step(batch, "val")
