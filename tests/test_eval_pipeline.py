@@ -143,3 +143,19 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time(tokenizer, tiny_m
     batched = generate_answers(tiny_model, tokenizer, prompts, max_new_tokens=5, batch_size=4)
     alone = [generate_answers(tiny_model, tokenizer, [p], max_new_tokens=5)[0] for p in prompts]
     assert batched == alone and all(batched[1:])  # (the random model ends its chat answer at once)
+
+
+def test_eval_config_has_every_group_of_the_training_config_and_composes_every_experiment(tmp_path):
+    from omegaconf import OmegaConf
+
+    from tests.helpers import CONF, experiment_names
+
+    def groups(name):
+        return {
+            next(iter(entry)) for entry in OmegaConf.load(CONF / f"{name}.yaml").defaults if isinstance(entry, dict)
+        }
+
+    assert groups("train") <= groups("eval")
+    for experiment in experiment_names():
+        cfg = compose_config([f"experiment={experiment}"], output_dir=tmp_path, name="eval")
+        assert cfg.mode == "eval" and cfg.run_name == f"eval_{experiment}"

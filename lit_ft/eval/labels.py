@@ -76,17 +76,17 @@ class LabelMetrics:
             "correct": predicted is not None and predicted == expected,
         }
 
-    def aggregate(self, examples: Sequence[dict[str, Any]]) -> dict[str, float]:
+    def aggregate(self, examples: Sequence[dict[str, Any]]) -> dict[str, float | int]:
         scored = [e for e in examples if e["reference_label"] is not None]
         if not scored:
             return {}
         result = {
-            "n": float(len(scored)),
+            "n": len(scored),
             "accuracy": sum(e["correct"] for e in scored) / len(scored),
             "parse_rate": sum(e["label"] is not None for e in scored) / len(scored),
         }
         if len(scored) < len(examples):
-            result["unparsed_references"] = float(len(examples) - len(scored))
+            result["unparsed_references"] = len(examples) - len(scored)
         predicted = [e["label"] for e in scored]
         expected = [e["reference_label"] for e in scored]
         if self.positive is not None:

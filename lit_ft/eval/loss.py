@@ -17,7 +17,7 @@ def task_losses(
     batches: Iterable[dict[str, torch.Tensor]],
     task_names: Sequence[str],
     max_batches: int | None = None,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | int]]:
     """Token-weighted loss per task type: ``{task: {"loss", "ppl", "tokens"}}`` plus ``"all"`` over every task.
 
     ``loss = sum of token losses / loss tokens`` (the definition of ``val/loss``), ``ppl = exp(loss)``.
@@ -34,5 +34,5 @@ def task_losses(
     for name, loss_sum, tokens in [*zip(task_names, total.tolist(), count.tolist()), ("all", total.sum(), count.sum())]:
         if tokens:
             loss = float(loss_sum) / float(tokens)
-            result[name] = {"loss": loss, "ppl": math.exp(loss), "tokens": float(tokens)}
+            result[name] = {"loss": loss, "ppl": math.exp(loss), "tokens": int(tokens)}
     return result

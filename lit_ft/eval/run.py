@@ -144,9 +144,7 @@ def print_eval(result: dict[str, Any], console: Console | None = None) -> None:
 def _format(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float):
-        return f"{value:.0f}" if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
-    return str(value)
+    return f"{value:.4f}" if isinstance(value, float) else str(value)  # counts are ints
 
 
 def chat_session(cfg: DictConfig) -> list[dict[str, Any]]:

@@ -65,10 +65,10 @@ class TextOverlap:
             scores["rouge_l"] = rouge_l(prediction, reference)
         return {name: scores[name] for name in self.metrics}
 
-    def aggregate(self, examples: Sequence[dict[str, Any]]) -> dict[str, float]:
+    def aggregate(self, examples: Sequence[dict[str, Any]]) -> dict[str, float | int]:
         if not examples:
             return {}
         return {
-            "n": float(len(examples)),
+            "n": len(examples),
             **{name: sum(e[name] for e in examples) / len(examples) for name in self.metrics},
         }
