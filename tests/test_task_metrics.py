@@ -77,6 +77,18 @@ def test_known_step_outputs_give_hand_computed_task_means():
     assert values["val/examples/a"] == 2 and values["val/examples/b"] == 2
 
 
+def test_a_single_task_type_is_reported_too():
+    callback = TaskMetrics(task_names=["default"])
+    batch = Collator(PAD)([{"input_ids": [11, 12, 13], "labels": [-100, 12, 13], "task_ids": [0] * 3}])
+    outputs = {
+        "per_token_loss": torch.tensor([[1.0, 3.0]]),
+        "loss_mask": torch.tensor([[True, True]]),
+        "task_ids": batch["task_ids"][:, 1:],
+    }
+    callback.on_validation_batch_end(None, None, outputs, batch, 0)
+    assert callback.compute("val") == {"val/loss/default": 2.0, "val/tokens/default": 2.0, "val/examples/default": 1.0}
+
+
 def test_per_example_metrics_of_preference_modules_are_split_too():
     callback = TaskMetrics(task_names=["a", "b"])
     outputs = {

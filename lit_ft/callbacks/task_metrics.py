@@ -113,7 +113,8 @@ class TaskMetrics(L.Callback):
         """The stage's metrics so far, synced over ranks (a collective: call it on every rank)."""
         values: dict[str, float] = {}
         for name, metric in self._metrics[stage].items():
-            mean, count = metric.compute()
+            # atleast_1d: torchmetrics squeezes one-element results, so one task type would give 0-dim tensors
+            mean, count = (torch.atleast_1d(t) for t in metric.compute())
             for index, task in enumerate(self.task_names):
                 if count[index] == 0:
                     continue
