@@ -159,3 +159,14 @@ def test_eval_config_has_every_group_of_the_training_config_and_composes_every_e
     for experiment in experiment_names():
         cfg = compose_config([f"experiment={experiment}"], output_dir=tmp_path, name="eval")
         assert cfg.mode == "eval" and cfg.run_name == f"eval_{experiment}"
+
+
+def test_eval_files_replace_the_data_groups_validation_split(lora_run, tmp_path):
+    cfg = compose_config(
+        ["model=tiny", "data=legal_mix", f"eval_files=[{lora_run['val_file']}]", "generation.enabled=false"],
+        output_dir=tmp_path,
+        name="eval",
+    )
+    result = evaluate(cfg)  # the legal mixture is not read: only the given file, tokenised the same way
+    assert set(result["per_task"]) == {"add", "sum"} and result["data"]["files"] == [str(lora_run["val_file"])]
+    assert result["overall"]["tokens"] == lora_run["summary"]["data"]["val"]["loss_tokens"]

@@ -48,7 +48,7 @@ def build_datamodule(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> Fin
     overrides: dict[str, Any] = {"tokenizer": tokenizer}
     if cfg.get("eval_files"):
         files = OmegaConf.to_container(cfg.eval_files) if OmegaConf.is_list(cfg.eval_files) else cfg.eval_files
-        overrides.update(train_files=files, val_files=files, val_ratio=0.0)
+        overrides.update(train_files=files, val_files=files, val_ratio=0.0, mixture=None)
     datamodule: FineTuneDataModule = instantiate(cfg.data, **overrides)
     datamodule.setup("validate")
     if not datamodule.val_examples:
