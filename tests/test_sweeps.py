@@ -88,10 +88,10 @@ def test_optuna_search_minimises_the_returned_validation_loss(tmp_path, arithmet
 
     train_file, val_file = arithmetic_files
     overrides = tiny_lora_overrides(tmp_path, train_file, val_file)
-    run_train(["hparams_search=lora_optuna", *overrides, "hydra.sweeper.n_trials=3", "logger=csv"])
+    run_train(["hparams_search=lora_optuna", *overrides, "hydra.sweeper.n_trials=2", "logger=csv"])
     sweep_dir = tmp_path / "sweep"
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     rows = read_report(sweep_dir)
-    assert len(rows) == 3
+    assert len(rows) == 2
     assert results["best_value"] == pytest.approx(float(rows[0]["best_val_loss"]))  # Optuna's best is the report's top
     assert set(results["best_params"]) == {"peft.r", "peft.alpha", "module.optimizer.lr"}
