@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -84,8 +85,9 @@ def train_stages(cfg: DictConfig) -> dict[str, Any]:
             "(model=hf model.name_or_path=<the previous stage's model/>)"
         )
     started = time.perf_counter()
-    Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config.yaml", resolve=True)
+    if rank_zero_only.rank == 0:
+        Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config.yaml", resolve=True)
     model, summaries = None, []
     for number, (name, stage_cfg) in enumerate(stage_configs(cfg), start=1):
         log.info("Curriculum stage %d/%d: %s", number, len(cfg.stages), name)
@@ -101,8 +103,9 @@ def train_stages(cfg: DictConfig) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 1),
     }
     del summary["stage"]
-    write_summary(Path(cfg.paths.output_dir) / "summary.json", summary)
-    print_stages(summary["stages"])
+    if rank_zero_only.rank == 0:
+        write_summary(Path(cfg.paths.output_dir) / "summary.json", summary)
+        print_stages(summary["stages"])
     return summary
 
 

@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lit_ft.data import Collator  # noqa: E402
+from lit_ft.data import Collator, PreferenceDataModule  # noqa: E402
 from lit_ft.models import LoRA, load_tokenizer, tiny_llama  # noqa: E402
-from lit_ft.modules import SFTModule  # noqa: E402
+from lit_ft.modules import DPOModule, SFTModule  # noqa: E402
 from lit_ft.strategies import DDPStrategy, FSDP2Strategy  # noqa: E402
 
 STEPS, PER_RANK_BATCH, WORLD = 6, 2, 2  # 16 rows: 4 global batches of 4 per epoch
@@ -105,6 +105,44 @@ def fit(module, strategy, data, ckpt_path: str | None = None, callbacks=(), devi
     return recorder.losses
 
 
+def dpo_module(tokenizer) -> DPOModule:
+    """Full DPO with a frozen copy of the starting policy as reference: a module with two models to shard."""
+    return DPOModule(
+        model=partial(tiny_llama, tokenizer, seed=0),
+        optimizer=partial(torch.optim.AdamW, lr=1e-3),
+        reference="copy",
+    )
+
+
+def pair_data(tokenizer, folder: Path, batch_size: int) -> PreferenceDataModule:
+    """8 training pairs (each step takes all of them, so data order cannot matter) and 4 validation pairs."""
+    from tests.conftest import write_jsonl
+    from tests.test_preference_modules import toy_pairs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = write_jsonl(folder / "train.jsonl", toy_pairs(8, 0)), write_jsonl(folder / "val.jsonl", toy_pairs(4, 1))
+    return PreferenceDataModule(tokenizer, *files, batch_size=batch_size, eval_batch_size=batch_size // 2)
+
+
+def dpo_run(module: DPOModule, strategy, data: PreferenceDataModule, devices: int = WORLD) -> dict[str, float]:
+    """Validation loss before, then the validation metrics after 3 steps."""
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy=strategy,
+        max_steps=3,
+        gradient_clip_val=1.0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    before = trainer.validate(module, datamodule=data, verbose=False)[0]["val/loss"]
+    trainer.fit(module, datamodule=data)
+    after = trainer.validate(module, datamodule=data, verbose=False)[0]
+    return {"before": float(before), **{k: float(v) for k, v in after.items()}}
+
+
 def write_chat_data(folder: Path) -> tuple[Path, Path]:
     rows = [
         {
@@ -144,6 +182,8 @@ def main(out: Path) -> None:
         results[f"fsdp_{name}_export"] = resumed.export(out / f"fsdp_{name}", tokenizer)
         if resumed.fitted_trainer.is_global_zero:
             torch.save(logits, out / f"fsdp_{name}_logits.pt")
+
+    results["dpo"] = dpo_run(dpo_module(tokenizer), FSDP2Strategy(), pair_data(tokenizer, out / "pairs", 4))
 
     # The whole pipeline from the Hydra config (last: it closes the process group)
     from lit_ft.run import train

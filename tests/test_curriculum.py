@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from lit_ft.data import SFTDataModule
+from lit_ft.data import IGNORE_INDEX, SFTDataModule
 from lit_ft.data.mixing import mixture_counts, sample_mixture
 from lit_ft.modules.schedules import warmup_decay_schedule
 from lit_ft.run import train
@@ -62,6 +62,32 @@ def test_mixture_datamodule_serves_the_proportions_with_per_source_task_types(tm
     assert abs(sources["general"]["weight"] - 0.1) < 1e-12
     with pytest.raises(ValueError, match="either train_files or a mixture"):
         SFTDataModule(tokenizer, train_files=str(domain), mixture=[{"files": str(general)}])
+
+
+def test_cpt_text_mixed_with_sft_chat_keeps_prompts_masked_when_packed(tmp_path, tokenizer):
+    prose = write_jsonl(tmp_path / "prose.jsonl", [{"text": f"Clause {i} binds the parties."} for i in range(6)])
+    chats = write_jsonl(tmp_path / "chat.jsonl", [chat(f"Classify clause {i}.", "TYPE: payment") for i in range(6)])
+    data = SFTDataModule(
+        tokenizer,
+        mixture=[{"files": str(prose), "task_type": "prose"}, {"files": str(chats), "task_type": "chat"}],
+        packing=True,
+        max_length=256,
+    )
+    data.setup()
+    segments = Counter()
+    for pack in data.train_examples:  # split each pack at its position restarts
+        starts = [i for i, p in enumerate(pack["position_ids"]) if p == 0] + [len(pack["input_ids"])]
+        for start, end in zip(starts, starts[1:]):
+            task = data.task_names[pack["task_ids"][start]]
+            labels, ids = pack["labels"][start:end], pack["input_ids"][start:end]
+            if task == "prose":  # continual pre-training: loss on every token
+                assert labels == ids
+            else:  # SFT: the prompt carries no loss, the answer does
+                assert labels[0] == IGNORE_INDEX and tokenizer.decode([t for t in labels if t != IGNORE_INDEX]) == (
+                    "TYPE: payment<|im_end|>"
+                )
+            segments[task] += 1
+    assert segments == {"prose": 6, "chat": 6} and len(data.train_examples) < 12  # packed together
 
 
 def metric_rows(stage_dir, key):

@@ -7,6 +7,7 @@ the one-process references run here.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from lit_ft.models import tiny_llama
 from lit_ft.utils.resume import resume_checkpoint
-from tests.distributed_runs import PER_RANK_BATCH, WORLD, Rows, fit, make_module
+from tests.distributed_runs import PER_RANK_BATCH, WORLD, Rows, dpo_module, dpo_run, fit, make_module, pair_data
 from tests.helpers import REPO
 
 # fp32 on one CPU: DDP and FSDP2 reduce the same per-token sums in another order (and pad per-rank batches to
@@ -57,6 +58,15 @@ def test_two_processes_follow_the_one_process_loss_curve(runs, single_process_cu
     assert len(reference) == 6 and reference[-1] < reference[0]  # it trains
     # fsdp: 4 steps (one epoch), a sharded checkpoint, a fresh process-pair module resumed from it for 2 more
     torch.testing.assert_close(torch.tensor(results[f"{strategy}_{name}"]), torch.tensor(reference), **LOSS_TOLERANCE)
+
+
+def test_dpo_with_a_sharded_reference_copy_follows_one_process(runs, tokenizer, tmp_path):
+    _, results = runs
+    one = dpo_run(dpo_module(tokenizer), "auto", pair_data(tokenizer, tmp_path, 4 * WORLD), devices=1)
+    assert results["dpo"]["before"] == pytest.approx(math.log(2), abs=1e-6)  # policy and reference shard alike
+    assert one["val/loss"] < math.log(2) - 0.01  # it trains
+    for name in ("val/loss", "val/rewards/margins", "val/rewards/accuracies", "val/logps/chosen"):
+        assert results["dpo"][name] == pytest.approx(one[name], rel=1e-5, abs=1e-5), name
 
 
 def test_sharded_checkpoint_is_a_shard_per_rank_and_lora_saves_only_adapters(runs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -79,6 +80,41 @@ def test_rank_sweep_writes_a_sorted_report_and_one_wandb_run_per_job(tmp_path, a
     assert sorted(r["run"]["name"] for r in runs) == sorted(f"peft.r={r}" for r in (4, 8, 16, 32))
 
 
+def write_job(job_dir, overrides, summary, metrics_rows):
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if summary is not None:
+        (job_dir / "summary.json").write_text(json.dumps(summary))
+    if metrics_rows:
+        (job_dir / "csv").mkdir()
+        columns = sorted({k for row in metrics_rows for k in row})
+        lines = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in metrics_rows]
+        (job_dir / "csv" / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_report_takes_per_task_losses_at_the_best_check_and_forgetting_deltas(tmp_path):
+    common = ["experiment=lora_legal"]
+    checks = [  # a validation before training, two during; the best (0.9) is at step 10, not the last one
+        {"step": 0, "val/loss": 2.0, "val/loss/flag": 2.1, "val/loss/revise": 1.9},
+        {"step": 5, "train/loss": 1.5},
+        {"step": 10, "val/loss": 0.9, "val/loss/flag": 0.8, "val/loss/revise": 1.0},
+        {"step": 20, "val/loss": 1.1, "val/loss/flag": 1.3, "val/loss/revise": 0.9},
+    ]
+    forgetting = {"baseline": {"mcq_acc": 0.5}, "final": {"mcq_acc": 0.45}, "delta": {"mcq_acc": -0.05}, "checks": []}
+    summary = {"val_loss_after": 1.1, "trainable_params": 100, "seconds": 3.0, "forgetting": forgetting}
+    write_job(tmp_path / "0", [*common, "peft.r=4"], summary, checks)
+    write_job(tmp_path / "1", [*common, "peft.r=8"], {**summary, "best_val_loss": 0.5, "val_loss_after": 0.5}, [])
+    write_job(tmp_path / "2", [*common, "peft.r=16"], None, [])  # failed: no summary.json
+    main([str(tmp_path)])
+    rows = read_report(tmp_path)
+    assert [r["overrides"] for r in rows] == ["peft.r=8", "peft.r=4", "peft.r=16"]
+    assert [r["rank"] for r in rows] == ["1", "2", ""] and rows[2]["status"].startswith("no summary.json")
+    assert float(rows[1]["best_val_loss"]) == 0.9 and float(rows[1]["final_val_loss"]) == 1.1
+    assert (float(rows[1]["val/loss/flag"]), float(rows[1]["val/loss/revise"])) == (0.8, 1.0)
+    assert float(rows[1]["forgetting/delta/mcq_acc"]) == -0.05
+    assert "Common overrides: `experiment=lora_legal`" in (tmp_path / REPORT_FILES["markdown"]).read_text()
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
     reason="the Optuna sweeper is an optional extra: pip install 'lit-ft[optuna]'",
@@ -88,10 +124,10 @@ def test_optuna_search_minimises_the_returned_validation_loss(tmp_path, arithmet
 
     train_file, val_file = arithmetic_files
     overrides = tiny_lora_overrides(tmp_path, train_file, val_file)
-    run_train(["hparams_search=lora_optuna", *overrides, "hydra.sweeper.n_trials=3", "logger=csv"])
+    run_train(["hparams_search=lora_optuna", *overrides, "hydra.sweeper.n_trials=2", "logger=csv"])
     sweep_dir = tmp_path / "sweep"
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     rows = read_report(sweep_dir)
-    assert len(rows) == 3
+    assert len(rows) == 2
     assert results["best_value"] == pytest.approx(float(rows[0]["best_val_loss"]))  # Optuna's best is the report's top
     assert set(results["best_params"]) == {"peft.r", "peft.alpha", "module.optimizer.lr"}
