@@ -42,6 +42,7 @@ def segments(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
     return rows
 
 
+@torch.compiler.disable  # a Python loop over segments: run eagerly inside compiled blocks
 def sdpa_varlen_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
