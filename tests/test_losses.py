@@ -48,3 +48,24 @@ def test_masked_head_loss_and_gradients_equal_full_logits(tiny_model):
     torch.testing.assert_close(selective, full, atol=1e-6, rtol=1e-5)
     for grad, parameter in zip(grads, tiny_model.parameters()):
         torch.testing.assert_close(grad, parameter.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_chunked_masked_head_equals_one_piece(tiny_model):
+    """Scoring loss tokens in recomputed chunks changes memory, not the loss or its gradients."""
+    from lit_ft.losses import masked_head_cross_entropy
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 500, (2, 9), generator=generator)
+    labels = ids.clone()
+    labels[:, :3] = -100
+    head = tiny_model.get_output_embeddings()
+    results = []
+    for chunk_size in (None, 4):  # 12 loss tokens: chunks of 4, 4, 4
+        tiny_model.zero_grad()
+        hidden = tiny_model.model(input_ids=ids).last_hidden_state
+        per_token, mask = masked_head_cross_entropy(hidden, head, labels, chunk_size=chunk_size)
+        per_token.sum().backward()
+        results.append((per_token.detach(), [p.grad.clone() for p in tiny_model.parameters()]))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-6, rtol=1e-5)
+    for chunked, whole in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)

@@ -1,10 +1,11 @@
-"""Batch tokenised examples: right-padded, or packed several to a sequence.
+"""Batch tokenised examples: right-padded, packed several to a sequence, or padding-free.
 
 Batch contract (see DESIGN.md): ``input_ids`` and ``labels`` [B, T] long (labels not shifted, -100 where no
 loss); ``task_ids`` [B, T] (-1 on padding). Padded batches carry ``attention_mask`` [B, T]. Packed batches
 carry ``position_ids`` [B, T] restarting at 0 for every example and no ``attention_mask``: from the
 restarts, transformers builds a block-diagonal causal mask (sdpa/eager) or varlen boundaries (flash
-attention), so no token attends across an example boundary.
+attention), so no token attends across an example boundary. A padding-free batch is a packed batch of one
+row holding the B examples of a padded batch back to back: the same examples and targets, no padding.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lit_ft.data.packing import concatenate_examples
 from lit_ft.data.tokenize import IGNORE_INDEX
 
 Example = dict[str, list[int]]
@@ -25,12 +27,18 @@ class Collator:
 
     Examples from :func:`lit_ft.data.packing.pack_examples` (which carry ``position_ids``) give packed batches; the padding
     after each pack continues as its own position run so it forms a separate, loss-free segment.
+
+    With ``padding_free`` the examples are concatenated into one row ([1, sum of lengths]) instead: no token
+    is padding, and each example keeps its own positions (see :func:`concatenate_examples`).
     """
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
+    padding_free: bool = False
 
     def __call__(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+        if self.padding_free:
+            examples = [concatenate_examples(examples)]
         length = max(len(e["input_ids"]) for e in examples)
         if self.pad_to_multiple_of:
             length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of

@@ -1,12 +1,32 @@
-"""Pack examples into fixed-length sequences (best fit, O(n log n))."""
+"""Put several examples in one sequence: best-fit packing to a fixed length, and the concatenation both use."""
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
 
+from lit_ft.data.tokenize import IGNORE_INDEX
+
 Example = dict[str, list[int]]
 PACKED_KEYS = ("input_ids", "labels", "task_ids")
+
+
+def concatenate_examples(examples: Sequence[Example]) -> Example:
+    """One sequence holding ``examples`` back to back, with ``position_ids`` restarting at 0 for each.
+
+    The label of each example's first token becomes -100: in a padded batch position 0 is never a target,
+    and here it would be predicted from the previous example's last token. So a concatenated batch has
+    exactly the targets (and, with attention kept inside each example, the losses) of the padded batch.
+    Examples that already carry ``position_ids`` (packs) keep their own segments.
+    """
+    out: Example = {key: [] for key in (*PACKED_KEYS, "position_ids")}
+    for example in examples:
+        positions = example.get("position_ids") or list(range(len(example["input_ids"])))
+        out["input_ids"] += example["input_ids"]
+        out["task_ids"] += example["task_ids"]
+        out["position_ids"] += positions
+        out["labels"] += [IGNORE_INDEX if p == 0 else label for p, label in zip(positions, example["labels"])]
+    return out
 
 
 def pack_examples(examples: Sequence[Example], max_length: int) -> list[Example]:
@@ -14,9 +34,10 @@ def pack_examples(examples: Sequence[Example], max_length: int) -> list[Example]
 
     Each example goes to the open sequence with the least room that still fits it (best fit), so the
     packs are dense without sorting the data. Every packed example keeps its ``task_ids`` and gets
-    ``position_ids`` restarting at 0, which is what keeps attention inside the example.
+    ``position_ids`` restarting at 0 (see :func:`concatenate_examples`), which is what keeps attention
+    inside the example.
     """
-    packs: list[Example] = []
+    members: list[list[Example]] = []
     free: list[tuple[int, int]] = []  # sorted (room left, pack index)
     for example in examples:
         length = len(example["input_ids"])
@@ -26,12 +47,9 @@ def pack_examples(examples: Sequence[Example], max_length: int) -> list[Example]
         if slot < len(free):
             room, index = free.pop(slot)
         else:
-            room, index = max_length, len(packs)
-            packs.append({key: [] for key in (*PACKED_KEYS, "position_ids")})
-        pack = packs[index]
-        for key in PACKED_KEYS:
-            pack[key] += example[key]
-        pack["position_ids"] += list(range(length))
+            room, index = max_length, len(members)
+            members.append([])
+        members[index].append(example)
         if room - length > 0:
             bisect.insort(free, (room - length, index))
-    return packs
+    return [concatenate_examples(pack) for pack in members]

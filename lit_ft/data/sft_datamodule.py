@@ -24,7 +24,7 @@ from lit_ft.data.mixing import DataSource, sample_mixture
 from lit_ft.data.packing import pack_examples
 from lit_ft.data.readers import DataError, Record, read_records
 from lit_ft.data.rows import parse_sft_row
-from lit_ft.data.sampler import ResumableSampler
+from lit_ft.data.sampler import LengthGroupedSampler, ResumableSampler
 from lit_ft.data.stats import SplitStats
 from lit_ft.data.tokenize import IGNORE_INDEX, tokenize_example
 from lit_ft.models import load_tokenizer
@@ -63,6 +63,8 @@ class FineTuneDataModule(L.LightningDataModule):
             (default: as many as the sources hold together). Weights count examples, before packing.
         max_val_rows: validate on a seeded random sample of this many validation rows (cheaper validation);
             the rows left out are counted as ``unused_rows`` in the stats.
+        group_by_length: batch training examples of similar length (:class:`LengthGroupedSampler`, seeded by
+            ``seed``): less padding, the same examples per epoch; batches are less random.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class FineTuneDataModule(L.LightningDataModule):
         mixture: Sequence[DataSource | dict[str, Any]] | None = None,
         train_samples: int | None = None,
         max_val_rows: int | None = None,
+        group_by_length: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(tokenizer, (str, Path)):
@@ -95,7 +98,7 @@ class FineTuneDataModule(L.LightningDataModule):
         self.train_samples = train_samples
         self.val_ratio, self.max_length, self.truncation = val_ratio, max_length, truncation
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers, self.seed = num_workers, seed
+        self.num_workers, self.seed, self.group_by_length = num_workers, seed, group_by_length
         self.max_val_rows = max_val_rows
         self.task_names: list[str] = []
         self.stats: dict[str, SplitStats] = {}
@@ -110,6 +113,10 @@ class FineTuneDataModule(L.LightningDataModule):
 
     def collate_fn(self) -> Callable:
         raise NotImplementedError
+
+    def train_collate_fn(self) -> Callable:
+        """The training batches' collator (the same as validation's unless a subclass says otherwise)."""
+        return self.collate_fn()
 
     def finalize_train(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Last step before the training loader (packing, for example)."""
@@ -259,12 +266,18 @@ class FineTuneDataModule(L.LightningDataModule):
             log.warning("Task types with no validation examples: %s", ", ".join(sorted(missing)))
         self.train_examples = self.finalize_train(self.train_examples)
 
-    def _loader(self, examples: list[dict[str, Any]], batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+    def _loader(
+        self,
+        examples: list[dict[str, Any]],
+        batch_size: int,
+        sampler: Sampler | None = None,
+        collate_fn: Callable | None = None,
+    ) -> DataLoader:
         return DataLoader(
             examples,
             batch_size=batch_size,
             sampler=sampler,
-            collate_fn=self.collate_fn(),
+            collate_fn=collate_fn or self.collate_fn(),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             # iterators draw their worker seed from this generator, not from the global RNG (which dropout uses)
@@ -273,16 +286,18 @@ class FineTuneDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
-        self.train_sampler = ResumableSampler(
-            self.train_examples,
-            num_replicas=trainer.world_size if trainer else 1,
-            rank=trainer.global_rank if trainer else 0,
-            seed=self.seed,
-        )
+        ranks = {"num_replicas": trainer.world_size if trainer else 1, "rank": trainer.global_rank if trainer else 0}
+        if self.group_by_length:
+            lengths = [len(e["input_ids"]) for e in self.train_examples]
+            self.train_sampler = LengthGroupedSampler(
+                self.train_examples, lengths, self.batch_size, seed=self.seed, **ranks
+            )
+        else:
+            self.train_sampler = ResumableSampler(self.train_examples, seed=self.seed, **ranks)
         if self._resume_at is not None:
             self.train_sampler.resume(*self._resume_at)
             self._resume_at = None
-        return self._loader(self.train_examples, self.batch_size, self.train_sampler)
+        return self._loader(self.train_examples, self.batch_size, self.train_sampler, self.train_collate_fn())
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.val_examples, self.eval_batch_size) if self.val_examples else []
@@ -340,12 +355,23 @@ class SFTDataModule(FineTuneDataModule):
         packing: pack training examples into ``max_length`` sequences (validation stays padded, so its
             per-example losses are comparable across runs).
         pad_to_multiple_of: round padded lengths up (helps tensor cores on GPU).
+        padding_free: serve each training batch as one row of its examples back to back (``position_ids``, no
+            ``attention_mask``): the same examples and losses as padded batches, without computing on padding
+            (with ``attn_implementation=sdpa_varlen`` or flash attention, attention stays per example too).
+            Validation batches stay padded, so per-example outputs keep their [B, T] shape.
         (others: see :class:`FineTuneDataModule`)
     """
 
-    def __init__(self, *args: Any, packing: bool = False, pad_to_multiple_of: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        packing: bool = False,
+        pad_to_multiple_of: int | None = None,
+        padding_free: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.packing, self.pad_to_multiple_of = packing, pad_to_multiple_of
+        self.packing, self.pad_to_multiple_of, self.padding_free = packing, pad_to_multiple_of, padding_free
 
     def encode(self, record: Record, stats: SplitStats) -> dict[str, Any] | None:
         example = parse_sft_row(record, forbidden=self.tokenizer.all_special_tokens)
@@ -374,3 +400,6 @@ class SFTDataModule(FineTuneDataModule):
 
     def collate_fn(self) -> Callable:
         return Collator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
+
+    def train_collate_fn(self) -> Callable:
+        return Collator(self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.padding_free)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
 
@@ -36,8 +38,17 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[tor
     return per_token.view_as(targets), loss_mask
 
 
+def _head_cross_entropy(
+    head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), targets, reduction="none")
+
+
 def masked_head_cross_entropy(
-    hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], labels: torch.Tensor
+    hidden: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
+    labels: torch.Tensor,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`token_cross_entropy` computing the LM head only where a target carries loss.
 
@@ -45,14 +56,24 @@ def masked_head_cross_entropy(
     are never built: only the [N, V] logits of the N loss-carrying positions. In SFT most tokens are prompt
     tokens without loss, and the head (vocabulary x hidden) is a large share of the FLOPs of a small model.
 
+    With ``chunk_size``, more than ``chunk_size`` loss tokens are scored in chunks whose logits are not kept for
+    the backward pass (activation checkpointing per chunk): peak memory holds one [chunk_size, V] block of
+    logits instead of [N, V], for one extra head forward per chunk (as in Liger's fused linear cross-entropy).
+
     Args:
         hidden: [B, T, H] final hidden states.
         head: the output projection (``model.get_output_embeddings()``), applied to [N, H].
         labels: [B, T] unshifted labels.
+        chunk_size: loss tokens per chunk; ``None`` scores all N at once.
     """
     targets = shift_labels(labels)
     loss_mask = targets != IGNORE_INDEX
     per_token = hidden.new_zeros(targets.shape, dtype=torch.float32)
-    logits = head(hidden[:, :-1][loss_mask]).float()
-    per_token[loss_mask] = F.cross_entropy(logits, targets[loss_mask], reduction="none")
+    selected, selected_targets = hidden[:, :-1][loss_mask], targets[loss_mask]
+    score = partial(_head_cross_entropy, head)
+    if chunk_size is None or len(selected) <= chunk_size:
+        per_token[loss_mask] = score(selected, selected_targets)
+    else:
+        chunks = zip(selected.split(chunk_size), selected_targets.split(chunk_size))
+        per_token[loss_mask] = torch.cat([checkpoint(score, h, t, use_reentrant=False) for h, t in chunks])
     return per_token, loss_mask

@@ -27,6 +27,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from lit_ft.models.kernels import apply_liger_kernels
 from lit_ft.utils.io import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -185,19 +186,22 @@ def load_model(
     trust_remote_code: bool = False,
     quantization: str | None = None,
     head: Head = "lm",
+    liger_kernels: bool = False,
 ) -> PreTrainedModel:
     """Load a causal LM (or, with ``head="score"``, a reward model over the same backbone) for training.
 
     Args:
         name_or_path: embedded alias, local folder or cached hub id.
         dtype: parameter dtype (``"float32"``, ``"bfloat16"``, ...).
-        attn_implementation: ``"sdpa"``, ``"eager"`` or ``"flash_attention_2"`` (GPU only).
+        attn_implementation: ``"sdpa"``, ``"sdpa_varlen"`` (sdpa, per example in padding-free/packed rows),
+            ``"eager"`` or ``"flash_attention_2"`` (GPU with flash-attn: varlen kernels for padding-free rows).
         gradient_checkpointing: recompute activations in backward (less memory, about a third slower).
         trust_remote_code: run modelling code shipped with the checkpoint; off unless set.
         quantization: ``"nf4"`` loads the frozen base in 4 bits for QLoRA (CUDA and bitsandbytes only).
         head: ``"lm"``: ``AutoModelForCausalLM``. ``"score"``: ``AutoModelForSequenceClassification`` with one
             label, a new linear score head reading the last non-padding token; the padding id it looks for is
             set in the config from the checkpoint's tokenizer (as :func:`load_tokenizer` pads).
+        liger_kernels: fused Triton kernels for RMSNorm, SwiGLU and RoPE (CUDA and liger-kernel only).
     """
     if head not in AUTO_CLASSES:
         raise ValueError(f"unknown head {head!r} (expected one of {', '.join(AUTO_CLASSES)})")
@@ -222,6 +226,8 @@ def load_model(
     except (OSError, ValueError) as error:
         raise _load_error(str(name_or_path), error) from error
     model.config.use_cache = False
+    if liger_kernels:
+        apply_liger_kernels(model)
     if quantization:
         from peft import prepare_model_for_kbit_training
 

@@ -23,7 +23,8 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_ft.losses import l2_sp_penalty, masked_head_cross_entropy, shift_labels, token_cross_entropy
-from lit_ft.modules.optim import LRScaling, decay_groups
+from lit_ft.models.layers import decoder_layers
+from lit_ft.modules.optim import LRScaling, decay_groups, upcast_trainable
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.strategies.consolidate import full_state_dict, is_sharded, unwrapped_name
 from lit_ft.utils.io import atomic_directory
@@ -60,6 +61,11 @@ class CausalLMModule(L.LightningModule):
         lr_scaling: maps the global batch size to an LR multiplier (``lit_ft.modules.optim.LRScaling``).
         l2sp: strength ``lambda`` of L2-SP, ``lambda * ||theta - theta_0||^2`` over the trainable weights, pulling
             them toward their values when the model was built (the pretrained weights).
+        head_chunk_tokens: with ``head_on_loss_tokens``, score more loss tokens than this in chunks whose logits
+            are recomputed in backward (peak memory: one [chunk, vocabulary] block of logits).
+        compile: compile each decoder block with ``torch.compile`` (regional compilation: one block is compiled
+            once and reused by all, with dynamic sequence lengths); the first steps pay the compile time. A dict
+            is passed to ``torch.compile`` (for example ``{"mode": "max-autotune"}``).
     """
 
     # What the loss is averaged over, and what `train_loss_tokens` counts (preference modules: "pairs").
@@ -77,6 +83,8 @@ class CausalLMModule(L.LightningModule):
         layer_lr_decay: float | None = None,
         lr_scaling: LRScaling | None = None,
         l2sp: float = 0.0,
+        head_chunk_tokens: int | None = 1024,
+        compile: bool | dict[str, Any] = False,
     ) -> None:
         super().__init__()
         # No save_hyperparameters: the arguments are factories, which would make checkpoints need pickle
@@ -89,6 +97,8 @@ class CausalLMModule(L.LightningModule):
         self.head_on_loss_tokens = head_on_loss_tokens
         self.layer_lr_decay, self.lr_scaling, self.l2sp = layer_lr_decay, lr_scaling, l2sp
         self._l2sp_anchors: dict[str, torch.Tensor] = {}  # theta_0, not in the state dict (rebuilt on resume)
+        self.head_chunk_tokens = head_chunk_tokens
+        self.compile = compile
         # Checkpoints of partly frozen models hold only the trainable weights, so loading one is not strict.
         self.strict_loading = freeze is None and adapter is None
         self.model: PreTrainedModel | None = None
@@ -112,6 +122,11 @@ class CausalLMModule(L.LightningModule):
             model = self.freeze(model)
         if self.adapter is not None:
             model = self.adapter(model)
+        upcast_trainable(model)
+        if self.compile:
+            options = {"dynamic": True, **(self.compile if isinstance(self.compile, dict) else {})}
+            for layer in decoder_layers(model):
+                layer.compile(**options)
         return model.train()  # from_pretrained returns eval mode, which would switch off (LoRA) dropout
 
     def configure_model(self) -> None:
@@ -164,7 +179,7 @@ class CausalLMModule(L.LightningModule):
             causal_lm = self._causal_lm(model)
             hidden = causal_lm.get_decoder()(**self._model_inputs(batch)).last_hidden_state
             per_token_loss, loss_mask = masked_head_cross_entropy(
-                hidden, causal_lm.get_output_embeddings(), batch["labels"]
+                hidden, causal_lm.get_output_embeddings(), batch["labels"], self.head_chunk_tokens
             )
         else:
             per_token_loss, loss_mask = token_cross_entropy(self(batch, model), batch["labels"])

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
 
 from lit_ft.models.layers import parameter_depths
@@ -59,3 +60,16 @@ class LRScaling:
         if self.rule == "linear":
             return ratio
         raise ValueError(f"unknown LR scaling rule {self.rule!r} (expected 'sqrt' or 'linear')")
+
+
+def upcast_trainable(model: nn.Module) -> nn.Module:
+    """Keep every trainable parameter in float32 (the optimizer's master weights), whatever the model dtype.
+
+    With a model loaded in bf16/fp16 (a frozen LoRA base stored at half the memory), Adam updates to half-precision
+    weights would round away most small steps; the frozen parameters stay as loaded. Under ``bf16-mixed``
+    autocast the float32 weights are cast to bf16 for each matmul, as for any mixed-precision run.
+    """
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+    return model
