@@ -17,8 +17,10 @@ from safetensors.torch import load_file
 from lit_ft.data.sampler import ResumableSampler
 from lit_ft.run import train
 from lit_ft.utils.resume import resume_checkpoint
+from tests.conftest import write_jsonl
 from tests.faults import read_step_log
 from tests.helpers import compose_config
+from tests.test_preference_modules import toy_pairs
 
 VARIANTS = {
     # Full fine-tuning with gradient accumulation (5 optimizer steps an epoch, last.ckpt every 3): killed after
@@ -40,15 +42,33 @@ VARIANTS = {
         ],
         "resumed_from_step": 8,
     },
+    # DPO with LoRA and adapter dropout on preference pairs, the reference log-probs precomputed before training
+    # (4 steps an epoch, last.ckpt every 3): killed after step 7, resumed from step 6 (mid-epoch) through an epoch
+    # boundary. The resumed run cannot recompute the reference (the policy has trained), so it must find the
+    # cached log-probs in last.ckpt.
+    "dpo": {
+        "data": "preference",
+        "overrides": ["module=dpo", "module.reference=precomputed", "peft=lora", "peft.r=4", "peft.dropout=0.1",
+                      "trainer.max_steps=10", "callbacks.last_checkpoint.every_n_train_steps=3"],
+        "kill": lambda marker: ["+callbacks.hang._target_=tests.faults.HangAfterStep",
+                                "+callbacks.hang.step=7", f"+callbacks.hang.marker={marker}"],
+        "resumed_from_step": 6,
+    },
 }  # fmt: skip
 
 
-def config(tmp_path: Path, files: tuple[Path, Path], run: str, extra: list[str]):
+@pytest.fixture
+def pair_files(tmp_path):
+    """16 training and 8 validation preference pairs ('What is a plus b?': the sum, or a hedge)."""
+    return write_jsonl(tmp_path / "train.jsonl", toy_pairs(16, 0)), write_jsonl(tmp_path / "val.jsonl", toy_pairs(8, 1))
+
+
+def config(tmp_path: Path, files: tuple[Path, Path], run: str, extra: list[str], data: str = "sft"):
     train_file, val_file = files
     return compose_config(
         [
             "model=tiny",
-            "data=sft",
+            f"data={data}",
             f"data.train_files={train_file}",
             f"data.val_files={val_file}",
             "data.max_length=64",
@@ -90,22 +110,30 @@ def one_thread():
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_killed_run_resumes_bit_for_bit(variant, tmp_path, arithmetic_files, one_thread):
+def test_killed_run_resumes_bit_for_bit(variant, tmp_path, request, one_thread):
     spec = VARIANTS[variant]
-    uninterrupted = train(config(tmp_path, arithmetic_files, "uninterrupted", spec["overrides"]))
+    data = spec.get("data", "sft")
+    files = request.getfixturevalue("pair_files" if data == "preference" else "arithmetic_files")
+
+    def run(name: str, extra: list[str]) -> dict:
+        return config(tmp_path, files, name, spec["overrides"] + extra, data)
+
+    uninterrupted = train(run("uninterrupted", []))
 
     marker = tmp_path / "kill-now"
-    kill_when_hanging(config(tmp_path, arithmetic_files, "killed", spec["overrides"] + spec["kill"](marker)), marker)
+    kill_when_hanging(run("killed", spec["kill"](marker)), marker)
 
     checkpoints = tmp_path / "interrupted" / "checkpoints"
     last = torch.load(checkpoints / "last.ckpt", weights_only=True)  # plain types only: no pickled code
     assert last["global_step"] == spec["resumed_from_step"]
+    if data == "preference":  # the reference log-probs of all 16 training and 8 validation pairs
+        assert {s: v.shape for s, v in last["reference_logps"]["splits"].items()} == {"train": (16, 2), "val": (8, 2)}
     if variant == "lora":  # killed mid-save: the half-written file is the temporary one, last.ckpt is whole
         partial = checkpoints / ".last.ckpt.partial"
         assert 0 < partial.stat().st_size < (checkpoints / "last.ckpt").stat().st_size
         assert all("lora_" in key for key in last["state_dict"])  # frozen base weights are not saved
 
-    resumed = train(config(tmp_path, arithmetic_files, "resumed", [*spec["overrides"], "ckpt_path=last"]))
+    resumed = train(run("resumed", ["ckpt_path=last"]))
 
     expected = read_step_log(tmp_path / "uninterrupted.log")
     killed, after = read_step_log(tmp_path / "killed.log"), read_step_log(tmp_path / "resumed.log")
@@ -114,11 +142,11 @@ def test_killed_run_resumes_bit_for_bit(variant, tmp_path, arithmetic_files, one
     assert sorted(after) == [s for s in expected if s > spec["resumed_from_step"]]
     assert after == {step: expected[step] for step in after}  # bitwise: float.hex of every step's loss
     assert resumed["resumed_from"] == str(checkpoints / "last.ckpt")
-    for key in ("optimizer_steps", "train_tokens", "val_loss_before", "val_loss_after"):
+    for key in ("optimizer_steps", f"train_{'pairs' if data == 'preference' else 'tokens'}", "val_before", "val_after"):
         assert resumed[key] == uninterrupted[key], key
     exported = {p.name for p in (tmp_path / "interrupted").glob("*/*") if p.parent.name in ("model", "adapter")}
     assert "model.safetensors" in exported and not any(name.endswith((".bin", ".pt", ".pth")) for name in exported)
-    assert ("adapter_model.safetensors" in exported) == (variant == "lora")
+    assert ("adapter_model.safetensors" in exported) == (variant != "full")
     weights = load_file(tmp_path / "uninterrupted" / "model" / "model.safetensors")
     resumed_weights = load_file(tmp_path / "interrupted" / "model" / "model.safetensors")
     assert weights.keys() == resumed_weights.keys()
