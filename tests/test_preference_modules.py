@@ -193,7 +193,7 @@ def test_cached_reference_round_trips_through_a_checkpoint(tokenizer, datamodule
     for split in ("train", "val"):
         assert torch.equal(resumed.cached_reference_logps[split], module.cached_reference_logps[split])
     assert module.cached_reference_logps["train"].shape == (8, 2)
-    with pytest.raises(ValueError, match="summed/averaged"):
+    with pytest.raises(ValueError, match="are summed, but module.loss_type=ipo needs length-averaged ones"):
         dpo(tokenizer, loss_type="ipo").on_load_checkpoint(checkpoint)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import DictConfig
 from safetensors.torch import load_file
 
 from lit_ft.data.sampler import ResumableSampler
@@ -115,7 +116,7 @@ def test_killed_run_resumes_bit_for_bit(variant, tmp_path, request, one_thread):
     data = spec.get("data", "sft")
     files = request.getfixturevalue("pair_files" if data == "preference" else "arithmetic_files")
 
-    def run(name: str, extra: list[str]) -> dict:
+    def run(name: str, extra: list[str]) -> DictConfig:
         return config(tmp_path, files, name, spec["overrides"] + extra, data)
 
     uninterrupted = train(run("uninterrupted", []))

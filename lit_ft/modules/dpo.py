@@ -172,7 +172,13 @@ class DPOModule(PairwiseModule):
         saved = checkpoint.get("reference_logps")
         if saved and saved["splits"]:
             if saved["average"] != self.average:
-                raise ValueError("the checkpoint's reference log-probs were summed/averaged unlike this loss_type's")
+                kinds = {True: "length-averaged", False: "summed"}
+                raise ValueError(
+                    f"The checkpoint's precomputed reference log-probs are {kinds[saved['average']]}, but "
+                    f"module.loss_type={self.loss_type} needs {kinds[self.average]} ones ({', '.join(LENGTH_AVERAGED)} "
+                    "use length-averaged log-probs, the other loss types summed ones). Resume with the "
+                    "module.loss_type the run started with, or start a new run (without ckpt_path)."
+                )
             self.cached_reference_logps = dict(saved["splits"])
 
     # --- loss --------------------------------------------------------------------------------------------------
