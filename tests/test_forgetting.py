@@ -59,6 +59,24 @@ def test_batched_scoring_equals_scoring_each_sequence_alone(tokenizer, tiny_mode
     assert tokenizer.decode(first.continuations[0]) == f" {scorer.questions[0].choices[0]}"
 
 
+def test_ranks_run_the_same_forwards_and_their_sums_are_the_one_process_sums(tokenizer, tiny_model):
+    model = tiny_model.eval()
+    # 5 questions in 3 batches and 1 passage: dealt to 2 ranks as 2 + 1 and 1 + 0 batches
+    scorer = GeneralAbility(tokenizer, load_questions(MCQ, 5), load_passages(PROSE, 1), max_batch_tokens=64)
+    forwards = []
+    model.register_forward_hook(lambda *args: forwards.append(1))
+    one = scorer.sums(model)
+    assert len(forwards) == 2 * (3 + 1)  # two forwards a batch
+    per_rank = []
+    for rank in range(2):
+        forwards.clear()
+        per_rank.append(scorer.sums(model, rank, 2))
+        assert len(forwards) == 2 * (2 + 1)  # rank 1 repeats a batch of each part, and discards it
+    # each item is scored in the same batch as in one process: the same numbers
+    torch.testing.assert_close(per_rank[0] + per_rank[1], one, rtol=1e-12, atol=0)
+    assert per_rank[1][-1] == 0 and per_rank[0][-1] == one[-1]  # the passage is rank 0's
+
+
 def bare_trainer() -> L.Trainer:
     return L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
 

@@ -8,15 +8,13 @@ from typing import Any
 import lightning as L
 import torch
 
+from lit_ft.strategies.consolidate import local_part
+
 log = logging.getLogger(__name__)
 
 
 class DivergenceError(FloatingPointError):
     """Training produced non-finite losses or gradients for too many optimizer steps in a row."""
-
-
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.to_local() if hasattr(tensor, "to_local") else tensor  # FSDP2 gradients are DTensors
 
 
 class DivergenceGuard(L.Callback):
@@ -57,7 +55,7 @@ class DivergenceGuard(L.Callback):
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if scaler is None:
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            checks += [~torch.isfinite(_local(g)).all() for g in grads]
+            checks += [~torch.isfinite(local_part(g)).all() for g in grads]  # FSDP2: DTensors
         bad = bool(torch.stack(checks).any()) if checks else False
         if not trainer.strategy.reduce_boolean_decision(bad, all=False):
             self.consecutive = 0

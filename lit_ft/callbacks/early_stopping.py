@@ -8,20 +8,60 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+from lit_ft.strategies.consolidate import is_sharded, local_part, reshard
 
 log = logging.getLogger(__name__)
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """CPU copies of the parameters that train (all of them for full fine-tuning, the adapters for LoRA)."""
-    return {name: p.detach().to("cpu", copy=True) for name, p in module.named_parameters() if p.requires_grad}
+    """CPU copies of the parameters that train (all of them for full fine-tuning, the adapters for LoRA); of a
+    sharded (FSDP2 ``DTensor``) parameter, this rank's shard."""
+    reshard(module)
+    return {
+        name: local_part(p.detach()).to("cpu", copy=True) for name, p in module.named_parameters() if p.requires_grad
+    }
 
 
 @torch.no_grad()
 def load_trainable_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy :func:`trainable_state`'s ``state`` back into the parameters (the next forward of a sharded model
+    gathers them anew)."""
+    reshard(module)
     parameters = dict(module.named_parameters())
     for name, value in state.items():
-        parameters[name].copy_(value)
+        local_part(parameters[name]).copy_(value)
+
+
+@torch.no_grad()
+def whole_tensors(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with the shards of sharded parameters gathered into whole tensors on CPU (a collective: every
+    rank calls it)."""
+    reshard(module)
+    parameters = dict(module.named_parameters())
+    whole = {}
+    for name, value in state.items():
+        p = parameters[name]
+        if isinstance(p, DTensor):
+            shard = value.to(local_part(p).device)
+            value = DTensor.from_local(shard, p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
+            value = value.full_tensor().cpu()
+        whole[name] = value
+    return whole
+
+
+def own_shards(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with each whole tensor of a sharded parameter cut to this rank's shard (no communication)."""
+    reshard(module)
+    parameters = dict(module.named_parameters())
+    shards = {}
+    for name, value in state.items():
+        p = parameters[name]
+        if isinstance(p, DTensor) and value.shape == p.shape:
+            value = distribute_tensor(value, p.device_mesh, p.placements, src_data_rank=None).to_local().cpu()
+        shards[name] = value
+    return shards
 
 
 class EarlyStoppingWithRestore(EarlyStopping):
@@ -35,7 +75,9 @@ class EarlyStoppingWithRestore(EarlyStopping):
     ``fit``, the final samples and forgetting scores (``on_fit_end``) and the exported model all see the best
     weights.
 
-    Frozen weights and buffers are not copied: they do not change during training.
+    Frozen weights and buffers are not copied: they do not change during training. Under FSDP2 each rank copies
+    its own shard of the sharded weights; checkpoints (written by rank 0) get them gathered into whole tensors,
+    and a resumed run cuts them back into shards when training starts.
 
     Args:
         restore_best: load the best weights back when training ends.
@@ -67,6 +109,15 @@ class EarlyStoppingWithRestore(EarlyStopping):
             self.best_step = trainer.global_step
         if self.stop_reason is not None and self.stopped_step is None:
             self.stopped_step = trainer.global_step
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.best_state is not None:  # whole tensors when read from the checkpoint of a sharded run
+            self.best_state = own_shards(pl_module, self.best_state)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("callbacks", {}).get(self.state_key, {})
+        if "best_state" in state and is_sharded(pl_module):
+            state["best_state"] = whole_tensors(pl_module, state["best_state"])  # rank 0 writes the callback state
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.restore_best:

@@ -14,6 +14,7 @@ from peft import PeftModel
 
 from lit_ft.eval.general import GeneralAbility, load_passages, load_questions
 from lit_ft.eval.harness import harness_available, run_harness
+from lit_ft.strategies.consolidate import local_part, reshard
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,9 @@ class ForgettingCheck(L.Callback):
 
     Scores are cached by a checksum of the trainable weights, so the end score costs nothing when the weights are
     those of a validation check (the last one, or the best one restored). Each rank scores a slice of the set
-    and the counts are summed over ranks.
+    and the counts are summed over ranks: the batches are dealt out in turn, and a rank dealt one fewer repeats
+    one and discards it, so every rank runs the same forwards in number (under FSDP2 or ZeRO-3 each forward
+    gathers the weights from all ranks). lm-eval tasks run whole on every rank and rank 0's scores are kept.
 
     A threshold that is crossed logs a warning (``on_exceed="warn"``) or stops training (``"stop"``).
 
@@ -96,11 +99,14 @@ class ForgettingCheck(L.Callback):
 
     @staticmethod
     def _checksum(trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[float, float]:
-        """Sum and absolute sum of the trainable weights, over all ranks (identifies the weights being scored)."""
+        """Sum and absolute sum of the trainable weights, over all ranks (identifies the weights being scored; each
+        rank adds up its own shard of sharded weights)."""
         local = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
+        reshard(pl_module)
         for parameter in pl_module.parameters():
             if parameter.requires_grad:
-                local += torch.stack([parameter.detach().sum(), parameter.detach().abs().sum()]).double()
+                weights = local_part(parameter.detach())
+                local += torch.stack([weights.sum(), weights.abs().sum()]).double()
         total = trainer.strategy.reduce(local, reduce_op="sum")
         return float(total[0]), float(total[1])
 
@@ -119,12 +125,8 @@ class ForgettingCheck(L.Callback):
             sums = self.scorer.sums(model, trainer.global_rank, trainer.world_size)
             sums = trainer.strategy.reduce(sums.to(pl_module.device), reduce_op="sum").cpu()
             scores = self.scorer.metrics(sums)
-            if self.lm_eval_tasks:
-                extra = (
-                    run_harness(model, self.tokenizer, self.lm_eval_tasks, self.lm_eval_limit)
-                    if trainer.is_global_zero
-                    else None
-                )
+            if self.lm_eval_tasks:  # on every rank (sharded weights: each forward is a collective), rank 0's kept
+                extra = run_harness(model, self.tokenizer, self.lm_eval_tasks, self.lm_eval_limit)
                 scores.update(trainer.strategy.broadcast(extra, src=0))
         model.train(was_training)
         self.seconds += time.perf_counter() - started

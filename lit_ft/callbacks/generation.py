@@ -68,7 +68,8 @@ class GenerationSamples(L.Callback):
     by :meth:`summary` for ``summary.json``.
 
     Chat prompts (``{"messages": [...]}``) go through the chat template; text prompts (``{"text": ...}``) are
-    continued as they are.
+    continued as they are. In a distributed run every rank generates every answer, in step with the others
+    (see :meth:`generate`); rank 0 shows and writes them.
 
     Args:
         prompts_file: JSONL of prompts (``data/legal/val_prompts.jsonl``); or give ``prompts`` inline.
@@ -93,7 +94,11 @@ class GenerationSamples(L.Callback):
         self.samples: dict[str, list[str]] = {}
 
     @torch.no_grad()
-    def generate(self, pl_module: L.LightningModule, tokenizer) -> list[str]:
+    def generate(self, pl_module: L.LightningModule, tokenizer, synced: bool = False) -> list[str]:
+        """Greedy answers to :attr:`prompts`. ``synced``: in a distributed run, where every rank calls this, each
+        rank goes on running forwards until all ranks have ended their answer (transformers' ``synced_gpus``;
+        under FSDP2 or ZeRO-3 each forward gathers the weights from all ranks, so a rank whose answer ended
+        sooner must not stop)."""
         model = pl_module.model
         was_training = model.training
         model.eval()
@@ -111,6 +116,7 @@ class GenerationSamples(L.Callback):
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 use_cache=True,
+                synced_gpus=synced,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
@@ -123,7 +129,7 @@ class GenerationSamples(L.Callback):
     def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not self.prompts:
             return
-        answers = self.generate(pl_module, trainer.datamodule.tokenizer)
+        answers = self.generate(pl_module, trainer.datamodule.tokenizer, synced=trainer.world_size > 1)
         self.samples[stage] = answers
         if not trainer.is_global_zero:
             return

@@ -102,19 +102,40 @@ def _pad(sequences: list[list[int]], value: int, left: bool) -> torch.Tensor:
     )
 
 
+def rank_batches(batches: list[list[int]], rank: int, world_size: int) -> list[tuple[list[int], bool]]:
+    """The batches rank ``rank`` runs, ``(batch, keep)``: every ``world_size``-th batch from ``rank``, then, when it
+    was dealt one batch fewer than rank 0, a repeat of the first batch (``keep=False``: its result is discarded).
+
+    Every rank so runs the same number of batches. Under FSDP2 or ZeRO-3 each forward gathers the sharded weights
+    from all ranks: a rank with a forward more than another would wait for it forever.
+    """
+    mine = [(batch, True) for batch in batches[rank::world_size]]
+    missing = -(-len(batches) // world_size) - len(mine)  # rank 0 is dealt the most: ceil(batches / world_size)
+    return mine + [(batches[0], False)] * missing if missing else mine
+
+
 @torch.no_grad()
 def continuation_logprobs(
-    model: torch.nn.Module, items: list[Continuations], pad_token_id: int, max_batch_tokens: int = 2048
-) -> list[torch.Tensor]:
+    model: torch.nn.Module,
+    items: list[Continuations],
+    pad_token_id: int,
+    max_batch_tokens: int = 2048,
+    rank: int = 0,
+    world_size: int = 1,
+) -> list[torch.Tensor | None]:
     """Summed log-probability of each continuation given its context: one [len(continuations)] tensor per item.
 
     Two forwards per batch: the contexts (left-padded, so all end at the last position) fill a KV cache and give
     the prediction of each continuation's first token; the cache is repeated once per continuation and the
     continuations (right-padded) run on top of it.
+
+    With ``world_size`` > 1 the batches (made as for one process) are dealt out to the ranks by
+    :func:`rank_batches`, and the items of other ranks' batches are ``None``: every rank runs the same forwards
+    in number, and each item is scored in the same batch, so with the same numbers, as by one process.
     """
     device = next(model.parameters()).device
-    results: list[torch.Tensor] = [torch.empty(0)] * len(items)
-    for batch in token_batches(items, max_batch_tokens):
+    results: list[torch.Tensor | None] = [None] * len(items)
+    for batch, keep in rank_batches(token_batches(items, max_batch_tokens), rank, world_size):
         contexts = [items[i].context for i in batch]
         context_mask = _pad([[1] * len(c) for c in contexts], 0, left=True).to(device)
         out = model(
@@ -141,6 +162,8 @@ def continuation_logprobs(
         logits = torch.cat([out.logits[owner, -1:], logits[:, :-1]], dim=1)
         nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view(targets.shape)
         scores = -(nll * mask).sum(-1).double().cpu()
+        if not keep:
+            continue
         start = 0
         for i in batch:
             results[i] = scores[start : start + len(items[i].continuations)]
@@ -180,25 +203,28 @@ class GeneralAbility:
         return 3 * len(self.subjects) + 2
 
     def sums(self, model: torch.nn.Module, rank: int = 0, world_size: int = 1) -> torch.Tensor:
-        """Scores of this rank's slice (every ``world_size``-th item from ``rank``), [num_stats] float64.
+        """Scores of this rank's share of the batches (see :func:`continuation_logprobs`), [num_stats] float64.
+        Call it on every rank (under sharded weights each forward is a collective); their sum is the one-process
+        result.
 
         Layout: per subject ``[questions, correct, correct_norm]``, then ``[prose NLL, prose tokens]``.
         """
         stats = torch.zeros(self.num_stats, dtype=torch.float64)
-        mine = list(range(rank, len(self.questions), world_size))
-        scores = continuation_logprobs(model, [self.mcq[i] for i in mine], self.pad_token_id, self.max_batch_tokens)
-        for i, logprobs in zip(mine, scores):
-            question = self.questions[i]
+        batching = {"max_batch_tokens": self.max_batch_tokens, "rank": rank, "world_size": world_size}
+        scores = continuation_logprobs(model, self.mcq, self.pad_token_id, **batching)
+        for question, logprobs in zip(self.questions, scores):
+            if logprobs is None:  # another rank's
+                continue
             chars = torch.tensor([len(choice) + 1 for choice in question.choices], dtype=torch.float64)
             base = 3 * self.subjects.index(question.subject)
             stats[base] += 1
             stats[base + 1] += int(logprobs.argmax()) == question.answer
             stats[base + 2] += int((logprobs / chars).argmax()) == question.answer
-        passages = [self.prose[i] for i in range(rank, len(self.prose), world_size)]
-        if passages:
-            logprobs = continuation_logprobs(model, passages, self.pad_token_id, self.max_batch_tokens)
-            stats[-2] = -torch.cat(logprobs).sum()
-            stats[-1] = sum(len(p.continuations[0]) for p in passages)
+        scores = continuation_logprobs(model, self.prose, self.pad_token_id, **batching)
+        mine = [(passage, logprobs) for passage, logprobs in zip(self.prose, scores) if logprobs is not None]
+        if mine:
+            stats[-2] = -torch.cat([logprobs for _, logprobs in mine]).sum()
+            stats[-1] = sum(len(passage.continuations[0]) for passage, _ in mine)
         return stats
 
     def metrics(self, sums: torch.Tensor) -> dict[str, float]:

@@ -2,7 +2,7 @@
 checkpoint I/O plugins."""
 
 from lit_ft.strategies.checkpoint_io import AtomicCheckpointIO
-from lit_ft.strategies.consolidate import full_state_dict, is_sharded
+from lit_ft.strategies.consolidate import full_state_dict, is_sharded, local_part, reshard
 from lit_ft.strategies.ddp import DDPStrategy
 from lit_ft.strategies.deepspeed import DeepSpeedStrategy, deepspeed_config
 from lit_ft.strategies.fsdp1 import FSDP1Strategy
@@ -21,4 +21,6 @@ __all__ = [
     "full_state_dict",
     "hydra_job_command",
     "is_sharded",
+    "local_part",
+    "reshard",
 ]

@@ -17,6 +17,26 @@ def unwrapped_name(name: str) -> str:
     return _WRAPPER_PARTS.sub("", name)
 
 
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a sharded (FSDP2 ``DTensor``) tensor; any other tensor as it is."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def reshard(root: nn.Module) -> None:
+    """Register FSDP2's parameter shards again where gathered weights stand in for them (no communication).
+
+    After a forward FSDP2 keeps the weights of the root module (and of layers set not to reshard) gathered, as
+    plain tensors in place of the ``DTensor`` shards, until the backward; a forward without one (validation,
+    generation) leaves them so. Call this before reading or writing the parameters as shards: the shards are the
+    weights the optimizer updates, and the next forward gathers them again.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in root.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def is_sharded(root: nn.Module) -> bool:
     """Whether some parameters of ``root`` live in pieces across ranks (so no rank can save it alone)."""
     from torch.distributed.fsdp import FullyShardedDataParallel
