@@ -103,14 +103,18 @@ class InjectedFaults(SFTModule):
 
 
 class Trace(L.Callback):
-    """After every optimizer step: a weight, the trained-token count and the optimizer's own step count."""
+    """After every optimizer step: a weight, the trained-token count and the optimizer's own step count; and
+    the ``train/`` metrics logged so far (last values)."""
 
     steps: dict[int, tuple[torch.Tensor, int, float]] = {}
+    metrics: dict[int, dict[str, float]] = {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         weight = pl_module.model.get_output_embeddings().weight
         adam_steps = float(trainer.optimizers[0].state[weight]["step"]) if weight in trainer.optimizers[0].state else 0
         Trace.steps[trainer.global_step] = (weight.detach().clone(), pl_module.train_loss_tokens, adam_steps)
+        metrics = trainer.callback_metrics.items()
+        Trace.metrics[trainer.global_step] = {k: float(v) for k, v in metrics if k.startswith("train/")}
 
 
 def refuse_to_load(**kwargs) -> None:

@@ -3,6 +3,8 @@ count unchanged) and is counted in the summary; a streak of them stops the run w
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -39,12 +41,14 @@ def run(tmp_path, arithmetic_files, faults: list[str]):
         ],
         output_dir=tmp_path,
     )
-    Trace.steps = {}
+    Trace.steps, Trace.metrics = {}, {}
     return train(cfg)
 
 
 def test_non_finite_steps_are_skipped_and_counted(tmp_path, arithmetic_files):
-    summary = run(tmp_path, arithmetic_files, ["+module.nan_steps=[3]", "+module.inf_grad_steps=[5]"])
+    # per-task training metrics over windows of 2 steps: (1, 2), (3, 4), (5, 6)
+    faults = ["+module.nan_steps=[3]", "+module.inf_grad_steps=[5]", "trainer.log_every_n_steps=2"]
+    summary = run(tmp_path, arithmetic_files, faults)
     assert summary["skipped_steps"] == 2 and summary["skipped_step_numbers"] == [3, 5]
     steps = Trace.steps
     for skipped in (3, 5):
@@ -54,6 +58,14 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path, arithmetic_files):
     assert not torch.equal(steps[4][0], steps[3][0]) and torch.isfinite(steps[6][0]).all()
     assert [steps[s][2] for s in range(1, 7)] == [1, 2, 2, 3, 3, 4]  # AdamW stepped only on the good steps
     assert summary["optimizer_steps"] == 6  # the schedule still counts skipped steps
+    # the per-task windows leave the skipped steps out: their tokens are the tokens trained on (the NaN of step 3
+    # is not in the (3, 4) window's means)
+    for end in (2, 4, 6):
+        logged = Trace.metrics[end]
+        tokens = sum(v for k, v in logged.items() if k.startswith("train/tokens/"))
+        assert tokens == steps[end][1] - (steps[end - 2][1] if end > 2 else 0), end
+        losses = [v for k, v in logged.items() if k.startswith("train/loss/")]
+        assert len(losses) == 2 and all(math.isfinite(v) for v in losses), end
 
 
 def test_a_streak_of_non_finite_steps_stops_the_run(tmp_path, arithmetic_files):

@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
+from lit_ft.callbacks.divergence import DivergenceGuard
 from lit_ft.data.batch import example_task_ids
 
 STAGES = ("train", "val")
+Update = tuple[str, torch.Tensor, torch.Tensor]  # metric name, values [N], task ids [N]
 COUNTS = ("tokens", "examples")
 
 
@@ -62,7 +64,7 @@ class TaskMetrics(L.Callback):
       one per row of a padded batch, one per ``position_ids`` run of a packed batch).
 
     Training metrics cover a logging window of ``trainer.log_every_n_steps`` optimizer steps (every micro-batch
-    of those steps, on every rank); validation metrics cover the whole validation epoch. Values are summed over
+    of those steps, on every rank; not the steps a :class:`~lit_ft.callbacks.DivergenceGuard` skipped); validation metrics cover the whole validation epoch. Values are summed over
     ranks by torchmetrics before the division, so a DDP run logs what one process would over the same data.
 
     :meth:`summary` reports the per-task validation metrics of the first validation before training
@@ -77,6 +79,7 @@ class TaskMetrics(L.Callback):
         self._metrics: dict[str, dict[str, GroupedMean]] = {stage: {} for stage in STAGES}
         self._device = torch.device("cpu")
         self._last_step = 0
+        self._step_updates: list[Update] = []  # of the optimizer step under way
         self._fit_started = False
         self.before: dict[str, float] | None = None
         self.after: dict[str, float] | None = None
@@ -96,18 +99,26 @@ class TaskMetrics(L.Callback):
             self._metrics[stage][name] = GroupedMean(len(self.task_names)).to(self._device)
         return self._metrics[stage][name]
 
-    def _update(self, stage: str, outputs: Any, batch: dict[str, torch.Tensor]) -> None:
+    @staticmethod
+    def _updates(outputs: Any, batch: dict[str, torch.Tensor]) -> list[Update]:
+        """``(metric name, values, task ids)`` of a step's outputs."""
         if not isinstance(outputs, dict):
-            return
+            return []
+        updates = []
         if "per_token_loss" in outputs:
             mask = outputs["loss_mask"].bool()
-            self._metric(stage, "loss").update(outputs["per_token_loss"].detach()[mask], outputs["task_ids"][mask])
+            updates.append(("loss", outputs["per_token_loss"].detach()[mask], outputs["task_ids"][mask]))
         examples = outputs.get("example_task_ids")
         if examples is None:
             examples = example_task_ids(batch)
-        self._metric(stage, "examples").update(torch.ones_like(examples, dtype=torch.float64), examples)
+        updates.append(("examples", torch.ones_like(examples, dtype=torch.float64), examples))
         for name, values in outputs.get("example_metrics", {}).items():
-            self._metric(stage, name).update(values.detach(), outputs["example_task_ids"])
+            updates.append((name, values.detach(), outputs["example_task_ids"]))
+        return updates
+
+    def _update(self, stage: str, updates: list[Update]) -> None:
+        for name, values, task_ids in updates:
+            self._metric(stage, name).update(values, task_ids)
 
     def compute(self, stage: str) -> dict[str, float]:
         """The stage's metrics so far, synced over ranks (a collective: call it on every rank)."""
@@ -137,10 +148,25 @@ class TaskMetrics(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
         self._reset("train")
+        self._step_updates = []
+
+    @staticmethod
+    def _skipped(trainer: L.Trainer) -> bool:
+        """Whether a :class:`DivergenceGuard` dropped the optimizer step that has just run."""
+        return any(
+            isinstance(c, DivergenceGuard) and c.skipped_step_numbers[-1:] == [trainer.global_step]
+            for c in trainer.callbacks
+        )
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        self._update("train", outputs, batch)
+        # The micro-batches of an optimizer step count once the step is taken: not those of a step skipped for a
+        # non-finite loss or gradient (whose NaN would spoil the window's means; its tokens were not trained on).
+        self._step_updates += self._updates(outputs, batch)
         stepped, self._last_step = trainer.global_step != self._last_step, trainer.global_step
+        if stepped:
+            if not self._skipped(trainer):
+                self._update("train", self._step_updates)
+            self._step_updates = []
         # The window closes after an optimizer step, when Lightning also sends logged values to the loggers.
         if stepped and trainer.log_every_n_steps and trainer.global_step % trainer.log_every_n_steps == 0:
             for name, value in self.compute("train").items():
@@ -154,7 +180,7 @@ class TaskMetrics(L.Callback):
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        self._update("val", outputs, batch)
+        self._update("val", self._updates(outputs, batch))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
