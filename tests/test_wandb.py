@@ -121,3 +121,36 @@ def test_tiny_run_logs_offline_and_the_run_file_holds_metrics_config_and_summari
     table = json.loads(next(run_files[0].parent.glob("files/media/table/forgetting_*.table.json")).read_text())
     assert table["columns"] == ["metric", "baseline", "final", "delta"]
     assert table["data"] == [["mcq_acc", 0.5, 0.48, -0.02], ["prose_ppl", 20.0, 21.0, 1.0]]
+
+
+def test_online_run_logs_the_final_adapter_as_an_artifact_and_finishes(tmp_path, monkeypatch):
+    from lit_ft.loggers import WandbLogger
+
+    class Run:  # what the logger calls on a W&B run, recorded
+        name, dir, summary = "lora_legal", str(tmp_path / "wandb" / "run-x" / "files"), {}
+
+        def __init__(self):
+            self.artifacts, self.logged, self.finished = [], [], False
+
+        def log_artifact(self, artifact):
+            self.artifacts.append(artifact)
+
+        def log(self, data, step=None):
+            self.logged.append(data)
+
+        def finish(self):
+            self.finished = True
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "not-used")  # looks configured, so the logger is online
+    logger = WandbLogger(save_dir=str(tmp_path), log_artifact=True)
+    assert logger._offline is False
+    run = logger._experiment = Run()
+    logger.finish({"adapter_path": str(adapter), "model_path": str(tmp_path / "model"), "val_loss_after": 1.5})
+    assert run.finished and run.summary["final/val_loss_after"] == 1.5
+    [artifact] = run.artifacts
+    assert artifact.type == "model" and artifact.name == "lora_legal-model"
+    assert "adapter_config.json" in artifact.manifest.entries
