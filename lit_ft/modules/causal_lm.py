@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_ft.losses import l2_sp_penalty, masked_head_cross_entropy, shift_labels, token_cross_entropy
 from lit_ft.models.layers import decoder_layers
-from lit_ft.modules.optim import LRScaling, decay_groups, upcast_trainable
+from lit_ft.modules.optim import LRScaling, OptimizerInBackward, decay_groups, upcast_trainable
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.strategies.consolidate import full_state_dict, is_sharded, unwrapped_name
 from lit_ft.utils.io import atomic_directory
@@ -66,6 +66,11 @@ class CausalLMModule(L.LightningModule):
         compile: compile each decoder block with ``torch.compile`` (regional compilation: one block is compiled
             once and reused by all, with dynamic sequence lengths); the first steps pay the compile time. A dict
             is passed to ``torch.compile`` (for example ``{"mode": "max-autotune"}``).
+        optimizer_in_backward: update each parameter inside backward as soon as its gradient is complete, and free
+            that gradient (:class:`lit_ft.modules.optim.OptimizerInBackward`): the gradients of all the weights are
+            never alive together (each is divided by the step's loss tokens just before use). Single device,
+            no gradient accumulation, no gradient clipping (``trainer.gradient_clip_val=null``), no L2-SP, no fp16
+            loss scaling: each is refused with what to change (see :meth:`check_optimizer_in_backward`).
     """
 
     # What the loss is averaged over, and what `train_loss_tokens` counts (preference modules: "pairs").
@@ -85,6 +90,7 @@ class CausalLMModule(L.LightningModule):
         l2sp: float = 0.0,
         head_chunk_tokens: int | None = 1024,
         compile: bool | dict[str, Any] = False,
+        optimizer_in_backward: bool = False,
     ) -> None:
         super().__init__()
         # No save_hyperparameters: the arguments are factories, which would make checkpoints need pickle
@@ -99,6 +105,8 @@ class CausalLMModule(L.LightningModule):
         self._l2sp_anchors: dict[str, torch.Tensor] = {}  # theta_0, not in the state dict (rebuilt on resume)
         self.head_chunk_tokens = head_chunk_tokens
         self.compile = compile
+        self.optimizer_in_backward = optimizer_in_backward
+        self._updated_in_backward = False  # whether the last backward ran (and so updated the weights)
         # Checkpoints of partly frozen models hold only the trainable weights, so loading one is not strict.
         self.strict_loading = freeze is None and adapter is None
         self.model: PreTrainedModel | None = None
@@ -223,7 +231,9 @@ class CausalLMModule(L.LightningModule):
         totals = torch.stack([self._window_loss, self._window_tokens.float()])
         window_loss, window_tokens = self.trainer.strategy.reduce(totals, reduce_op="sum").tolist()
         stepping = True
-        if not self.trainer.strategy.handles_gradient_accumulation:
+        if self.optimizer_in_backward:  # backward has divided the gradients and updated the weights
+            stepping = self._updated_in_backward
+        elif not self.trainer.strategy.handles_gradient_accumulation:
             scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / max(window_tokens, 1.0)
             stepping = False  # no gradient left: a DivergenceGuard dropped this step, its tokens are not trained on
             for parameter in self.parameters():
@@ -238,6 +248,21 @@ class CausalLMModule(L.LightningModule):
         self.log_step_metrics(window_loss / max(window_tokens, 1.0), optimizer)
         self._window_loss = torch.zeros((), device=self._window_loss.device)
         self._window_tokens = torch.zeros((), device=self._window_tokens.device)
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Back-propagate. With ``optimizer_in_backward`` backward also updates the weights, so what
+        :meth:`on_before_optimizer_step` does to gradients happens in it: each gradient is divided by the loss
+        tokens of the step (one micro-batch on one device: the rest is refused) just before its parameter's update,
+        the same operation as the normal path's. A step whose loss is NaN/inf skips backward, so no weight changes
+        (a DivergenceGuard counts the step as skipped); non-finite gradients of a finite loss cannot be caught."""
+        self._updated_in_backward = False
+        if self.optimizer_in_backward:
+            if not torch.isfinite(loss.detach()).all():
+                log.warning("Step %d: non-finite loss, backward and its update skipped.", self.trainer.global_step + 1)
+                return
+            self.trainer.optimizers[0].grad_scale = 1.0 / max(float(self._window_tokens), 1.0)
+        super().backward(loss, *args, **kwargs)
+        self._updated_in_backward = True
 
     @torch.no_grad()
     def add_l2sp_gradient(self) -> None:
@@ -295,7 +320,16 @@ class CausalLMModule(L.LightningModule):
     # --- optimisation --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         num_training_steps = int(self.trainer.estimated_stepping_batches)
-        optimizer = self.optimizer_factory(decay_groups(self, self.weight_decay, self.layer_lr_decay))
+        groups = decay_groups(self, self.weight_decay, self.layer_lr_decay)
+        if self.optimizer_in_backward:
+            # Lightning keeps automatic optimization: to it this is one optimizer whose step() runs the closure
+            # (forward, backward: the per-parameter updates happen in there), so its hooks, logging, LR scheduler
+            # and checkpointing work unchanged. Manual optimization would need its own training_step in every
+            # module (SFT, reward, DPO) for the same result.
+            self.check_optimizer_in_backward()
+            optimizer = OptimizerInBackward(groups, self.optimizer_factory)
+        else:
+            optimizer = self.optimizer_factory(groups)
         batch_factor = self.batch_lr_factor()
         for group in optimizer.param_groups:  # before the scheduler records each group's initial LR
             group["lr"] *= batch_factor * group.get("lr_scale", 1.0)
@@ -304,6 +338,40 @@ class CausalLMModule(L.LightningModule):
             log.info("Layer-wise learning rates (depth: lr, top first): %s", lrs)
         scheduler = self.scheduler_factory(optimizer, num_training_steps=num_training_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def check_optimizer_in_backward(self) -> None:
+        """Refuse what cannot work when each parameter is updated as soon as its own gradient is ready."""
+        trainer, problems = self.trainer, []
+        if trainer.accumulate_grad_batches > 1:
+            problems.append(
+                f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}: the update happens in every "
+                "backward, so gradients cannot be summed over micro-batches first (raise data.batch_size instead)"
+            )
+        if trainer.gradient_clip_val:
+            problems.append(
+                f"trainer.gradient_clip_val={trainer.gradient_clip_val}: clipping by the global gradient norm needs "
+                "all the gradients before the first update (set trainer.gradient_clip_val=null)"
+            )
+        if trainer.world_size > 1 or trainer.strategy.handles_gradient_accumulation:
+            problems.append(
+                "a distributed or DeepSpeed strategy: gradients are reduced across ranks (or kept by the engine) "
+                "after the per-parameter update has run (use one device)"
+            )
+        if self.l2sp:
+            problems.append(f"module.l2sp={self.l2sp}: its gradient is added after backward (set module.l2sp=0)")
+        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+            problems.append("fp16 loss scaling unscales gradients after backward (use bf16-mixed or 32-true)")
+        if problems:
+            raise ValueError(
+                "module.optimizer_in_backward=true does not work with "
+                + "; ".join(problems)
+                + ". Or set module.optimizer_in_backward=false."
+            )
+
+    def on_train_end(self) -> None:
+        for optimizer in self.trainer.optimizers:  # later backward passes (another fit) must not update
+            if isinstance(optimizer, OptimizerInBackward):
+                optimizer.remove_hooks()
 
     def batch_lr_factor(self) -> float:
         """The ``lr_scaling`` multiplier for this run's global batch (examples or packed sequences per optimizer

@@ -1,11 +1,14 @@
-"""Optimizer parameter groups (weight decay, layer-wise learning rates) and batch-size LR scaling."""
+"""Optimizer parameter groups (weight decay, layer-wise learning rates), batch-size LR scaling, and the optimizer
+step fused into backward."""
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from functools import partial
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -73,3 +76,80 @@ def upcast_trainable(model: nn.Module) -> nn.Module:
         if parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()
     return model
+
+
+class OptimizerInBackward(torch.optim.Optimizer):
+    """The optimizer step fused into backward (torchtune's ``optimizer_in_bwd``): one optimizer per parameter,
+    stepped by a ``register_post_accumulate_grad_hook`` as soon as backward has accumulated that parameter's
+    gradient, which is then freed.
+
+    A normal step keeps every gradient until backward ends (as much memory as the trainable weights, alive at
+    the same time as the optimizer state); here only the gradients backward is still accumulating are alive.
+    The updates are those of one optimizer over all the parameters for any element-wise optimizer (AdamW, Adam,
+    SGD), provided nothing needs all the gradients before the step: no clipping by the global gradient norm, no
+    gradient accumulation over micro-batches, no reduction of gradients across ranks after backward (the module
+    refuses those, see ``CausalLMModule.check_optimizer_in_backward``).
+
+    To Lightning and to LR schedulers it is one optimizer over the same parameter groups:
+
+    - ``grad_scale`` multiplies each gradient just before its step (the module sets it before each backward to turn
+      a summed loss's gradients into a mean's);
+    - ``param_groups`` hold the hyperparameters a scheduler sets; they are copied into a parameter's own
+      optimizer just before its step, so a scheduler stepped on this object drives all of them;
+    - ``step(closure)`` only runs the closure (Lightning's forward and backward, in which the updates happen);
+    - ``state_dict()`` holds the per-parameter optimizers' states (``per_parameter``, in the order of the groups'
+      parameters) beside the groups, and ``load_state_dict`` restores them, so a resumed run continues exactly.
+
+    Args:
+        param_groups: parameter groups as for any torch optimizer (for example :func:`decay_groups`).
+        optimizer_factory: builds an optimizer from parameter groups (``partial(torch.optim.AdamW, lr=...)``);
+            called once on all the groups to complete them with its defaults, then once per parameter.
+    """
+
+    def __init__(
+        self, param_groups: list[dict[str, Any]], optimizer_factory: Callable[[list[dict]], torch.optim.Optimizer]
+    ) -> None:
+        template = optimizer_factory(param_groups)  # completes each group with the optimizer's defaults (lr, ...)
+        super().__init__(template.param_groups, template.defaults)
+        self.grad_scale = 1.0
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self._hooks = []
+        for index, group in enumerate(self.param_groups):
+            for parameter in group["params"]:
+                optimizer = optimizer_factory([{**group, "params": [parameter]}])
+                self.optimizers.append(optimizer)
+                hook = partial(self._step_parameter, index, optimizer)
+                self._hooks.append(parameter.register_post_accumulate_grad_hook(hook))
+
+    def _step_parameter(self, group_index: int, optimizer: torch.optim.Optimizer, parameter: torch.Tensor) -> None:
+        # By index: load_state_dict replaces the group dicts.
+        group = self.param_groups[group_index]
+        optimizer.param_groups[0].update((key, value) for key, value in group.items() if key != "params")
+        if self.grad_scale != 1.0:
+            parameter.grad.mul_(self.grad_scale)
+        optimizer.step()
+        parameter.grad = None
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Run ``closure`` (forward and backward, which update the parameters); there is nothing left to do."""
+        return closure() if closure is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "per_parameter": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)  # the groups (what the scheduler set); the per-parameter key is ignored
+        states = state_dict["per_parameter"]
+        if len(states) != len(self.optimizers):
+            raise ValueError(
+                f"the checkpoint holds {len(states)} per-parameter optimizer states, expected "
+                f"{len(self.optimizers)} (was it saved with the same trainable parameters?)"
+            )
+        for optimizer, state in zip(self.optimizers, states):
+            optimizer.load_state_dict(state)
+
+    def remove_hooks(self) -> None:
+        """Detach the update from backward (at the end of training: later backward passes must not step)."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
