@@ -56,6 +56,9 @@ class Config:
     gradient_checkpointing: bool = False
     head_on_loss_tokens: bool = True
     compile: bool = False
+    optimizer_in_backward: bool = False  # lit-ft: update each weight inside backward (needs no clipping)
+    gradient_clip_val: float | None = 1.0  # lit-ft (TRL's matched runs clip at 1.0)
+    lora_dropout: float = LORA["dropout"]
     batch_size: int = 4
     max_length: int = 256
     seq_len: int | None = None  # scaling curve: rows of exactly this many tokens (one causal sequence each)
@@ -269,16 +272,17 @@ def run_litft(cfg: Config) -> dict[str, Any]:
         # fused: as transformers' Trainer (so TRL) defaults to with torch >= 2.8
         optimizer=partial(torch.optim.AdamW, lr=cfg.learning_rate, weight_decay=0.0, fused=True),
         scheduler=lambda optimizer, num_training_steps: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
-        adapter=LoRA(**LORA) if cfg.mode == "lora" else None,
+        adapter=LoRA(**{**LORA, "dropout": cfg.lora_dropout}) if cfg.mode == "lora" else None,
         head_on_loss_tokens=cfg.head_on_loss_tokens,
         compile=cfg.compile,
+        optimizer_in_backward=cfg.optimizer_in_backward,
     )
     trainer = L.Trainer(
         accelerator="auto",
         devices=1,
         precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
         max_steps=cfg.warmup + cfg.steps,
-        gradient_clip_val=1.0,
+        gradient_clip_val=cfg.gradient_clip_val,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -359,7 +363,7 @@ def run_trl(cfg: Config) -> dict[str, Any]:
     peft_config = None
     if cfg.mode == "lora":
         peft_config = LoraConfig(
-            r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], target_modules="all-linear"
+            r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=cfg.lora_dropout, target_modules="all-linear"
         )
 
     class CountingSFTTrainer(SFTTrainer):
@@ -452,6 +456,7 @@ def ablation_configs(modes: list[str], steps: int, warmup: int, threads: int) ->
     """lit-ft with one optimisation changed at a time (bf16 only where the machine has native bf16)."""
     base = {"steps": steps, "warmup": warmup, "threads": threads, "setting": "ablation"}
     free = {"batching": "padding_free", "attn": "sdpa_varlen"}
+    in_backward = {"optimizer_in_backward": True, "gradient_clip_val": None}  # clipping needs all gradients
     configs = []
     for mode in modes:
         configs += [
@@ -463,7 +468,10 @@ def ablation_configs(modes: list[str], steps: int, warmup: int, threads: int) ->
             Config("lit-ft", mode, label="packed 256, sdpa_varlen", batching="packed", attn="sdpa_varlen", **base),
             Config("lit-ft", mode, label="+ grad ckpt", gradient_checkpointing=True, **free, **base),
             Config("lit-ft", mode, label="+ compile", compile=True, **free, **base),
+            Config("lit-ft", mode, label="+ optimizer in backward, no clip", **in_backward, **free, **base),
         ]
+        if mode == "lora":
+            configs.append(Config("lit-ft", mode, label="+ LoRA dropout 0", lora_dropout=0.0, **free, **base))
         if bf16_is_fast():
             configs.append(Config("lit-ft", mode, label="+ bf16-mixed", precision="bf16", **free, **base))
     return configs
