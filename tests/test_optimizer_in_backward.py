@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
+from lit_ft.config import ConfigError, validate_config
 from lit_ft.data import Collator
 from lit_ft.models import tiny_llama
 from lit_ft.modules import SFTModule
@@ -104,8 +105,15 @@ def test_refuses_accumulation_clipping_and_l2sp_with_what_to_change(tokenizer):
     module = SFTModule(model=lambda: tiny_llama(tokenizer, seed=0), l2sp=0.1, optimizer_in_backward=True)
     loader = DataLoader(random_examples([9, 6]), batch_size=2, collate_fn=Collator(tokenizer.pad_token_id))
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, gradient_clip_val=None, enable_progress_bar=False)
-    with pytest.raises(ValueError, match=r"module.l2sp=0.1.*module.optimizer_in_backward=false"):
+    with pytest.raises(ValueError, match=r"module.l2sp=0.1.*set module.l2sp=0"):
         trainer.fit(module, loader)
+    # A config is refused before anything is built (the default trainer clips at 1.0).
+    cfg = compose_config(["model=tiny", "module.optimizer_in_backward=true", "trainer.accumulate_grad_batches=4"])
+    with pytest.raises(ConfigError, match=r"accumulate_grad_batches=4.*; trainer.gradient_clip_val=1.0"):
+        validate_config(cfg)
+    validate_config(
+        compose_config(["model=tiny", "module.optimizer_in_backward=true", "trainer.gradient_clip_val=null"])
+    )
 
 
 class StopAfterStep(L.Callback):

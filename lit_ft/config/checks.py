@@ -126,6 +126,23 @@ def check_preference(cfg: DictConfig) -> list[str]:
     return errors
 
 
+def check_optimizer_in_backward(cfg: DictConfig) -> list[str]:
+    """The settings the default config has that optimizer-in-backward refuses (clipping, accumulation), caught
+    before the model is loaded; the module checks the rest (distributed strategies) when training starts."""
+    from lit_ft.modules.optim import optimizer_in_backward_refusal
+
+    if not _get(cfg, "module.optimizer_in_backward", False):
+        return []
+    refusal = optimizer_in_backward_refusal(
+        _get(cfg, "trainer.accumulate_grad_batches", 1),
+        _get(cfg, "trainer.gradient_clip_val"),
+        distributed=False,
+        l2sp=_get(cfg, "module.l2sp", 0.0),
+        fp16_scaling=str(_get(cfg, "trainer.precision", "")) in ("16-mixed", "16"),
+    )
+    return [refusal] if refusal else []
+
+
 # Modules add their own rules here (for example DPO's loss and log-prob reduction).
 CHECKS: list[Check] = [
     check_packing,
@@ -133,6 +150,7 @@ CHECKS: list[Check] = [
     check_quantization,
     check_freeze_with_adapter,
     check_preference,
+    check_optimizer_in_backward,
 ]
 
 

@@ -24,7 +24,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_ft.losses import l2_sp_penalty, masked_head_cross_entropy, shift_labels, token_cross_entropy
 from lit_ft.models.layers import decoder_layers
-from lit_ft.modules.optim import LRScaling, OptimizerInBackward, decay_groups, upcast_trainable
+from lit_ft.modules.optim import (
+    LRScaling,
+    OptimizerInBackward,
+    decay_groups,
+    optimizer_in_backward_refusal,
+    upcast_trainable,
+)
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.strategies.consolidate import full_state_dict, is_sharded, unwrapped_name
 from lit_ft.utils.io import atomic_directory
@@ -70,7 +76,7 @@ class CausalLMModule(L.LightningModule):
             that gradient (:class:`lit_ft.modules.optim.OptimizerInBackward`): the gradients of all the weights are
             never alive together (each is divided by the step's loss tokens just before use). Single device,
             no gradient accumulation, no gradient clipping (``trainer.gradient_clip_val=null``), no L2-SP, no fp16
-            loss scaling: each is refused with what to change (see :meth:`check_optimizer_in_backward`).
+            loss scaling: each is refused with what to change (:func:`optimizer_in_backward_refusal`).
     """
 
     # What the loss is averaged over, and what `train_loss_tokens` counts (preference modules: "pairs").
@@ -326,7 +332,16 @@ class CausalLMModule(L.LightningModule):
             # (forward, backward: the per-parameter updates happen in there), so its hooks, logging, LR scheduler
             # and checkpointing work unchanged. Manual optimization would need its own training_step in every
             # module (SFT, reward, DPO) for the same result.
-            self.check_optimizer_in_backward()
+            trainer = self.trainer
+            refusal = optimizer_in_backward_refusal(
+                trainer.accumulate_grad_batches,
+                trainer.gradient_clip_val,
+                distributed=trainer.world_size > 1 or trainer.strategy.handles_gradient_accumulation,
+                l2sp=self.l2sp,
+                fp16_scaling=getattr(trainer.precision_plugin, "scaler", None) is not None,
+            )
+            if refusal:
+                raise ValueError(refusal)
             optimizer = OptimizerInBackward(groups, self.optimizer_factory)
         else:
             optimizer = self.optimizer_factory(groups)
@@ -338,35 +353,6 @@ class CausalLMModule(L.LightningModule):
             log.info("Layer-wise learning rates (depth: lr, top first): %s", lrs)
         scheduler = self.scheduler_factory(optimizer, num_training_steps=num_training_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def check_optimizer_in_backward(self) -> None:
-        """Refuse what cannot work when each parameter is updated as soon as its own gradient is ready."""
-        trainer, problems = self.trainer, []
-        if trainer.accumulate_grad_batches > 1:
-            problems.append(
-                f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}: the update happens in every "
-                "backward, so gradients cannot be summed over micro-batches first (raise data.batch_size instead)"
-            )
-        if trainer.gradient_clip_val:
-            problems.append(
-                f"trainer.gradient_clip_val={trainer.gradient_clip_val}: clipping by the global gradient norm needs "
-                "all the gradients before the first update (set trainer.gradient_clip_val=null)"
-            )
-        if trainer.world_size > 1 or trainer.strategy.handles_gradient_accumulation:
-            problems.append(
-                "a distributed or DeepSpeed strategy: gradients are reduced across ranks (or kept by the engine) "
-                "after the per-parameter update has run (use one device)"
-            )
-        if self.l2sp:
-            problems.append(f"module.l2sp={self.l2sp}: its gradient is added after backward (set module.l2sp=0)")
-        if getattr(trainer.precision_plugin, "scaler", None) is not None:
-            problems.append("fp16 loss scaling unscales gradients after backward (use bf16-mixed or 32-true)")
-        if problems:
-            raise ValueError(
-                "module.optimizer_in_backward=true does not work with "
-                + "; ".join(problems)
-                + ". Or set module.optimizer_in_backward=false."
-            )
 
     def on_train_end(self) -> None:
         for optimizer in self.trainer.optimizers:  # later backward passes (another fit) must not update

@@ -78,6 +78,36 @@ def upcast_trainable(model: nn.Module) -> nn.Module:
     return model
 
 
+def optimizer_in_backward_refusal(
+    accumulate_grad_batches: int, gradient_clip_val: float | None, distributed: bool, l2sp: float, fp16_scaling: bool
+) -> str | None:
+    """Why :class:`OptimizerInBackward` cannot train a run with these settings, with what to change (``None``: it
+    can). Each refused setting needs all the gradients after backward, when each parameter has been updated."""
+    problems = []
+    if accumulate_grad_batches > 1:
+        problems.append(
+            f"trainer.accumulate_grad_batches={accumulate_grad_batches}: the update happens in every backward, so "
+            "gradients cannot be summed over micro-batches first (raise data.batch_size instead)"
+        )
+    if gradient_clip_val:
+        problems.append(
+            f"trainer.gradient_clip_val={gradient_clip_val}: clipping by the global gradient norm needs all the "
+            "gradients before the first update (set trainer.gradient_clip_val=null)"
+        )
+    if distributed:
+        problems.append(
+            "a distributed or DeepSpeed strategy: gradients are reduced across ranks (or kept by the engine) after "
+            "the per-parameter update has run (use one device)"
+        )
+    if l2sp:
+        problems.append(f"module.l2sp={l2sp}: its gradient is added after backward (set module.l2sp=0)")
+    if fp16_scaling:
+        problems.append("fp16 loss scaling: it unscales the gradients after backward (use bf16-mixed or 32-true)")
+    if not problems:
+        return None
+    return f"module.optimizer_in_backward=true does not work with {'; '.join(problems)}. Or set it to false."
+
+
 class OptimizerInBackward(torch.optim.Optimizer):
     """The optimizer step fused into backward (torchtune's ``optimizer_in_bwd``): one optimizer per parameter,
     stepped by a ``register_post_accumulate_grad_hook`` as soon as backward has accumulated that parameter's
@@ -88,7 +118,7 @@ class OptimizerInBackward(torch.optim.Optimizer):
     The updates are those of one optimizer over all the parameters for any element-wise optimizer (AdamW, Adam,
     SGD), provided nothing needs all the gradients before the step: no clipping by the global gradient norm, no
     gradient accumulation over micro-batches, no reduction of gradients across ranks after backward (the module
-    refuses those, see ``CausalLMModule.check_optimizer_in_backward``).
+    refuses those: :func:`optimizer_in_backward_refusal`).
 
     To Lightning and to LR schedulers it is one optimizer over the same parameter groups:
 
