@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
+from lit_ft.callbacks import DivergenceGuard
 from lit_ft.config import ConfigError, validate_config
 from lit_ft.data import Collator
 from lit_ft.models import tiny_llama
@@ -43,7 +44,7 @@ class Probe(L.Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def fit(tokenizer, in_backward: bool, steps: int = 4, **trainer_kwargs) -> tuple[SFTModule, Probe]:
+def fit(tokenizer, in_backward: bool, steps: int = 4, callbacks=(), **trainer_kwargs) -> tuple[SFTModule, Probe]:
     examples = random_examples([12, 7, 16, 9, 20, 5, 11, 14], seed=3)
     loader = DataLoader(examples, batch_size=2, collate_fn=Collator(tokenizer.pad_token_id))
     module = SFTModule(
@@ -62,7 +63,7 @@ def fit(tokenizer, in_backward: bool, steps: int = 4, **trainer_kwargs) -> tuple
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[probe],
+        callbacks=[probe, *callbacks],
         **options,
     )
     trainer.fit(module, loader)
@@ -114,6 +115,33 @@ def test_refuses_accumulation_clipping_and_l2sp_with_what_to_change(tokenizer):
     validate_config(
         compose_config(["model=tiny", "module.optimizer_in_backward=true", "trainer.gradient_clip_val=null"])
     )
+
+
+class NaNLossAtStep(L.Callback):
+    """Make the loss of optimizer step ``step`` NaN (through the final norm's output); record whether that step
+    left the weights as they were."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.unchanged = step, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step + 1 == self.step:
+            self.before = [p.detach().clone() for p in pl_module.parameters()]
+            norm = pl_module.model.model.norm
+            self.handle = norm.register_forward_hook(lambda module, args, out: out * float("nan"))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            self.handle.remove()
+            self.unchanged = all(torch.equal(b, p) for b, p in zip(self.before, pl_module.parameters()))
+
+
+def test_a_nan_loss_skips_the_update_and_the_divergence_guard_counts_it(tokenizer):
+    nan, guard = NaNLossAtStep(step=2), DivergenceGuard(max_consecutive=2)
+    module, probe = fit(tokenizer, in_backward=True, steps=3, callbacks=[nan, guard])
+    assert nan.unchanged is True and guard.skipped_step_numbers == [2]
+    assert probe.changed_in_backward == [False, False, True]  # step 1 at LR 0, step 2 skipped, step 3 trains
+    assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
 class StopAfterStep(L.Callback):
