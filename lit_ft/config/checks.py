@@ -12,9 +12,11 @@ log = logging.getLogger(__name__)
 
 # Attention backends for which transformers builds the per-example mask of a packed batch from its restarting
 # position_ids (masking_utils: block-diagonal causal mask for sdpa/eager/flex, varlen boundaries for flash).
+# lit-ft's sdpa_varlen (lit_ft/models/attention.py) runs sdpa on each example's segment of the row.
 # Any other backend (a hub kernel, paged attention, modelling code of its own) would attend across examples.
 PACKING_SAFE_ATTENTION = (
     "sdpa",
+    "sdpa_varlen",
     "eager",
     "flex_attention",
     "flash_attention_2",
