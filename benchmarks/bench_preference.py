@@ -54,6 +54,7 @@ from common import (
     ratio_cells,
     run_all,
     select,
+    steps_line,
     trl_arguments,
     trl_timer,
     worker,
@@ -138,12 +139,16 @@ def trl_row(task: str, pair: dict[str, Any]) -> dict[str, Any]:
 
 def load(cfg: Config, head: str = "lm", gradient_checkpointing: bool = False):
     """The model both tools train (``transformers``' ``from_pretrained`` through lit-ft's ``load_model``). A new
-    score head is drawn from ``cfg.seed`` alone, so the two tools start from the same reward model."""
+    score head is drawn from ``cfg.seed`` alone, and drawing it leaves the global RNG as it was (``from_pretrained``
+    initialises missing weights from it), so both tools also draw the same LoRA initialisation after it."""
     import torch
 
     from lit_ft.models import load_model
 
-    model = load_model(MODEL, attn_implementation=cfg.attn, gradient_checkpointing=gradient_checkpointing, head=head)
+    with torch.random.fork_rng(devices=[]):
+        model = load_model(
+            MODEL, attn_implementation=cfg.attn, gradient_checkpointing=gradient_checkpointing, head=head
+        )
     if head == "score":
         with torch.no_grad():
             generator = torch.Generator().manual_seed(cfg.seed)
@@ -340,8 +345,7 @@ def write_report(results: list[tuple[Config, dict]], peaks: dict[str, float], st
         rows = [(c, r) for c, r in results if c.setting == setting]
         if not rows:
             continue
-        c0 = rows[0][0]
-        lines += [f"## {title}", "", f"{c0.warmup} warm-up steps excluded, {c0.steps} measured steps.", ""]
+        lines += [f"## {title}", "", steps_line(rows), ""]
         lines += [
             "| task | mode | reference | tool | settings | pairs/s | tokens/s | tokens/CPU-s | step s | ref pass s | "
             "peak MB | MFU % | loss step 1 | loss last | acc last | margin last | speed (CPU time) | speed (wall) | "
@@ -391,7 +395,7 @@ def main() -> None:
 
     configs = comparison_configs(args.tasks, args.modes, args.references, args.steps, args.warmup, args.threads)
     report = partial(write_report, out=args.out)
-    run_all(select(configs, args.only), Path(__file__), args.json, report, args.threads)
+    run_all(select(configs, args.only), Path(__file__), args.json, report, args.threads, args.repeats, args.update)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from common import (
     ratio_cells,
     run_all,
     select,
+    steps_line,
     trl_arguments,
     trl_timer,
     worker,
@@ -285,8 +286,7 @@ def write_report(results: list[tuple[Config, dict]], peaks: dict[str, float], st
         rows = [(c, r) for c, r in results if c.setting == setting]
         if not rows:
             continue
-        c0 = rows[0][0]
-        lines += [f"## {title}", "", f"{c0.warmup} warm-up steps excluded, {c0.steps} measured steps.", ""]
+        lines += [f"## {title}", "", steps_line(rows), ""]
         lines += [
             "| mode | tool | settings | tokens/s | tokens/CPU-s | step s | first step s | peak MB | MB at start | MFU % | "
             "loss step 1 | loss last | speed (CPU time) | speed (wall) | memory |",
@@ -331,7 +331,8 @@ def main() -> None:
     if "scaling" in args.suite:
         configs += scaling_configs(max(2, args.steps // 2), 1, args.threads)
     report = partial(write_report, out=args.out)
-    run_all(select(configs, args.only), Path(__file__), args.out.with_suffix(".json"), report, args.threads)
+    configs = select(configs, args.only)
+    run_all(configs, Path(__file__), args.out.with_suffix(".json"), report, args.threads, args.repeats, args.update)
 
 
 if __name__ == "__main__":

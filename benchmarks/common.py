@@ -360,21 +360,34 @@ def worker(cfg: Config, run: Callable[[Config], dict[str, Any]]) -> None:
     print("RESULT " + json.dumps({**result, "peak_mem_mb": peak_memory_mb()}), flush=True)
 
 
-def run_isolated(cfg: Config, script: Path, log_dir: Path) -> dict[str, Any]:
+def run_isolated(cfg: Config, script: Path, log_dir: Path, repeat: int = 0) -> dict[str, Any]:
     """Run ``cfg`` with ``script --worker`` in a fresh process pinned to ``cfg.threads`` cores; return its result
-    (or the error)."""
+    (or the error), with the 1-minute load average of the machine when it started and ended."""
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
     env.update({"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore", "HF_HUB_OFFLINE": "1"})
     command = [sys.executable, str(script), "--worker", json.dumps(asdict(cfg))]
     if shutil.which("taskset") and (os.cpu_count() or 1) >= cfg.threads:
         command = ["taskset", "-c", f"0-{cfg.threads - 1}", *command]
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
-    (log_dir / f"{cfg.name}.log").write_text(proc.stdout + proc.stderr)
+    (log_dir / f"{cfg.name}{f'-{repeat}' if repeat else ''}.log").write_text(proc.stdout + proc.stderr)
+    loads = {"load_start": load, "load_end": os.getloadavg()[0]}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return {**json.loads(line[7:]), "wall_s": time.perf_counter() - start}
-    return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]}
+            return {**json.loads(line[7:]), "wall_s": time.perf_counter() - start, **loads}
+    return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"], **loads}
+
+
+def best_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the most tokens per CPU-second (the one least slowed by other processes on the machine), with
+    every run's rate and peak memory beside it (``repeats``); the last error when no run succeeded."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[-1]
+    best = max(ok, key=lambda r: r["tokens_per_cpu_s"])
+    if len(runs) == 1:
+        return best
+    return {**best, "repeats": [{k: r.get(k) for k in ("tokens_per_cpu_s", "peak_mem_mb", "error")} for r in runs]}
 
 
 def measure_peaks(dtypes: set[str], threads: int) -> dict[str, float]:
@@ -399,6 +412,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 16))
     parser.add_argument("--only", nargs="*", help="run only configurations whose label contains one of these")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per configuration; the best is reported")
+    parser.add_argument("--update", action="store_true", help="keep the other configurations' saved results")
 
 
 def select(configs: list[Config], only: list[str] | None) -> list[Config]:
@@ -415,24 +430,34 @@ def run_all(
     json_out: Path,
     report: Callable[[list[tuple[Config, dict]], dict[str, float], str], str],
     threads: int,
+    repeats: int = 1,
+    update: bool = False,
 ) -> None:
-    """Run each configuration in a fresh process, rewriting ``json_out`` and the report after each; print the report.
+    """Run each configuration in a fresh process, ``repeats`` times (round-robin over the configurations, so a
+    slow spell on the machine hits different ones), rewriting ``json_out`` and the report after each run; print
+    the report. Each configuration reports its best run (:func:`best_run`).
 
+    With ``update`` the results already in ``json_out`` are kept, those of re-run configurations replaced.
     ``report(results, peaks, started_load)`` writes the report and returns its text.
     """
     started_load = load_average()
     peaks = measure_peaks({c.precision for c in configs}, threads)
     log_dir = Path(tempfile.mkdtemp(prefix=f"{script.stem}_logs_"))
-    results = []
-    for cfg in configs:
-        result = run_isolated(cfg, script, log_dir)
-        results.append((cfg, result))
-        brief = {k: round(v, 3) for k, v in result.items() if isinstance(v, float)}
-        mode = cfg.mode if cfg.task == "sft" else f"{cfg.task}-{cfg.mode}"
-        print(f"{cfg.setting:9s} {mode:5s} {cfg.tool:7s} {cfg.label:28s} {brief or result}", flush=True)
-        json_out.write_text(json.dumps([{"config": asdict(c), "result": r} for c, r in results], indent=1))
-        report(results, peaks, started_load)
-    print(report(results, peaks, started_load))
+    previous = json.loads(json_out.read_text()) if update and json_out.exists() else []
+    results = {Config(**e["config"]).name: (Config(**e["config"]), e["result"]) for e in previous}
+    runs: dict[str, list[dict[str, Any]]] = {cfg.name: [] for cfg in configs}
+    for repeat in range(repeats):
+        for cfg in configs:
+            result = run_isolated(cfg, script, log_dir, repeat)
+            runs[cfg.name].append(result)
+            results[cfg.name] = (cfg, best_run(runs[cfg.name]))
+            brief = {k: round(v, 3) for k, v in result.items() if isinstance(v, float)}
+            mode = cfg.mode if cfg.task == "sft" else f"{cfg.task}-{cfg.mode}"
+            print(f"{cfg.setting:9s} {mode:5s} {cfg.tool:7s} {cfg.label:28s} {brief or result}", flush=True)
+            rows = list(results.values())
+            json_out.write_text(json.dumps([{"config": asdict(c), "result": r} for c, r in rows], indent=1))
+            report(rows, peaks, started_load)
+    print(report(list(results.values()), peaks, started_load))
     print(f"\nlogs: {log_dir}")
 
 
@@ -463,6 +488,19 @@ def mfu_percent(cfg: Config, r: dict, peaks: dict[str, float], flops_per_param_t
     peak = peaks.get(cfg.precision) or peaks.get("fp32")
     n = r["params"] - (r["trainable_params"] if cfg.mode == "lora" else 0)
     return 100 * flops_per_param_token * n * r["tokens_per_cpu_s"] / (peak * 1e9) if peak else None
+
+
+def steps_line(rows: list[tuple[Config, dict]]) -> str:
+    """How the rows of a table were measured: warm-up and measured steps, and the best of how many runs."""
+    cfg = rows[0][0]
+    line = f"{cfg.warmup} warm-up steps excluded, {cfg.steps} measured steps."
+    repeats = max(len(r.get("repeats", [r])) for _, r in rows)
+    loads = [r[k] for _, r in rows for k in ("load_start", "load_end") if k in r]
+    if repeats > 1:
+        line = line[:-1] + f"; each row the best of {repeats} runs (most tokens/CPU-s)."
+    if loads:
+        line += f" Load average (1 min) during these runs: {min(loads):.1f}-{max(loads):.1f}."
+    return line
 
 
 def ratio_cells(r: dict, ref: dict | None) -> list[str]:
