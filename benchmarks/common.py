@@ -1,0 +1,531 @@
+"""Machinery shared by the side-by-side benchmarks (``bench_sft.py``, ``bench_preference.py``).
+
+Each benchmark script defines its configurations and how to run one of them with lit-ft and with TRL; this
+module runs every configuration in a fresh process pinned to ``--threads`` cores, measures it the same way for
+both tools (step times, non-padding tokens, peak memory, losses and metrics per step, the machine's matmul
+peak) and writes the script's Markdown section of ``benchmarks/RESULTS.md`` without touching the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "smollm2-135m-instruct"
+LORA = {"r": 16, "alpha": 32}
+
+
+@dataclass
+class Config:
+    """One benchmark run. ``batching``: padded | padding_free | grouped (length-grouped, padded) | packed."""
+
+    tool: str  # "lit-ft" or "trl"
+    mode: str  # "full" or "lora"
+    setting: str  # "matched", "defaults", "ablation", "scaling"
+    label: str = ""
+    task: str = "sft"  # "sft", "dpo" or "reward"
+    reference: str | None = None  # DPO: "precomputed", "adapter" or "copy"
+    precision: str = "fp32"  # "fp32" or "bf16" (mixed: fp32 master weights, bf16 autocast)
+    batching: str = "padded"
+    attn: str = "sdpa"  # lit-ft: "sdpa", "sdpa_varlen" (per-example attention in padding-free rows), ...
+    gradient_checkpointing: bool = False
+    head_on_loss_tokens: bool = True
+    compile: bool = False
+    optimizer_in_backward: bool = False  # lit-ft: update each weight inside backward (needs no clipping)
+    gradient_clip_val: float | None = 1.0  # lit-ft (TRL's matched runs clip at 1.0)
+    batch_size: int = 4
+    max_length: int = 256
+    seq_len: int | None = None  # scaling curve: rows of exactly this many tokens (one causal sequence each)
+    steps: int = 8
+    warmup: int = 2
+    threads: int = 2
+    lr: float | None = None
+    lora_dropout: float = 0.05
+    seed: int = 0
+    trl_defaults: bool = False  # TRL: start from its config class' defaults (bf16, gradient checkpointing) untouched
+    profile: str | None = None  # write a torch.profiler table of the measured steps to this file
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (2e-4 if self.mode == "lora" else 2e-5)
+
+    @property
+    def name(self) -> str:
+        parts = [self.setting, self.task, self.mode, self.reference, self.tool, self.label or self.batching]
+        return "-".join(p for p in parts if p).replace(" ", "_").replace("/", "_")
+
+
+# --- measurements shared by both tools ------------------------------------------------------------------------
+
+
+def reset_peak_memory() -> float:
+    """Reset the peak-memory counter; return the memory in use now (MB), the floor training adds to."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        in_use = torch.cuda.memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+        return in_use
+    status = Path("/proc/self/status").read_text()
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the resident-set high-water mark (Linux >= 4.0)
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+
+
+def matmul_peak_gflops(dtype_name: str, threads: int) -> float:
+    """Best of a few square matmuls (1024 and 2048) in ``dtype_name``: the machine's reachable GEMM rate.
+
+    On CPU the time is the process' CPU time divided by ``threads`` (as for the training rates), so the peak
+    is what the benchmark's threads reach while they run, whatever else shares the machine.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    best = 0.0
+    for n in (1024, 2048, 4096) if device == "cuda" else (1024, 2048):
+        a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+        a @ b
+        for _ in range(3):
+            clock = time.perf_counter if device == "cuda" else time.process_time
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = clock()
+            a @ b
+            if device == "cuda":
+                torch.cuda.synchronize()
+            elapsed = (clock() - start) / (1 if device == "cuda" else threads)
+            best = max(best, 2 * n**3 / elapsed / 1e9)
+            if elapsed > 5:  # slow dtype on this machine: one sample is enough
+                return best
+    return best
+
+
+def bf16_is_fast() -> bool:
+    """Whether this machine has native bf16 matmuls (CUDA with bf16, or a CPU oneDNN runs bf16 on natively)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+class StepRecorder:
+    """Wall time at the end of each optimizer step, non-padding tokens, loss and metrics of each step.
+
+    ``metrics`` holds one list per metric name (reward accuracy, say), one value per step. :meth:`phase` times
+    work done once before training (a pass of reference log-probs), reported apart from the steps.
+    With ``cfg.profile`` set, the measured steps run under ``torch.profiler`` and the table of operators by
+    self CPU (or CUDA) time is written to that file.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.ends: list[float] = []
+        self.cpu_ends: list[float] = []
+        self.tokens: list[int] = []
+        self.losses: list[float] = []
+        self.metrics: dict[str, list[float]] = defaultdict(list)
+        self.phases: dict[str, float] = {}
+        self.started = 0.0
+        self.memory_at_start = 0.0
+        self._pending_tokens = 0
+        self._profiler = None
+
+    def count(self, tokens: int) -> None:
+        self._pending_tokens += tokens
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the wall and CPU seconds of the block to ``<name>_s`` and ``<name>_cpu_s``."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.phases[f"{name}_s"] = self.phases.get(f"{name}_s", 0.0) + time.perf_counter() - wall
+        self.phases[f"{name}_cpu_s"] = self.phases.get(f"{name}_cpu_s", 0.0) + time.process_time() - cpu
+
+    def step_end(self, loss: float | None) -> None:
+        self.ends.append(time.perf_counter())
+        self.cpu_ends.append(time.process_time())
+        self.tokens.append(self._pending_tokens)
+        self._pending_tokens = 0
+        if loss is not None:
+            self.losses.append(float(loss))
+        if self.cfg.profile and len(self.ends) == self.cfg.warmup:
+            import torch
+
+            self._profiler = torch.profiler.profile(record_shapes=True)
+            self._profiler.start()
+        if self._profiler is not None and len(self.ends) == self.cfg.warmup + self.cfg.steps:
+            self._profiler.stop()
+            sort = "self_cuda_time_total" if self._profiler.use_device == "cuda" else "self_cpu_time_total"
+            table = self._profiler.key_averages(group_by_input_shape=False).table(sort_by=sort, row_limit=40)
+            Path(self.cfg.profile).write_text(table)
+            self._profiler = None
+
+    def record(self, values: dict[str, Any], names: dict[str, str]) -> None:
+        """Append ``values[theirs]`` to ``metrics[ours]`` for each ``ours: theirs`` of ``names`` present in ``values``."""
+        for ours, theirs in names.items():
+            if values.get(theirs) is not None:
+                self.metrics[ours].append(float(values[theirs]))
+
+    def summary(self, cfg: Config, params: int, trainable: int) -> dict[str, Any]:
+        w = cfg.warmup
+        last = w + cfg.steps - 1
+        if len(self.ends) < w + cfg.steps:
+            raise RuntimeError(f"only {len(self.ends)} steps recorded, expected {w + cfg.steps}")
+        seconds = self.ends[last] - self.ends[w - 1] if w else self.ends[cfg.steps - 1] - self.started
+        cpu_seconds = self.cpu_ends[last] - self.cpu_ends[w - 1] if w else self.cpu_ends[cfg.steps - 1]
+        tokens = sum(self.tokens[w : w + cfg.steps])
+        result = {
+            "tokens_per_s": tokens / seconds,
+            "tokens_per_cpu_s": tokens / (cpu_seconds / cfg.threads),
+            "step_s": seconds / cfg.steps,
+            "first_step_s": self.ends[0] - self.started,
+            "tokens_per_step": tokens / cfg.steps,
+            "loss_first": self.losses[0] if self.losses else None,
+            "loss_last": self.losses[last] if len(self.losses) > last else None,
+            "losses": self.losses,
+            "memory_at_start_mb": self.memory_at_start,
+            "params": params,
+            "trainable_params": trainable,
+            **self.phases,
+        }
+        if self.metrics:
+            result["metrics"] = dict(self.metrics)
+            result["metrics_first"] = {k: v[0] for k, v in self.metrics.items() if v}
+            result["metrics_last"] = {k: v[last] for k, v in self.metrics.items() if len(v) > last}
+        return result
+
+
+# --- lit-ft and TRL runs: what every benchmark sets the same way ------------------------------------------------
+
+
+def litft_optimization(cfg: Config) -> dict[str, Any]:
+    """``optimizer`` and ``scheduler`` arguments of a lit-ft module: fused AdamW (as transformers' Trainer, so TRL,
+    defaults to with torch >= 2.8), no weight decay, constant LR."""
+    from functools import partial
+
+    import torch
+
+    return {
+        "optimizer": partial(torch.optim.AdamW, lr=cfg.learning_rate, weight_decay=0.0, fused=True),
+        "scheduler": lambda optimizer, num_training_steps: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+        "optimizer_in_backward": cfg.optimizer_in_backward,
+    }
+
+
+def litft_trainer(cfg: Config, recorder: StepRecorder, metrics: dict[str, str] | None = None):
+    """A Lightning Trainer for ``warmup + steps`` optimizer steps that feeds ``recorder``: peak memory reset when
+    training starts, non-padding tokens of each batch (``task_ids != -1``), ``train/loss`` and the logged
+    ``metrics`` (``ours: logged name``) after each step."""
+    import lightning as L
+    import torch
+
+    class Timer(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            recorder.memory_at_start = reset_peak_memory()
+            recorder.started = time.perf_counter()
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            recorder.count(int((batch["task_ids"] != -1).sum()))  # task_ids are -1 exactly on padding
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            recorder.step_end(trainer.callback_metrics.get("train/loss"))
+            recorder.record(trainer.callback_metrics, metrics or {})
+
+    return L.Trainer(
+        accelerator="auto",
+        devices=1,
+        precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
+        max_steps=cfg.warmup + cfg.steps,
+        gradient_clip_val=cfg.gradient_clip_val,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[Timer()],
+    )
+
+
+def trl_arguments(cfg: Config, matched: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Arguments of a TRL config class (``SFTConfig``, ``DPOConfig``, ``RewardConfig``): the run's length, LR and
+    order (the benchmark's own, shared with lit-ft), and unless ``cfg.trl_defaults`` the matched settings (fp32,
+    no gradient checkpointing, no weight decay, clipping 1.0, plus ``matched``). With ``trl_defaults`` the config
+    class keeps its own values, except bf16 on machines without native bf16 (see :func:`bf16_is_fast`)."""
+    required = {
+        "output_dir": tempfile.mkdtemp(prefix="bench_trl_"),
+        "per_device_train_batch_size": cfg.batch_size,
+        "max_steps": cfg.warmup + cfg.steps,
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": "constant",
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "train_sampling_strategy": "sequential",  # the benchmark's own order, shared with lit-ft
+        "seed": cfg.seed,
+    }
+    if cfg.trl_defaults:
+        return {**required, **({} if bf16_is_fast() else {"bf16": False})}
+    return {
+        **required,
+        "bf16": cfg.precision == "bf16",
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+        **(matched or {}),
+    }
+
+
+def trl_timer(recorder: StepRecorder, metrics: dict[str, str] | None = None):
+    """A transformers ``TrainerCallback`` feeding ``recorder``: peak memory reset when training starts, the end
+    of each optimizer step, the logged ``loss`` and ``metrics`` (``ours: logged name``; needs ``logging_steps=1``)."""
+    import torch
+    from transformers import TrainerCallback
+
+    class Timer(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            recorder.memory_at_start = reset_peak_memory()
+            recorder.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            recorder.step_end(None)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                recorder.losses.append(float(logs["loss"]))
+                recorder.record(logs, metrics or {})
+
+    return Timer()
+
+
+def counting_trainer(trainer_class: type, recorder: StepRecorder) -> type:
+    """``trainer_class`` counting the non-padding tokens of each training batch into ``recorder``."""
+
+    class Counting(trainer_class):
+        def training_step(self, model, inputs, *args, **kwargs):
+            if "attention_mask" in inputs:
+                recorder.count(int(inputs["attention_mask"].sum()))
+            else:  # padding-free / packed: one row, no padding
+                recorder.count(int(inputs["input_ids"].numel()))
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    return Counting
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """All and trainable parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --- orchestration ----------------------------------------------------------------------------------------------
+
+
+def worker(cfg: Config, run: Callable[[Config], dict[str, Any]]) -> None:
+    """Run ``cfg`` in this (fresh) process and print its result on a ``RESULT`` line."""
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    sys.path.insert(0, str(REPO))
+    result = run(cfg)
+    print("RESULT " + json.dumps({**result, "peak_mem_mb": peak_memory_mb()}), flush=True)
+
+
+def run_isolated(cfg: Config, script: Path, log_dir: Path, repeat: int = 0) -> dict[str, Any]:
+    """Run ``cfg`` with ``script --worker`` in a fresh process pinned to ``cfg.threads`` cores; return its result
+    (or the error), with the 1-minute load average of the machine when it started and ended."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
+    env.update({"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore", "HF_HUB_OFFLINE": "1"})
+    command = [sys.executable, str(script), "--worker", json.dumps(asdict(cfg))]
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= cfg.threads:
+        command = ["taskset", "-c", f"0-{cfg.threads - 1}", *command]
+    start, load = time.perf_counter(), os.getloadavg()[0]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
+    (log_dir / f"{cfg.name}{f'-{repeat}' if repeat else ''}.log").write_text(proc.stdout + proc.stderr)
+    loads = {"load_start": load, "load_end": os.getloadavg()[0]}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return {**json.loads(line[7:]), "wall_s": time.perf_counter() - start, **loads}
+    return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"], **loads}
+
+
+def best_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the most tokens per CPU-second (the one least slowed by other processes on the machine), with
+    every run's rate and peak memory beside it (``repeats``); the last error when no run succeeded."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[-1]
+    best = max(ok, key=lambda r: r["tokens_per_cpu_s"])
+    if len(runs) == 1:
+        return best
+    return {**best, "repeats": [{k: r.get(k) for k in ("tokens_per_cpu_s", "peak_mem_mb", "error")} for r in runs]}
+
+
+def measure_peaks(dtypes: set[str], threads: int) -> dict[str, float]:
+    """Matmul peak (GFLOP/s) per dtype, each in a fresh process (fp32 always)."""
+    peaks = {}
+    for dtype in sorted(dtypes | {"fp32"}):
+        code = f"from benchmarks.common import matmul_peak_gflops as f; print(f({dtype!r}, {threads}))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+        peaks[dtype] = float(out.stdout.strip() or 0)
+        print(f"matmul peak {dtype}: {peaks[dtype]:.0f} GFLOP/s", flush=True)
+    return peaks
+
+
+def load_average() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=8, help="measured optimizer steps per configuration")
+    parser.add_argument("--warmup", type=int, default=2, help="optimizer steps run first and excluded")
+    parser.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 16))
+    parser.add_argument("--only", nargs="*", help="run only configurations whose label contains one of these")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per configuration; the best is reported")
+    parser.add_argument("--update", action="store_true", help="keep the other configurations' saved results")
+
+
+def select(configs: list[Config], only: list[str] | None) -> list[Config]:
+    """The configurations whose label contains, or whose setting, task or reference is, one of ``only``."""
+    if not only:
+        return configs
+    keys = lambda c: (c.setting, c.task, c.reference, c.mode)  # noqa: E731
+    return [c for c in configs if any(o in c.label or o in keys(c) for o in only)]
+
+
+def run_all(
+    configs: list[Config],
+    script: Path,
+    json_out: Path,
+    report: Callable[[list[tuple[Config, dict]], dict[str, float], str], str],
+    threads: int,
+    repeats: int = 1,
+    update: bool = False,
+) -> None:
+    """Run each configuration in a fresh process, ``repeats`` times (round-robin over the configurations, so a
+    slow spell on the machine hits different ones), rewriting ``json_out`` and the report after each run; print
+    the report. Each configuration reports its best run (:func:`best_run`).
+
+    With ``update`` the results already in ``json_out`` are kept, those of re-run configurations replaced.
+    ``report(results, peaks, started_load)`` writes the report and returns its text.
+    """
+    started_load = load_average()
+    peaks = measure_peaks({c.precision for c in configs}, threads)
+    log_dir = Path(tempfile.mkdtemp(prefix=f"{script.stem}_logs_"))
+    previous = json.loads(json_out.read_text()) if update and json_out.exists() else []
+    results = {Config(**e["config"]).name: (Config(**e["config"]), e["result"]) for e in previous}
+    runs: dict[str, list[dict[str, Any]]] = {cfg.name: [] for cfg in configs}
+    for repeat in range(repeats):
+        for cfg in configs:
+            result = run_isolated(cfg, script, log_dir, repeat)
+            runs[cfg.name].append(result)
+            results[cfg.name] = (cfg, best_run(runs[cfg.name]))
+            brief = {k: round(v, 3) for k, v in result.items() if isinstance(v, float)}
+            mode = cfg.mode if cfg.task == "sft" else f"{cfg.task}-{cfg.mode}"
+            print(f"{cfg.setting:9s} {mode:5s} {cfg.tool:7s} {cfg.label:28s} {brief or result}", flush=True)
+            rows = list(results.values())
+            json_out.write_text(json.dumps([{"config": asdict(c), "result": r} for c, r in rows], indent=1))
+            report(rows, peaks, started_load)
+    print(report(list(results.values()), peaks, started_load))
+    print(f"\nlogs: {log_dir}")
+
+
+# --- report -----------------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def machine_line(peaks: dict[str, float]) -> str:
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+    model_name = ""
+    if Path("/proc/cpuinfo").exists():
+        match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        model_name = match.group(1) if match else ""
+    peak = ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peaks.items())
+    return (
+        f"{model_name or device}, {os.cpu_count()} cores; torch {torch.__version__}; measured matmul peak: {peak}; "
+        f"load average (1/5/15 min) at the end: {load_average()}"
+    )
+
+
+def mfu_percent(cfg: Config, r: dict, peaks: dict[str, float], flops_per_param_token: float = 6.0) -> float | None:
+    """``flops_per_param_token * N * tokens/CPU-s`` over the matmul peak, in percent (N: base-model parameters)."""
+    peak = peaks.get(cfg.precision) or peaks.get("fp32")
+    n = r["params"] - (r["trainable_params"] if cfg.mode == "lora" else 0)
+    return 100 * flops_per_param_token * n * r["tokens_per_cpu_s"] / (peak * 1e9) if peak else None
+
+
+def steps_line(rows: list[tuple[Config, dict]]) -> str:
+    """How the rows of a table were measured: warm-up and measured steps, and the best of how many runs."""
+    cfg = rows[0][0]
+    line = f"{cfg.warmup} warm-up steps excluded, {cfg.steps} measured steps."
+    repeats = max(len(r.get("repeats", [r])) for _, r in rows)
+    loads = [r[k] for _, r in rows for k in ("load_start", "load_end") if k in r]
+    if repeats > 1:
+        line = line[:-1] + f"; each row the best of {repeats} runs (most tokens/CPU-s)."
+    if loads:
+        line += f" Load average (1 min) during these runs: {min(loads):.1f}-{max(loads):.1f}."
+    return line
+
+
+def ratio_cells(r: dict, ref: dict | None) -> list[str]:
+    """Speed (CPU time), speed (wall) and memory of ``r`` as multiples of ``ref``'s (``-`` without a reference)."""
+    if not ref:
+        return ["-", "-", "-"]
+    return [
+        f"{r['tokens_per_cpu_s'] / ref['tokens_per_cpu_s']:.2f}x",
+        f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}x",
+        f"{r['peak_mem_mb'] / ref['peak_mem_mb']:.2f}x",
+    ]
+
+
+def write_section(out: Path, key: str, text: str) -> None:
+    """Put ``text`` in ``out`` between the markers of section ``key`` (replacing that section only, or appending it)."""
+    begin, end = f"<!-- begin {key} -->", f"<!-- end {key} -->"
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    old = out.read_text() if out.exists() else ""
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        tail = rest.split(end, 1)[1].strip("\n")
+        new = head + block + ("\n" + tail + "\n" if tail else "")
+    else:
+        new = (old.rstrip() + "\n\n" if old.strip() else "") + block
+    out.write_text(new)
