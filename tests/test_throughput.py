@@ -13,7 +13,7 @@ from lit_ft.callbacks import ProgressBar, Throughput
 from lit_ft.data.batch import example_task_ids, non_padding_tokens
 from lit_ft.models import Freeze, LoRA, tiny_llama
 from lit_ft.modules import SFTModule
-from lit_ft.utils.perf import compute_dtype, measure_matmul_flops, training_flops_per_token
+from lit_ft.utils.perf import compute_dtype, head_flops_per_token, measure_matmul_flops, training_flops_per_token
 from tests.test_task_metrics import packed_batch, padded_batch
 
 # tiny_llama: hidden 64, 4 heads of 16, 2 KV heads, FFN 128, vocabulary 49152 (tied head)
@@ -39,6 +39,18 @@ def test_flops_per_token_full_lora_and_frozen_by_hand(tokenizer):
         4 * (i + o) for i, o in [(64, 64), (64, 32), (64, 32), (64, 64), (64, 128), (64, 128), (128, 64)]
     )
     assert training_flops_per_token(lora) == 4 * (n + adapters) + 2 * adapters  # about 4N
+
+
+def test_head_share_of_the_flops_by_hand(tokenizer):
+    # forward and the hidden states' gradient; plus the weight gradient when the head trains
+    assert head_flops_per_token(tiny_llama(tokenizer, num_layers=3)) == 6 * HEAD
+    assert head_flops_per_token(LoRA(r=4, target_modules="all-linear")(tiny_llama(tokenizer, num_layers=3))) == 4 * HEAD
+    assert head_flops_per_token(torch.nn.Linear(4, 4)) == 0  # no output embedding, no head share
+
+
+def test_a_module_with_full_logits_runs_the_head_everywhere(tiny_model):
+    module = SFTModule(model=lambda: tiny_model, head_on_loss_tokens=False)
+    assert module.head_positions(padded_batch()) is None  # Throughput then counts the head on every token
 
 
 def test_compute_dtype_and_matmul_peak():
@@ -71,8 +83,11 @@ def test_throughput_counts_non_padding_tokens_and_examples(tokenizer, tiny_model
     summary = throughput.summary()["perf"]
     assert summary["timed_tokens"] == tokens  # step 2 only: step 1 is warm-up
     assert summary["samples_per_s"] / summary["tokens_per_s"] == pytest.approx(samples / tokens)
-    assert summary["mfu"] == pytest.approx(summary["flops_per_token"] * summary["tokens_per_s"] / 1e12)
-    assert summary["flops_per_token"] == training_flops_per_token(module.model)
+    # the module runs the LM head on loss-carrying targets only: 5 of the padded batch's, 4 of the packed one's
+    assert int(module.head_positions(padded_batch()) + module.head_positions(packed_batch())) == 9
+    flops = training_flops_per_token(module.model) * tokens - head_flops_per_token(module.model) * (tokens - 9)
+    assert summary["flops_per_token"] == pytest.approx(flops / tokens)
+    assert summary["mfu"] == pytest.approx(flops / tokens * summary["tokens_per_s"] / 1e12)
     metrics = trainer.callback_metrics  # the last window (step 2) is what was logged last
     assert metrics["perf/tokens_per_s"].item() == pytest.approx(summary["tokens_per_s"], rel=1e-5)
     assert 0.1 < metrics["perf/peak_mem_gb"].item() < 64  # peak RSS of this process

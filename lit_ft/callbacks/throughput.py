@@ -10,7 +10,13 @@ import lightning as L
 import torch
 
 from lit_ft.data.batch import example_task_ids, non_padding_tokens
-from lit_ft.utils.perf import compute_dtype, measure_matmul_flops, peak_memory_bytes, training_flops_per_token
+from lit_ft.utils.perf import (
+    compute_dtype,
+    head_flops_per_token,
+    measure_matmul_flops,
+    peak_memory_bytes,
+    training_flops_per_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +28,11 @@ class Throughput(L.Callback):
       packed batch that are not padding: ``task_ids >= 0``), on all ranks together; samples are examples (one per
       padded row, one per packed segment);
     - time is wall time spent in the training loop (data loading included), validation and checks excluded;
-    - MFU = ``flops_per_token · tokens/s / (peak_flops · world_size)``, with
-      :func:`~lit_ft.utils.perf.training_flops_per_token` (6·N for full fine-tuning, about 4·N for LoRA);
+    - MFU = ``training FLOPs/s / (peak_flops · world_size)``. A batch's FLOPs are
+      :func:`~lit_ft.utils.perf.training_flops_per_token` (6·N for full fine-tuning, about 4·N for LoRA) per
+      token, less the LM head's share (:func:`~lit_ft.utils.perf.head_flops_per_token`) on the tokens a module
+      skips it for (``head_positions``: with ``head_on_loss_tokens`` the head runs on loss tokens only, so
+      counting it on every token would credit work never done, and can read above a measured peak);
       ``peak_flops`` is per device, a number, or ``"auto"`` to measure a matmul in the training dtype once at
       the start (about a second), or None to skip MFU;
     - peak memory: CUDA max allocated, else the process's peak RSS (max over ranks), in GB (1e9 bytes).
@@ -38,9 +47,10 @@ class Throughput(L.Callback):
         self.peak_flops = peak_flops
         self.warmup_steps = warmup_steps
         self.flops_per_token: float | None = None
+        self.head_flops_per_token = 0.0
         self.device_peak: float | None = None
-        self._window = torch.zeros(3, dtype=torch.float64)  # tokens, samples, seconds
-        self._totals = torch.zeros(3, dtype=torch.float64)  # after warm-up, all ranks
+        self._window = torch.zeros(4, dtype=torch.float64)  # tokens, samples, seconds, FLOPs
+        self._totals = torch.zeros(4, dtype=torch.float64)  # after warm-up, all ranks
         self._started: float | None = None
         self._last_step = 0
         self._world_size = 1
@@ -48,6 +58,7 @@ class Throughput(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.flops_per_token = training_flops_per_token(pl_module.model)
+        self.head_flops_per_token = head_flops_per_token(pl_module.model)
         self._world_size = trainer.world_size
         if self.peak_flops == "auto":
             dtype = compute_dtype(str(trainer.precision), next(pl_module.parameters()).dtype)
@@ -75,14 +86,18 @@ class Throughput(L.Callback):
         self._pause()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        self._window[0] += float(non_padding_tokens(batch))
+        tokens = float(non_padding_tokens(batch))
+        self._window[0] += tokens
         self._window[1] += len(example_task_ids(batch))
+        self._window[3] += self.flops_per_token * tokens - self.head_flops_per_token * self._skipped_head(
+            pl_module, batch, tokens
+        )
         stepped, self._last_step = trainer.global_step != self._last_step, trainer.global_step
         if not (stepped and trainer.log_every_n_steps and trainer.global_step % trainer.log_every_n_steps == 0):
             return
         self._pause()
         window = trainer.strategy.reduce(self._window.to(pl_module.device), reduce_op="sum").cpu()
-        tokens, samples = float(window[0]), float(window[1])
+        tokens, samples, flops = float(window[0]), float(window[1]), float(window[3])
         seconds = float(window[2]) / trainer.world_size  # each rank timed the same wall-clock window
         peak = torch.tensor(float(peak_memory_bytes(pl_module.device)), device=pl_module.device)
         peak_gb = float(trainer.strategy.reduce(peak, reduce_op="max")) / 1e9
@@ -92,17 +107,25 @@ class Throughput(L.Callback):
             "perf/peak_mem_gb": peak_gb,
         }
         if self.device_peak:
-            self.last["perf/mfu"] = self.flops_per_token * tokens / seconds / (self.device_peak * trainer.world_size)
+            self.last["perf/mfu"] = flops / seconds / (self.device_peak * trainer.world_size)
         for name, value in self.last.items():
             pl_module.log(name, value, on_step=True, on_epoch=False)
         if trainer.global_step - trainer.log_every_n_steps >= self.warmup_steps:  # the window began after warm-up
-            self._totals += torch.tensor([tokens, samples, seconds], dtype=torch.float64)
+            self._totals += torch.tensor([tokens, samples, seconds, flops], dtype=torch.float64)
         self._window.zero_()
         self._started = time.perf_counter()
 
+    def _skipped_head(self, pl_module: L.LightningModule, batch: dict[str, torch.Tensor], tokens: float) -> float:
+        """Tokens of ``batch`` the LM head did not run on (0 unless the module says where it runs)."""
+        if not self.head_flops_per_token or not hasattr(pl_module, "head_positions"):
+            return 0.0
+        positions = pl_module.head_positions(batch)
+        return 0.0 if positions is None else tokens - float(positions)
+
     def summary(self) -> dict[str, Any]:
-        """``perf``: tokens/s, samples/s and MFU averaged over the run after warm-up, and peak memory."""
-        tokens, samples, seconds = self._totals.tolist()
+        """``perf``: tokens/s, samples/s and MFU averaged over the run after warm-up, and peak memory;
+        ``flops_per_token`` is the run's average (the head counted where it ran)."""
+        tokens, samples, seconds, flops = self._totals.tolist()
         if not seconds:
             return {"perf": {}}
         perf: dict[str, Any] = {
@@ -110,10 +133,9 @@ class Throughput(L.Callback):
             "samples_per_s": samples / seconds,
             "timed_tokens": int(tokens),
             "timed_seconds": seconds,
-            "flops_per_token": self.flops_per_token,
+            "flops_per_token": flops / tokens,
             "peak_mem_gb": self.last.get("perf/peak_mem_gb"),
         }
         if self.device_peak:
-            mfu = self.flops_per_token * tokens / seconds / (self.device_peak * self._world_size)
-            perf.update(peak_flops=self.device_peak, mfu=mfu)
+            perf.update(peak_flops=self.device_peak, mfu=flops / seconds / (self.device_peak * self._world_size))
         return {"perf": perf}

@@ -22,7 +22,7 @@ from torch.distributed.fsdp import FSDPModule
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lit_ft.losses import l2_sp_penalty, masked_head_cross_entropy, shift_labels, token_cross_entropy
+from lit_ft.losses import IGNORE_INDEX, l2_sp_penalty, masked_head_cross_entropy, shift_labels, token_cross_entropy
 from lit_ft.models.layers import decoder_layers
 from lit_ft.modules.optim import (
     LRScaling,
@@ -189,7 +189,7 @@ class CausalLMModule(L.LightningModule):
         model's own weights (embeddings, head) are gathered only by its ``forward``, so it runs whole there.
         """
         model = model or self.model
-        if self.head_on_loss_tokens and not isinstance(model, FSDPModule):
+        if self._head_on_loss_tokens(model):
             causal_lm = self._causal_lm(model)
             hidden = causal_lm.get_decoder()(**self._model_inputs(batch)).last_hidden_state
             per_token_loss, loss_mask = masked_head_cross_entropy(
@@ -198,6 +198,16 @@ class CausalLMModule(L.LightningModule):
         else:
             per_token_loss, loss_mask = token_cross_entropy(self(batch, model), batch["labels"])
         return {"per_token_loss": per_token_loss, "loss_mask": loss_mask, "task_ids": shift_labels(batch["task_ids"])}
+
+    def _head_on_loss_tokens(self, model: PreTrainedModel) -> bool:
+        return self.head_on_loss_tokens and not isinstance(model, FSDPModule)
+
+    def head_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The number of positions of a training batch the LM head runs on: its loss-carrying targets with
+        ``head_on_loss_tokens``; None when it runs on every token. The ``Throughput`` callback counts FLOPs by it."""
+        if not self._head_on_loss_tokens(self.model):
+            return None
+        return (shift_labels(batch["labels"]) != IGNORE_INDEX).sum()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         out = self.token_losses(batch)

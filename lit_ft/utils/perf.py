@@ -51,11 +51,23 @@ def training_flops_per_token(model: nn.Module) -> float:
     gives the usual ``6·N``; LoRA about ``4·N`` (the frozen weights pass gradients on but get none);
     training the top k layers only ``2·N`` plus ``4·N`` of those layers and the head. Attention's
     sequence-length term (``12·layers·hidden·T`` per token, a few percent at T of a few hundred) and
-    activation-checkpointing recomputation are not counted (MFU, not hardware FLOP utilisation); the head is
-    counted on every token even when the module runs it only on loss tokens (``head_on_loss_tokens``).
+    activation-checkpointing recomputation are not counted (MFU, not hardware FLOP utilisation). The head's
+    share is :func:`head_flops_per_token`.
     """
     weights = _matmul_weights(model)
     return 2.0 * _numel(weights) + 2.0 * backprop_weights(model) + 2.0 * _numel(weights, trainable_only=True)
+
+
+def head_flops_per_token(model: nn.Module) -> float:
+    """The LM head's part of :func:`training_flops_per_token`: ``2·N_head`` forward, ``2·N_head`` for the
+    gradient of the hidden states, and ``2·N_head`` more when the head trains. 0 for a model without an output
+    embedding (a reward model, whose small score head stays in the rest). A module that runs the head only on
+    loss tokens does this share of the FLOPs on those tokens only (see the ``Throughput`` callback)."""
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a peft wrapper
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        return 0.0
+    return (6.0 if head.weight.requires_grad else 4.0) * head.weight.numel()
 
 
 def compute_dtype(precision: str, parameter_dtype: torch.dtype) -> torch.dtype:
