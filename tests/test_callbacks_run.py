@@ -63,7 +63,7 @@ def test_summary_holds_per_task_loss_forgetting_early_stopping_perf_and_samples(
             f"data.train_files={train_file}",
             f"data.val_files={val_file}",
             "data.batch_size=8",
-            "trainer.max_steps=4",
+            "trainer.max_steps=5",  # checks at steps 2 and 4; the weights of step 5 are never validated
             "trainer.val_check_interval=2",
             "module.optimizer.lr=3e-3",
         ],
@@ -86,6 +86,10 @@ def test_summary_holds_per_task_loss_forgetting_early_stopping_perf_and_samples(
     )
     stopping = written["early_stopping"]
     assert stopping["restored_best"] and stopping["best_step"] in (2, 4)
+    # checks after training are labelled with the step of the weights they scored: the restored best step
+    assert forgetting["checks"][-1]["stage"] == "final" and forgetting["checks"][-1]["step"] == stopping["best_step"]
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert {row["step"] for row in rows if row["stage"] == "after"} == {stopping["best_step"]}
     assert written["perf"]["tokens_per_s"] > 0 and written["perf"]["mfu"] > 0
     assert len(written["samples"]) == 2 and {"before", "after"} <= set(written["samples"][0])
 

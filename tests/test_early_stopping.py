@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from lit_ft.callbacks import EarlyStoppingWithRestore
+from lit_ft.callbacks.early_stopping import weights_step
 from lit_ft.data import Collator
 from lit_ft.models import LoRA, tiny_llama
 from lit_ft.modules import SFTModule
@@ -81,6 +82,7 @@ def test_training_ends_on_the_best_check_whether_it_stops_early_or_not(tokenizer
     assert summary["best_score"] == 1.0 and summary["best_step"] == 3 and summary["restored_best"]
     assert summary["stopped_early"] == (patience == 2)
     assert summary["stopped_step"] == (5 if patience == 2 else None)
+    assert weights_step(trainer) == 3  # what checks after training label their results with
 
     resumed = EarlyStoppingWithRestore(monitor="val/loss")  # the best weights travel in the checkpoint
     resumed.load_state_dict(stopper.state_dict())

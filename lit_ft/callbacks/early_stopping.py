@@ -24,6 +24,16 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def weights_step(trainer: L.Trainer) -> int:
+    """The optimizer step whose weights the module holds: the best check's step once an
+    :class:`EarlyStoppingWithRestore` has put its weights back, else ``trainer.global_step``. Checks that run
+    after training (forgetting, samples) label their results with it."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStoppingWithRestore) and callback.restored:
+            return callback.best_step
+    return trainer.global_step
+
+
 @torch.no_grad()
 def load_trainable_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy :func:`trainable_state`'s ``state`` back into the parameters (the next forward of a sharded model

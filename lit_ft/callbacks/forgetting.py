@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from peft import PeftModel
 
+from lit_ft.callbacks.early_stopping import weights_step
 from lit_ft.eval.general import GeneralAbility, load_passages, load_questions
 from lit_ft.eval.harness import harness_available, run_harness
 from lit_ft.strategies.consolidate import local_part, reshard
@@ -163,7 +164,7 @@ class ForgettingCheck(L.Callback):
         return named
 
     def _record(self, trainer: L.Trainer, stage: str, scores: dict[str, float]) -> list[str]:
-        step = trainer.global_step
+        step = weights_step(trainer)
         self.checks.append({"stage": stage, "step": step, **scores})
         deltas = self.deltas(scores)
         if trainer.is_global_zero:

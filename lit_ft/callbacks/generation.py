@@ -11,6 +11,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from lit_ft.callbacks.early_stopping import weights_step
 from lit_ft.data.readers import Record, read_records
 from lit_ft.data.rows import ChatExample, parse_messages, parse_sft_row
 
@@ -133,10 +134,11 @@ class GenerationSamples(L.Callback):
         self.samples[stage] = answers
         if not trainer.is_global_zero:
             return
+        step = weights_step(trainer)
         rows = [
             {
                 "stage": stage,
-                "step": trainer.global_step,
+                "step": step,
                 "task_type": p.get("task_type"),
                 "prompt": prompt_text(p),
                 "answer": a,
@@ -147,10 +149,10 @@ class GenerationSamples(L.Callback):
         output_dir = self.output_dir or Path(trainer.default_root_dir)
         with (output_dir / "samples.jsonl").open("a") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
-        self._show(rows, stage, trainer)
+        self._show(rows, stage, step, trainer)
 
-    def _show(self, rows: list[dict[str, Any]], stage: str, trainer: L.Trainer) -> None:
-        table = Table(title=f"Generation samples ({stage}, step {trainer.global_step})", show_lines=True)
+    def _show(self, rows: list[dict[str, Any]], stage: str, step: int, trainer: L.Trainer) -> None:
+        table = Table(title=f"Generation samples ({stage}, step {step})", show_lines=True)
         for column in ("task_type", "prompt", "answer", "reference"):
             table.add_column(column, overflow="fold")
         for row in rows:
