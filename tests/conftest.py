@@ -19,6 +19,16 @@ def tokenizer():
 
 
 @pytest.fixture
+def one_thread():
+    """Same kernels and reduction order in every run (runs compared bit for bit), and no OpenMP pool for a
+    forked process to inherit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_model(tokenizer):
     return tiny_llama(tokenizer, seed=0)
 

@@ -22,5 +22,32 @@ def compose_config(overrides: list[str], output_dir: Path | None = None, name: s
         return compose(config_name=name, overrides=[*overrides, *extra])
 
 
+def step_logged_config(
+    files: tuple[Path, Path], step_log: Path, output_dir: Path, overrides: list[str], data: str = "sft"
+) -> DictConfig:
+    """A tiny-model run on ``files`` (train, val) with no logger or progress bar that writes every step's loss
+    to ``step_log`` (``tests.faults.StepLog``): the runs that resume tests compare step by step."""
+    train_file, val_file = files
+    return compose_config(
+        [
+            "model=tiny",
+            f"data={data}",
+            f"data.train_files={train_file}",
+            f"data.val_files={val_file}",
+            "data.max_length=64",
+            "data.batch_size=4",
+            "logger=none",
+            "callbacks.progress_bar=null",
+            "+trainer.enable_progress_bar=false",
+            "trainer.max_epochs=-1",
+            "module.optimizer.lr=3e-3",
+            "+callbacks.step_log._target_=tests.faults.StepLog",
+            f"+callbacks.step_log.path={step_log}",
+            *overrides,
+        ],
+        output_dir=output_dir,
+    )
+
+
 def experiment_names() -> list[str]:
     return sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

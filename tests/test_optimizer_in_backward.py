@@ -20,7 +20,7 @@ from lit_ft.modules.optim import OptimizerInBackward
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.run import train
 from tests.faults import read_step_log
-from tests.helpers import compose_config
+from tests.helpers import compose_config, step_logged_config
 from tests.test_batching import random_examples
 
 
@@ -155,45 +155,24 @@ class StopAfterStep(L.Callback):
             trainer.should_stop = True
 
 
-def test_checkpoint_holds_the_per_parameter_states_and_resumes_exactly(tmp_path, arithmetic_files, tokenizer):
-    train_file, val_file = arithmetic_files
-
+def test_checkpoint_holds_the_per_parameter_states_and_resumes_exactly(
+    tmp_path, arithmetic_files, tokenizer, one_thread
+):
     def run(name: str, output: str, *extra: str) -> dict:
-        return train(
-            compose_config(
-                [
-                    "model=tiny",
-                    "data=sft",
-                    f"data.train_files={train_file}",
-                    f"data.val_files={val_file}",
-                    "data.max_length=64",
-                    "data.batch_size=4",
-                    "logger=none",
-                    "callbacks.progress_bar=null",
-                    "+trainer.enable_progress_bar=false",
-                    "trainer.max_steps=6",
-                    "trainer.gradient_clip_val=null",
-                    "module.optimizer_in_backward=true",
-                    "module.optimizer.lr=3e-3",
-                    "callbacks.last_checkpoint.every_n_train_steps=3",
-                    "+callbacks.step_log._target_=tests.faults.StepLog",
-                    f"+callbacks.step_log.path={tmp_path / (name + '.log')}",
-                    *extra,
-                ],
-                output_dir=tmp_path / output,
-            )
-        )
+        overrides = [
+            "trainer.max_steps=6",
+            "trainer.gradient_clip_val=null",
+            "module.optimizer_in_backward=true",
+            "callbacks.last_checkpoint.every_n_train_steps=3",
+            *extra,
+        ]
+        return train(step_logged_config(arithmetic_files, tmp_path / (name + ".log"), tmp_path / output, overrides))
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same kernels and reduction order in every run
-    try:
-        uninterrupted = run("uninterrupted", "a")
-        stop = "+callbacks.stop._target_=tests.test_optimizer_in_backward.StopAfterStep"
-        run("stopped", "b", stop, "+callbacks.stop.step=3")
-        last = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
-        resumed = run("resumed", "b", "ckpt_path=last")
-    finally:
-        torch.set_num_threads(threads)
+    uninterrupted = run("uninterrupted", "a")
+    stop = "+callbacks.stop._target_=tests.test_optimizer_in_backward.StopAfterStep"
+    run("stopped", "b", stop, "+callbacks.stop.step=3")
+    last = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = run("resumed", "b", "ckpt_path=last")
 
     assert last["global_step"] == 3
     states = last["optimizer_states"][0]["per_parameter"]

@@ -20,7 +20,7 @@ from lit_ft.run import train
 from lit_ft.utils.resume import resume_checkpoint
 from tests.conftest import write_jsonl
 from tests.faults import read_step_log
-from tests.helpers import compose_config
+from tests.helpers import step_logged_config
 from tests.test_preference_modules import toy_pairs
 
 VARIANTS = {
@@ -65,26 +65,8 @@ def pair_files(tmp_path):
 
 
 def config(tmp_path: Path, files: tuple[Path, Path], run: str, extra: list[str], data: str = "sft"):
-    train_file, val_file = files
-    return compose_config(
-        [
-            "model=tiny",
-            f"data={data}",
-            f"data.train_files={train_file}",
-            f"data.val_files={val_file}",
-            "data.max_length=64",
-            "data.batch_size=4",
-            "logger=none",
-            "callbacks.progress_bar=null",
-            "+trainer.enable_progress_bar=false",
-            "trainer.max_epochs=-1",
-            "module.optimizer.lr=3e-3",
-            "+callbacks.step_log._target_=tests.faults.StepLog",
-            f"+callbacks.step_log.path={tmp_path / (run + '.log')}",
-            *extra,
-        ],
-        output_dir=tmp_path / ("uninterrupted" if run == "uninterrupted" else "interrupted"),
-    )
+    output_dir = tmp_path / ("uninterrupted" if run == "uninterrupted" else "interrupted")
+    return step_logged_config(files, tmp_path / (run + ".log"), output_dir, extra, data)
 
 
 def kill_when_hanging(cfg, marker: Path, timeout: float = 300.0) -> None:
@@ -99,15 +81,6 @@ def kill_when_hanging(cfg, marker: Path, timeout: float = 300.0) -> None:
     os.kill(process.pid, signal.SIGKILL)
     process.join()
     assert process.exitcode == -signal.SIGKILL
-
-
-@pytest.fixture
-def one_thread():
-    """Same kernels and reduction order in every run, and no OpenMP pool to inherit across the fork."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
