@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import lightning as L
 import pytest
 import torch
@@ -10,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from lit_ft.callbacks import EarlyStoppingWithRestore
 from lit_ft.callbacks.early_stopping import weights_step
+from lit_ft.callbacks.history import MetricHistory
 from lit_ft.data import Collator
 from lit_ft.models import LoRA, tiny_llama
 from lit_ft.modules import SFTModule
@@ -89,6 +92,20 @@ def test_training_ends_on_the_best_check_whether_it_stops_early_or_not(tokenizer
     assert resumed.best_step == 3 and float(resumed.best_score) == 1.0
     for name, value in resumed.best_state.items():
         assert torch.equal(value, best[name])
+
+
+def test_validation_of_the_restored_weights_is_recorded_at_their_step():
+    stopper = EarlyStoppingWithRestore(monitor="val/loss")
+    trainer = types.SimpleNamespace(sanity_checking=False, global_step=5, callbacks=[stopper], callback_metrics={})
+    history = MetricHistory()
+    for step, loss in [(0, 3.0), (2, 2.0), (4, 1.0)]:  # checks during training
+        trainer.global_step, trainer.callback_metrics = step, {"val/loss": torch.tensor(loss)}
+        history.on_validation_end(trainer, None)
+    trainer.global_step = 5  # training ran one more step, then the best check's weights (step 4) were restored
+    stopper.restored, stopper.best_step = True, 4
+    trainer.callback_metrics = {"val/loss": torch.tensor(1.0)}
+    history.on_validation_end(trainer, None)  # the validation after training
+    assert history.val["val/loss"] == [(0, 3.0), (2, 2.0), (4, 1.0)]  # one point per set of weights
 
 
 def test_lora_keeps_only_adapter_weights_and_exports_the_best_adapter(tokenizer, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from lit_ft.callbacks.early_stopping import weights_step
+
 
 def _scalar(value: torch.Tensor | float) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
@@ -26,11 +28,17 @@ class MetricHistory(L.Callback):
             self.train.append((trainer.global_step, _scalar(loss)))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Record at the step of the weights validated: after early stopping restored the best check's weights,
+        that check's step, whose entry the new value replaces (the same weights, not a new point on the curve)."""
         if trainer.sanity_checking:
             return
+        step = weights_step(trainer)
         for name, value in trainer.callback_metrics.items():
             if name.startswith("val/") and value.numel() == 1:
-                self.val.setdefault(name, []).append((trainer.global_step, _scalar(value)))
+                points = self.val.setdefault(name, [])
+                if points and points[-1][0] == step:
+                    points.pop()
+                points.append((step, _scalar(value)))
 
     def before_training(self, name: str) -> float | None:
         """The value of validation metric ``name`` recorded at step 0 (a validation before training), if any."""
