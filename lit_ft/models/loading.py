@@ -5,19 +5,24 @@ Three kinds of names are accepted:
   de-quantised once and cached as safetensors (a model loaded straight from GGUF is flagged as quantised
   and cannot be trained);
 - a local folder in Hugging Face format (for example the ``model/`` folder of an earlier lit-ft run);
-- a hub id already in the local Hugging Face cache (nothing is downloaded when offline).
+- a hub id: downloaded by transformers when the hub can be reached; without a network (the hub's host name does
+  not resolve) read from the local Hugging Face cache only, failing at once when it is not there.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import constants as hub_constants
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -107,6 +112,29 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     return name
 
 
+@functools.cache
+def hub_unreachable() -> bool:
+    """True when the Hugging Face hub's host name does not resolve (no network), checked once per process."""
+    try:
+        socket.getaddrinfo(urlparse(hub_constants.ENDPOINT).hostname, 443)
+    except OSError:
+        return True
+    return False
+
+
+def hub_kwargs(path: str, model: bool = False) -> dict[str, Any]:
+    """``from_pretrained`` options for ``path``: a hub id is read from the local cache only when the hub cannot be
+    reached, so a name that is not cached fails at once with :func:`_load_error`'s message instead of after
+    huggingface_hub's five retries with back-off (about a minute). A model's lookup of a peft adapter config
+    takes the option apart (``adapter_kwargs``: transformers does not pass it on)."""
+    if Path(path).is_dir() or not hub_unreachable():
+        return {}
+    log.info("The Hugging Face hub cannot be reached: '%s' is read from the local cache only", path)
+    if model:
+        return {"local_files_only": True, "adapter_kwargs": {"local_files_only": True}}
+    return {"local_files_only": True}
+
+
 def _load_error(name: str, error: Exception) -> OSError:
     if "trust_remote_code" in str(error):
         return OSError(
@@ -149,7 +177,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, trust_remote_code: bool = Fa
     """Load a tokenizer (right padding, a distinct pad token when one exists)."""
     path = resolve_model_path(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs(path))
     except (OSError, ValueError) as error:
         raise _load_error(str(name_or_path), error) from error
     tokenizer.padding_side = "right"
@@ -221,6 +249,7 @@ def load_model(
             dtype=torch_dtype,
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
+            **hub_kwargs(path, model=True),
             **extra,
         )
     except (OSError, ValueError) as error:
