@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lit_ft.callbacks import GenerationSamples
-from lit_ft.callbacks.generation import prompts_from_records
+from lit_ft.callbacks.generation import prompt_tail, prompts_from_records
 from lit_ft.data.readers import Record
 from lit_ft.run import train
 from tests.conftest import chat
@@ -27,6 +27,13 @@ def test_validation_prompts_take_turns_over_task_types():
     prompts = prompts_from_records([Record(f"f:{i}", row) for i, row in enumerate(rows)], limit=3)
     assert [(p["task_type"], p["reference"]) for p in prompts] == [("x", "a1"), ("y", " chat"), ("x", "a2")]
     assert prompts[0]["messages"] == [{"role": "user", "content": "q1"}] and prompts[1]["text"] == "Translate: cat ->"
+
+
+def test_long_prompts_are_shown_from_a_word_boundary():
+    assert prompt_tail("Is this clause standard?") == "Is this clause standard?"
+    text = "The Supplier shall deliver the goods within thirty days. Does anything need flagging?"
+    assert prompt_tail(text, max_chars=40) == "…days. Does anything need flagging?"  # not "…hirty days. ..."
+    assert prompt_tail("x" * 50, max_chars=10) == "…" + "x" * 10  # one long word: cut inside it
 
 
 def test_samples_are_the_greedy_continuations(tokenizer, tiny_model):

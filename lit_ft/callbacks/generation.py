@@ -60,6 +60,16 @@ def prompt_text(prompt: dict[str, Any]) -> str:
     return prompt["messages"][-1]["content"] if "messages" in prompt else prompt["text"]
 
 
+def prompt_tail(text: str, max_chars: int = 160) -> str:
+    """The end of a long prompt (where the question usually is) for the terminal table: about the last
+    ``max_chars`` characters, from a word boundary, after an ellipsis."""
+    if len(text) <= max_chars:
+        return text
+    tail = text[-max_chars:]
+    _, space, rest = tail.partition(" ")
+    return "…" + (rest if space and rest else tail)
+
+
 class GenerationSamples(L.Callback):
     """Generate greedy answers for a fixed list of prompts and show them.
 
@@ -156,7 +166,7 @@ class GenerationSamples(L.Callback):
         for column in ("task_type", "prompt", "answer", "reference"):
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(row["task_type"] or "", row["prompt"][-160:], row["answer"], row["reference"] or "")
+            table.add_row(row["task_type"] or "", prompt_tail(row["prompt"]), row["answer"], row["reference"] or "")
         Console().print(table)
         for logger in trainer.loggers:
             if hasattr(logger, "log_table"):  # WandbLogger
