@@ -11,6 +11,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import lit_ft.resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
+
 os.environ.setdefault("LIT_FT_ROOT", str(Path(__file__).resolve().parent))
 
 

@@ -1,4 +1,5 @@
-"""OmegaConf resolvers the configs use; registered when this module is imported (by ``train.py`` and ``lit_ft.run``).
+"""OmegaConf resolvers the configs use; registered when this module is imported (by ``train.py``, ``eval.py``,
+``generate.py`` and ``lit_ft.run``).
 
 - ``${first_existing:a,b,...}``: the first argument that is an existing file or folder, else the last one. For
   example ``${first_existing:${paths.log_dir}/lora_legal/model,smollm2-135m-instruct}`` starts from an earlier

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,7 +18,7 @@ from lit_ft.eval.run import evaluate
 from lit_ft.losses import token_cross_entropy
 from lit_ft.run import train
 from tests.conftest import chat, write_jsonl
-from tests.helpers import compose_config
+from tests.helpers import REPO, compose_config
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +161,20 @@ def test_eval_config_has_every_group_of_the_training_config_and_composes_every_e
     for experiment in experiment_names():
         cfg = compose_config([f"experiment={experiment}"], output_dir=tmp_path, name="eval")
         assert cfg.mode == "eval" and cfg.run_name == f"eval_{experiment}"
+
+
+@pytest.mark.parametrize("script", ["train.py", "eval.py", "generate.py"])
+def test_every_entry_point_resolves_an_experiment_that_uses_lit_fts_resolvers(script):
+    # dpo_legal's model is ${first_existing:...}: the entry point must register the resolver before Hydra composes
+    done = subprocess.run(
+        [sys.executable, script, "experiment=dpo_legal", "--cfg", "job", "--resolve"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "name_or_path:" in done.stdout and "first_existing" not in done.stdout
 
 
 def test_eval_files_replace_the_data_groups_validation_split(lora_run, tmp_path):
