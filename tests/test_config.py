@@ -18,6 +18,24 @@ def test_shipped_configs_are_valid(experiment, tmp_path):
 
 
 @pytest.mark.parametrize(
+    "overrides",
+    [
+        ["module.compile=true", "module.head_on_loss_tokens=false", "module.head_chunk_tokens=512"],
+        ["module=dpo", "data=preference_legal", "data.train_samples=8", "data.max_val_rows=4"],
+        ["module=reward", "data=preference_legal", "module.compile=true"],
+        [
+            "experiment=cpt_legal",
+            "data.train_files=null",
+            "data.mixture=[{files: data/legal_cpt/train.jsonl, weight: 0.8}, {files: data/legal/train.jsonl, weight: 0.2}]",
+        ],
+    ],
+)
+def test_documented_options_override_without_a_plus(overrides, tmp_path):
+    # Hydra refuses `key=value` for a key the YAML lacks (it wants `+key=value`): the docs' commands work as written
+    validate_config(compose_config(overrides, output_dir=tmp_path))
+
+
+@pytest.mark.parametrize(
     ("overrides", "message"),
     [
         (
