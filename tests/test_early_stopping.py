@@ -98,14 +98,14 @@ def test_validation_of_the_restored_weights_is_recorded_at_their_step():
     stopper = EarlyStoppingWithRestore(monitor="val/loss")
     trainer = types.SimpleNamespace(sanity_checking=False, global_step=5, callbacks=[stopper], callback_metrics={})
     history = MetricHistory()
-    for step, loss in [(0, 3.0), (2, 2.0), (4, 1.0)]:  # checks during training
+    for step, loss in [(0, 3.0), (2, 2.0), (4, 1.0), (6, 1.5)]:  # checks during training
         trainer.global_step, trainer.callback_metrics = step, {"val/loss": torch.tensor(loss)}
         history.on_validation_end(trainer, None)
-    trainer.global_step = 5  # training ran one more step, then the best check's weights (step 4) were restored
+    trainer.global_step = 7  # training ran on, then the best check's weights (step 4) were restored
     stopper.restored, stopper.best_step = True, 4
     trainer.callback_metrics = {"val/loss": torch.tensor(1.0)}
     history.on_validation_end(trainer, None)  # the validation after training
-    assert history.val["val/loss"] == [(0, 3.0), (2, 2.0), (4, 1.0)]  # one point per set of weights
+    assert history.val["val/loss"] == [(0, 3.0), (2, 2.0), (4, 1.0), (6, 1.5)]  # one point per set of weights
 
 
 def test_lora_keeps_only_adapter_weights_and_exports_the_best_adapter(tokenizer, tmp_path):

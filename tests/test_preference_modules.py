@@ -183,6 +183,13 @@ def test_adapter_disabled_reference_equals_frozen_copy(tokenizer, datamodule):
     assert checkpoint["state_dict"] and not any("reference_model" in k for k in checkpoint["state_dict"])
 
 
+def test_an_on_the_fly_reference_trains_from_plain_dataloaders(tokenizer, datamodule):
+    datamodule.setup("fit")  # the loaders alone reach the trainer: no datamodule to precompute from
+    module = dpo(tokenizer, "copy", lr=1e-2)
+    trainer(max_steps=2).fit(module, datamodule.train_dataloader(), datamodule.val_dataloader())
+    assert module.cached_reference_logps == {} and module.trainer.global_step == 2
+
+
 def test_cached_reference_round_trips_through_a_checkpoint(tokenizer, datamodule):
     module = dpo(tokenizer)
     trainer().validate(module, datamodule=datamodule, verbose=False)

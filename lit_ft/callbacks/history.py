@@ -29,16 +29,15 @@ class MetricHistory(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Record at the step of the weights validated: after early stopping restored the best check's weights,
-        that check's step, whose entry the new value replaces (the same weights, not a new point on the curve)."""
+        that check's step, whose entry the new value replaces wherever it is in the curve (the same weights, not
+        a new point)."""
         if trainer.sanity_checking:
             return
         step = weights_step(trainer)
         for name, value in trainer.callback_metrics.items():
             if name.startswith("val/") and value.numel() == 1:
-                points = self.val.setdefault(name, [])
-                if points and points[-1][0] == step:
-                    points.pop()
-                points.append((step, _scalar(value)))
+                points = [point for point in self.val.get(name, []) if point[0] != step]
+                self.val[name] = sorted([*points, (step, _scalar(value))])
 
     def before_training(self, name: str) -> float | None:
         """The value of validation metric ``name`` recorded at step 0 (a validation before training), if any."""

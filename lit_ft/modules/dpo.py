@@ -133,11 +133,13 @@ class DPOModule(PairwiseModule):
 
     def precompute_reference_logps(self) -> None:
         """Fill :attr:`cached_reference_logps` for the datamodule's training and validation pairs (once)."""
+        if self.reference != "precomputed":
+            return
         datamodule = self.trainer.datamodule
-        if self.reference == "precomputed" and not hasattr(datamodule, "ordered_dataloader"):
+        if not hasattr(datamodule, "ordered_dataloader"):
             raise ValueError("reference='precomputed' needs a PreferenceDataModule; use 'adapter' or 'copy' otherwise")
         splits = [s for s, pairs in (("train", datamodule.train_examples), ("val", datamodule.val_examples)) if pairs]
-        if self.reference != "precomputed" or all(s in self.cached_reference_logps for s in splits):
+        if all(s in self.cached_reference_logps for s in splits):
             return
         if self.trainer.ckpt_path is not None:
             raise RuntimeError(
