@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from lit_ft.callbacks import EarlyStoppingWithRestore
-from lit_ft.callbacks.early_stopping import weights_step
+from lit_ft.callbacks.early_stopping import trainable_state, weights_step
 from lit_ft.callbacks.history import MetricHistory
 from lit_ft.data import Collator
 from lit_ft.models import LoRA, tiny_llama
@@ -106,6 +106,16 @@ def test_validation_of_the_restored_weights_is_recorded_at_their_step():
     trainer.callback_metrics = {"val/loss": torch.tensor(1.0)}
     history.on_validation_end(trainer, None)  # the validation after training
     assert history.val["val/loss"] == [(0, 3.0), (2, 2.0), (4, 1.0), (6, 1.5)]  # one point per set of weights
+
+
+def test_the_best_weights_include_layers_frozen_for_a_while(tokenizer):
+    module = SFTModule(model=lambda: tiny_llama(tokenizer, seed=0))
+    module.configure_model()
+    bottom = [p for n, p in module.named_parameters() if ".layers.0." in n]
+    for parameter in bottom:  # what gradual unfreezing does to the lower levels at the start
+        parameter.requires_grad_(False)
+    state = trainable_state(module)
+    assert len(state) == len(list(module.parameters()))  # the frozen-for-now layer is copied too
 
 
 def test_lora_keeps_only_adapter_weights_and_exports_the_best_adapter(tokenizer, tmp_path):

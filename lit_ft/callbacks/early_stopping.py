@@ -10,17 +10,26 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from torch.distributed.tensor import DTensor, distribute_tensor
 
-from lit_ft.strategies.consolidate import is_sharded, local_part, reshard
+from lit_ft.strategies.consolidate import is_sharded, local_part, reshard, unwrapped_name
 
 log = logging.getLogger(__name__)
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """CPU copies of the parameters that train (all of them for full fine-tuning, the adapters for LoRA); of a
-    sharded (FSDP2 ``DTensor``) parameter, this rank's shard."""
+    sharded (FSDP2 ``DTensor``) parameter, this rank's shard.
+
+    A lit-ft module names them when it builds the model (``trainable_names``): parameters that a callback freezes
+    for a while (gradual unfreezing) are copied too, so a restore never mixes weights of two steps. Any other
+    module: the parameters that require gradients now."""
     reshard(module)
+    names = getattr(module, "trainable_names", None)
+
+    def trains(name: str, parameter: torch.nn.Parameter) -> bool:
+        return unwrapped_name(name) in names if names else parameter.requires_grad
+
     return {
-        name: local_part(p.detach()).to("cpu", copy=True) for name, p in module.named_parameters() if p.requires_grad
+        name: local_part(p.detach()).to("cpu", copy=True) for name, p in module.named_parameters() if trains(name, p)
     }
 
 
