@@ -78,11 +78,14 @@ def _run_rows(summary: dict[str, Any]) -> tuple[list[tuple[str, str]], set[str]]
     steps, epochs = take("optimizer_steps", "epochs")
     if steps is not None:
         rows.append(("optimizer steps", f"{steps:,}" + (f" ({epochs} epoch{'s' * (epochs != 1)})" if epochs else "")))
-    tokens, train_data = take("train_tokens")[0], (summary.get("data") or {}).get("train", {})
+    tokens, pairs = take("train_tokens", "train_pairs")  # what the loss averages over (pairs: preference modules)
+    train_data = (summary.get("data") or {}).get("train", {})
     if tokens is not None:
         per_epoch = [train_data.get(key) for key in ("tokens", "examples")]
         data = f" (data: {per_epoch[0]:,} tokens in {per_epoch[1]:,} examples)" if None not in per_epoch else ""
         rows.append(("trained on", f"{tokens:,} loss tokens{data}"))
+    elif pairs is not None:
+        rows.append(("trained on", f"{pairs:,} preference pairs"))
     trainable, total = take("trainable_params", "total_params")
     if trainable is not None and total:
         rows.append(("trainable parameters", f"{trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"))

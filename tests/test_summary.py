@@ -74,5 +74,5 @@ def test_keys_a_module_adds_are_still_shown_and_missing_results_are_dashes():
     }
     lines = printed(summary)
     assert "val/loss - 0.4310" in lines and "val/reward_accuracy - 0.9060" in lines
-    assert "train_pairs 64" in lines
+    assert "trained on 64 preference pairs" in lines
     assert "skipped steps 2 (non-finite loss or gradient)" in lines

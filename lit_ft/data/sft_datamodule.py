@@ -253,9 +253,8 @@ class FineTuneDataModule(L.LightningDataModule):
         else:
             self.train_examples = train_groups[0]
         if not self.train_examples:
-            raise ValueError(
-                f"No training examples left from {self.train_files}: {self.stats['train'].describe('train')}"
-            )
+            sources = ", ".join(str(source.files) for source in self.sources())
+            raise ValueError(f"No training examples left from {sources}: {self.stats['train'].describe('train')}")
         self.task_names = sorted({e["task_type"] for e in self.train_examples + self.val_examples})
         task_index = {name: i for i, name in enumerate(self.task_names)}
         for example in self.train_examples + self.val_examples:

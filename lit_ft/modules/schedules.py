@@ -78,5 +78,6 @@ def warmup_decay_schedule(
 def warmup_cosine_schedule(
     optimizer: Optimizer, num_training_steps: int, warmup: float = 0.05, min_lr_ratio: float = 0.1
 ) -> LambdaLR:
-    """Linear warmup from 0, then cosine decay to ``min_lr_ratio`` times the base LR at the last step."""
+    """Linear warmup from 0, then cosine decay reaching ``min_lr_ratio`` times the base LR at step
+    ``num_training_steps`` (the step after the last update, as in transformers' schedules)."""
     return warmup_decay_schedule(optimizer, num_training_steps, warmup, min_lr_ratio, "cosine")
