@@ -9,8 +9,8 @@ if ! "$PYTHON" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
     "$PYTHON" -m pip install --quiet torch
   else
-    # No CUDA: take the CPU build (on this project's machines, torch 2.13.0 is a CPU wheel on local disk;
-    # an unpinned torch would pull a multi-GB CUDA build).
+    # No CUDA: take the CPU build. On this project's machines torch 2.13.0 is a CPU wheel on local disk; elsewhere
+    # export PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu first (PyPI's Linux wheel is the CUDA build).
     "$PYTHON" -m pip install --quiet torch==2.13.0
   fi
 fi
