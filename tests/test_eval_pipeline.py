@@ -107,7 +107,8 @@ def test_generations_are_saved_and_scored_and_general_ability_measured(lora_run,
     result = evaluate(eval_config(lora_run, tmp_path, *overrides, *limits))
     rows = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and [r["task_type"] for r in rows] == ["sum", "add", "sum"]  # in turn from each task
-    assert all(r["id"].startswith("val.jsonl:") and r["reference"].startswith("SUM: ") for r in rows)
+    folder = lora_run["val_file"].parent.name
+    assert all(r["id"].startswith(f"{folder}/val.jsonl:") and r["reference"].startswith("SUM: ") for r in rows)
     assert all(set(r["scores"]) == {"exact_match", "token_f1", "rouge_l"} for r in rows)
     assert result["per_task"]["sum"]["n"] == 2 and result["per_task"]["add"]["n"] == 1
     mean_f1 = sum(r["scores"]["token_f1"] for r in rows if r["task_type"] == "sum") / 2
@@ -133,9 +134,12 @@ def test_prompts_are_cut_before_the_last_answer_and_taken_in_turn():
         Record("d/v.jsonl:4", {"text": "raw text has no prompt"}),
     ]
     prompts = prompts_from_records(records)
-    assert [p["id"] for p in prompts] == ["v.jsonl:1", "v.jsonl:3", "v.jsonl:2"]
+    assert [p["id"] for p in prompts] == ["d/v.jsonl:1", "d/v.jsonl:3", "d/v.jsonl:2"]
     assert prompts[0]["messages"][-1]["content"] == "And classify it." and prompts[0]["reference"] == "TYPE: a"
-    assert prompts[1] == {"id": "v.jsonl:3", "task_type": "math", "text": "1 + 1 =", "reference": " 2"}
+    assert prompts[1] == {"id": "d/v.jsonl:3", "task_type": "math", "text": "1 + 1 =", "reference": " 2"}
+    # a mixture's sources may share a file name: their folder keeps the ids apart
+    mixed = [Record("data/legal/val.jsonl:1", chat("a", "b")), Record("data/general_chat/val.jsonl:1", chat("c", "d"))]
+    assert [p["id"] for p in prompts_from_records(mixed)] == ["legal/val.jsonl:1", "general_chat/val.jsonl:1"]
     assert len(prompts_from_records(records, limit=2)) == 2
 
 

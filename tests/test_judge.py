@@ -95,3 +95,8 @@ def test_judge_files_pairs_generations_by_id(tokenizer, tiny_model, tmp_path):
     assert report["per_task"]["y"]["win_rate"] == pytest.approx(0.5)  # identical answers tie exactly
     assert report["per_task"]["x"]["n"] == 2 and len(report["items"]) == 3
     assert -0.5 <= report["overall"]["position_bias"] <= 0.5
+
+    repeated = write("repeated.jsonl", [("x", "yes"), ("y", "no")])
+    repeated.write_text(repeated.read_text() * 2)  # two sources' rows with the same ids: pairing would lose one
+    with pytest.raises(ValueError, match="val.jsonl:0, val.jsonl:1.*cannot be paired"):
+        judge_files(PairwiseJudge(tiny_model, tokenizer), repeated, b)

@@ -27,14 +27,21 @@ def load_prompts(path: str | Path) -> list[dict[str, Any]]:
     return prompts
 
 
+def prompt_id(where: str) -> str:
+    """``folder/file:line`` of a row's ``where`` (``path/to/folder/file:line``)."""
+    path = Path(where)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
 def prompts_from_records(records: list[Record], limit: int | None = None) -> list[dict[str, Any]]:
     """Up to ``limit`` prompts (all when ``None``) from training-format rows, taken in turn from each task type
     (file order within).
 
     A chat row becomes its conversation up to its last assistant turn (the reference); a prompt/completion
     text row becomes ``{"text": prompt}`` (generated without the chat template); raw text rows are skipped.
-    Each prompt's ``id`` is its row's place without the folder (``val.jsonl:12``), the same for two runs on
-    one file wherever it lies, so their answers can be paired.
+    Each prompt's ``id`` is its row's place with the file's own folder only (``legal/val.jsonl:12``): the same
+    for two runs on one data folder wherever it lies, so their answers can be paired, and apart for sources of a
+    mixture whose files share a name (``legal/val.jsonl``, ``general_chat/val.jsonl``).
     """
     by_task: dict[str, list[dict[str, Any]]] = {}
     for record in records:
@@ -47,7 +54,7 @@ def prompts_from_records(records: list[Record], limit: int | None = None) -> lis
         else:
             continue
         by_task.setdefault(example.task_type, []).append(
-            {"id": Path(record.where).name, **prompt, "task_type": example.task_type}
+            {"id": prompt_id(record.where), **prompt, "task_type": example.task_type}
         )
     queues = list(by_task.values())
     chosen: list[dict[str, Any]] = []

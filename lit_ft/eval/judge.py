@@ -184,9 +184,15 @@ def win_rates(preference: torch.Tensor, length_a: torch.Tensor, length_b: torch.
 
 
 def read_generations(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Rows of an eval ``generations.jsonl`` keyed by ``id``."""
+    """Rows of an eval ``generations.jsonl`` keyed by ``id`` (a repeated id is an error: pairing would lose rows)."""
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    return {row["id"]: row for row in rows}
+    keyed = {row["id"]: row for row in rows}
+    if len(keyed) != len(rows):
+        repeated = sorted({row["id"] for row in rows if sum(r["id"] == row["id"] for r in rows) > 1})
+        raise ValueError(
+            f"{path}: prompt ids occur more than once ({', '.join(repeated[:5])}); answers cannot be paired"
+        )
+    return keyed
 
 
 def paired_rows(file_a: str | Path, file_b: str | Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
