@@ -79,6 +79,10 @@ def test_typos_and_wrong_types_name_the_key(overrides, message, tmp_path):
             ["data.packing=true", "model.attn_implementation=paged_attention"],
             "data.packing=true with model.attn_implementation=paged_attention",
         ),
+        (  # padding-free batches (the default) rely on the same position-id boundaries as packing
+            ["model.attn_implementation=paged_attention"],
+            "data.padding_free=true with model.attn_implementation=paged_attention",
+        ),
         (["model.attn_implementation=flash_attention_2"], "needs a CUDA GPU (trainer=gpu); on CPU use sdpa"),
         (["peft=qlora"], "On CPU use peft=lora"),
         (["model.quantization=nf4", "trainer=gpu"], "use peft=qlora"),

@@ -205,3 +205,16 @@ def test_subsets_for_short_runs_are_seeded_and_counted(tmp_path, tokenizer):
         assert (source["examples"], source["drawn"], source["loss_token_share"]) == (10, 4, 1.0)
     assert kept[0] == kept[1] != kept[2] and drawn[0] == drawn[1] != drawn[2]
     assert kept[0] == sorted(kept[0])  # the validation sample keeps file order
+
+
+def test_pairs_are_grouped_by_their_longer_side(tmp_path, tokenizer):
+    rows = [pair_row("TYPE: t" + " word" * (i * 7 % 23), "no", task_type="k") for i in range(16)]
+    dm = PreferenceDataModule(tokenizer, write_jsonl(tmp_path / "p.jsonl", rows), val_ratio=0, batch_size=4)
+    dm.group_by_length = True
+    dm.setup("fit")
+    lengths = {e["index"]: dm.example_length(e) for e in dm.train_examples}
+    assert all(lengths[e["index"]] == len(e["chosen"]["input_ids"]) for e in dm.train_examples)  # chosen is longer
+    batches = [[lengths[int(i)] for i in batch["example_index"]] for batch in dm.train_dataloader()]
+    assert sorted(n for batch in batches for n in batch) == sorted(lengths.values())  # every pair once
+    # grouped: a batch's lengths lie close together (a random order spreads them over most of the range)
+    assert max(max(batch) - min(batch) for batch in batches) < (max(lengths.values()) - min(lengths.values())) / 2

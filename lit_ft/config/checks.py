@@ -36,20 +36,22 @@ def _cuda_run(cfg: DictConfig) -> bool:
 
 
 def check_packing(cfg: DictConfig) -> list[str]:
-    if not _get(cfg, "data.packing", False):
+    """Packed and padding-free batches put several examples in one row, kept apart only by their position ids."""
+    option = next((name for name in ("packing", "padding_free") if _get(cfg, f"data.{name}", False)), None)
+    if option is None:
         return []
     attention = _get(cfg, "model.attn_implementation", "sdpa")
     if _get(cfg, "model.trust_remote_code", False):
         log.warning(
-            "data.packing=true with modelling code from the checkpoint (trust_remote_code): lit-ft cannot verify "
-            "that it keeps packed examples apart by their position_ids; check it, or set data.packing=false."
+            f"data.{option}=true with modelling code from the checkpoint (trust_remote_code): lit-ft cannot verify "
+            f"that it keeps the examples of a row apart by their position_ids; check it, or set data.{option}=false."
         )
     if attention in PACKING_SAFE_ATTENTION:
         return []
     return [
-        f"data.packing=true with model.attn_implementation={attention}: transformers keeps packed examples apart "
-        f"only with {', '.join(PACKING_SAFE_ATTENTION)}; with {attention} tokens would attend across examples. "
-        "Set model.attn_implementation=sdpa (or flash_attention_2 on a GPU), or data.packing=false."
+        f"data.{option}=true with model.attn_implementation={attention}: transformers keeps the examples of a row "
+        f"apart only with {', '.join(PACKING_SAFE_ATTENTION)}; with {attention} tokens would attend across "
+        f"examples. Set model.attn_implementation=sdpa_varlen (or flash_attention_2 on a GPU), or data.{option}=false."
     ]
 
 

@@ -88,6 +88,10 @@ class PreferenceDataModule(FineTuneDataModule):
     def loss_tokens(self, example: Pair) -> int:
         return sum(label != IGNORE_INDEX for side in SIDES for label in example[side]["labels"])
 
+    def example_length(self, example: Pair) -> int:
+        """The longer side: a batch of pairs is padded to its longest chosen or rejected sequence."""
+        return max(len(example[side]["input_ids"]) for side in SIDES)
+
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         for examples in (self.train_examples, self.val_examples):

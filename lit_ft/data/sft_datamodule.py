@@ -126,6 +126,10 @@ class FineTuneDataModule(L.LightningDataModule):
         """Loss-carrying tokens of an encoded example (counted in the mixture statistics)."""
         return sum(label != IGNORE_INDEX for label in example["labels"])
 
+    def example_length(self, example: dict[str, Any]) -> int:
+        """Tokens of an encoded example (what ``group_by_length`` sorts by)."""
+        return len(example["input_ids"])
+
     def set_task_id(self, example: dict[str, Any], task_id: int) -> None:
         """Record the example's task id (by default ``task_ids``, one per token, as the batch contract wants)."""
         example["task_ids"] = [task_id] * len(example["input_ids"])
@@ -287,7 +291,7 @@ class FineTuneDataModule(L.LightningDataModule):
         trainer = self.trainer
         ranks = {"num_replicas": trainer.world_size if trainer else 1, "rank": trainer.global_rank if trainer else 0}
         if self.group_by_length:
-            lengths = [len(e["input_ids"]) for e in self.train_examples]
+            lengths = [self.example_length(e) for e in self.train_examples]
             self.train_sampler = LengthGroupedSampler(
                 self.train_examples, lengths, self.batch_size, seed=self.seed, **ranks
             )
