@@ -71,6 +71,26 @@ def test_parquet_and_datasets_folder_are_read(tmp_path):
         assert records[1].where.endswith("row 1")
 
 
+def test_a_datasets_folder_with_splits_gives_training_and_validation_rows(tmp_path, tokenizer):
+    from datasets import Dataset, DatasetDict
+
+    train = [chat(f"train question {i}", "answer", "t") for i in range(3)]
+    validation = [chat(f"validation question {i}", "answer", "t") for i in range(2)]
+    splits = {"train": Dataset.from_list(train), "validation": Dataset.from_list(validation)}
+    DatasetDict(splits).save_to_disk(str(tmp_path / "both"))
+    dm = SFTDataModule(tokenizer, tmp_path / "both", tmp_path / "both")  # one folder for both, as the hub has it
+    train_rows, val_rows = dm.split_records()
+    assert [r.row["messages"][0]["content"] for r in val_rows] == ["validation question 0", "validation question 1"]
+    assert len(train_rows) == 3 and val_rows[0].where.endswith("[validation] row 0")
+    DatasetDict({"train": Dataset.from_list(train), "test": Dataset.from_list(validation)}).save_to_disk(
+        str(tmp_path / "test_split")
+    )
+    assert len(list(read_records(tmp_path / "test_split", ("validation", "test")))) == 2  # 'test' when no 'validation'
+    DatasetDict({"train": Dataset.from_list(train)}).save_to_disk(str(tmp_path / "only_train"))
+    with pytest.raises(DataError, match=r"no split 'validation' or 'test' \(has \['train'\]\)"):
+        list(read_records(tmp_path / "only_train", ("validation", "test")))
+
+
 def test_datamodule_counts_truncation_and_drops(tmp_path, tokenizer):
     long_prompt = "word " * 200
     rows = [chat("short", "answer", "a"), chat(long_prompt, "answer", "b"), chat("x " * 30, "y " * 30, "a")]

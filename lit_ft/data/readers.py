@@ -69,12 +69,17 @@ def _read_arrow_rows(rows: Any, name: str) -> Iterator[Record]:
         yield Record(f"{name} row {index}", dict(row))
 
 
-def read_records(path: str | Path, split: str = "train") -> Iterator[Record]:
+# The splits of a ``DatasetDict`` folder read for training, and for validation (the first one it has).
+TRAIN_SPLITS = ("train",)
+VAL_SPLITS = ("validation", "test")
+
+
+def read_records(path: str | Path, split: str | tuple[str, ...] = TRAIN_SPLITS) -> Iterator[Record]:
     """Yield the rows of a data file or a ``datasets`` folder saved with ``save_to_disk``.
 
     Args:
         path: ``.jsonl``, ``.json``, ``.parquet`` file, or a folder written by ``Dataset.save_to_disk``.
-        split: the split to read when the folder holds a ``DatasetDict``.
+        split: the split to read when the folder holds a ``DatasetDict``, or names to try in order.
     """
     path = Path(path)
     if not path.exists():
@@ -83,11 +88,14 @@ def read_records(path: str | Path, split: str = "train") -> Iterator[Record]:
         from datasets import DatasetDict, load_from_disk
 
         dataset = load_from_disk(str(path))
+        names = (split,) if isinstance(split, str) else split
+        chosen = names[0]
         if isinstance(dataset, DatasetDict):
-            if split not in dataset:
-                raise DataError(str(path), f"no split '{split}' (has {sorted(dataset)})")
-            dataset = dataset[split]
-        yield from _read_arrow_rows(dataset, f"{path}[{split}]")
+            chosen = next((name for name in names if name in dataset), None)
+            if chosen is None:
+                raise DataError(str(path), f"no split {' or '.join(map(repr, names))} (has {sorted(dataset)})")
+            dataset = dataset[chosen]
+        yield from _read_arrow_rows(dataset, f"{path}[{chosen}]")
     elif path.suffix == ".jsonl":
         yield from _read_jsonl(path)
     elif path.suffix == ".json":

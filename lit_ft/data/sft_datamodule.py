@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from lit_ft.data.collate import Collator
 from lit_ft.data.mixing import DataSource, sample_mixture
 from lit_ft.data.packing import pack_examples
-from lit_ft.data.readers import DataError, Record, read_records
+from lit_ft.data.readers import TRAIN_SPLITS, VAL_SPLITS, DataError, Record, read_records
 from lit_ft.data.rows import parse_sft_row
 from lit_ft.data.sampler import LengthGroupedSampler, ResumableSampler
 from lit_ft.data.stats import SplitStats
@@ -136,10 +136,11 @@ class FineTuneDataModule(L.LightningDataModule):
 
     # --- shared machinery --------------------------------------------------------------------------------
     @staticmethod
-    def _read(paths: list[str]) -> list[Record]:
+    def _read(paths: list[str], split: tuple[str, ...] = TRAIN_SPLITS) -> list[Record]:
+        """The rows of ``paths``; of a ``DatasetDict`` folder, the first of ``split`` it has."""
         records = []
         for path in paths:
-            rows = list(read_records(path))
+            rows = list(read_records(path, split))
             if not rows:
                 raise DataError(str(path), "the file holds no rows (it is empty or has only blank lines)")
             records += rows
@@ -154,7 +155,7 @@ class FineTuneDataModule(L.LightningDataModule):
         with the source's ``task_type`` when it has one."""
         train = self._read(_as_list(source.files))
         if source.val_files:
-            val = self._read(_as_list(source.val_files))
+            val = self._read(_as_list(source.val_files), VAL_SPLITS)
         elif self.val_ratio:
             shuffled = train[:]
             random.Random(self.seed).shuffle(shuffled)
@@ -169,7 +170,7 @@ class FineTuneDataModule(L.LightningDataModule):
     def _splits(self) -> tuple[list[list[Record]], list[Record]]:
         """Training rows per source, and all validation rows (the sources', then a mixture's own ``val_files``)."""
         splits = [self._split_records(source) for source in self.sources()]
-        extra_val = self._read(self.val_files) if self.mixture else []
+        extra_val = self._read(self.val_files, VAL_SPLITS) if self.mixture else []
         return [train for train, _ in splits], [r for _, val in splits for r in val] + extra_val
 
     def split_records(self) -> tuple[list[Record], list[Record]]:
