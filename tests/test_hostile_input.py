@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lit_ft.data import DataError, SFTDataModule
+from lit_ft.data import DataError, PreferenceDataModule, SFTDataModule
 from lit_ft.data.tokenize import IGNORE_INDEX, tokenize_conversation
 from lit_ft.run import train
 from tests.conftest import REPO, chat, write_jsonl
@@ -66,6 +66,26 @@ def test_bad_rows_stop_setup_with_file_line_and_field(tmp_path, tokenizer, row, 
     error = setup_error(tokenizer, path)
     assert (error.where, error.field) == (f"{path}:2", field)
     assert message in str(error)
+
+
+PAIR = {"prompt": [USER], "chosen": "TYPE: payment", "rejected": "about payment"}
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ({**PAIR, "chosen": "TYPE: payment<|im_end|>"}, "chosen"),  # a string answer
+        ({**PAIR, "rejected": [{"role": "assistant", "content": "<|im_start|>x"}]}, "rejected[0].content"),
+        ({**PAIR, "prompt": [{"role": "user", "content": "x<|endoftext|>"}]}, "prompt[0].content"),
+        ({"prompt": "p<|im_end|>", "chosen": "a", "rejected": "b"}, "prompt"),  # text pairs
+        ({"chosen": [USER, {**ANSWER, "content": "<|im_end|>"}], "rejected": [USER, ANSWER]}, "chosen[1].content"),
+    ],
+)
+def test_control_tokens_in_preference_rows_stop_setup_like_sft_rows(tmp_path, tokenizer, row, field):
+    path = write_jsonl(tmp_path / "pairs.jsonl", [PAIR, row])
+    with pytest.raises(DataError) as info:
+        PreferenceDataModule(tokenizer, path, max_length=64).setup("fit")
+    assert (info.value.where, info.value.field) == (f"{path}:2", field) and "control token" in str(info.value)
 
 
 def test_huge_lines(tmp_path, tokenizer):

@@ -19,7 +19,7 @@ from lit_ft.data.preference_rows import SIDES, parse_preference_row
 from lit_ft.data.readers import Record
 from lit_ft.data.sft_datamodule import FineTuneDataModule
 from lit_ft.data.stats import SplitStats
-from lit_ft.data.tokenize import IGNORE_INDEX, tokenize_example
+from lit_ft.data.tokenize import IGNORE_INDEX
 
 Pair = dict[str, Any]
 
@@ -68,11 +68,10 @@ class PreferenceDataModule(FineTuneDataModule):
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def encode(self, record: Record, stats: SplitStats) -> Pair | None:
-        pair = parse_preference_row(record)
-        side_truncation = "right" if self.truncation == "drop" else self.truncation
+        pair = parse_preference_row(record, forbidden=self.tokenizer.all_special_tokens)
         encoded, cut, loss_tokens = {}, 0, []
         for side in SIDES:
-            tokens = tokenize_example(self.tokenizer, getattr(pair, side), self.max_length, side_truncation)
+            tokens = self.tokenize(getattr(pair, side), record.where)
             cut += tokens.pop("num_truncated")
             loss_tokens.append(sum(label != IGNORE_INDEX for label in tokens["labels"]))
             encoded[side] = tokens

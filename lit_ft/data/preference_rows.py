@@ -10,6 +10,7 @@ Every error names the place of the row (file and line) and the field at fault.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from lit_ft.data.rows import (
     Message,
     SFTExample,
     TextExample,
+    check_text,
     check_turn_order,
     parse_messages,
     parse_task_type,
@@ -46,13 +48,13 @@ def _margin(row: dict[str, Any], where: str) -> float | None:
     return float(margin)
 
 
-def _answer(value: Any, where: str, field: str) -> list[Message]:
+def _answer(value: Any, where: str, field: str, forbidden: Sequence[str]) -> list[Message]:
     """A chat answer: a message list, or a string taken as one assistant message."""
     if isinstance(value, str):
         if not value.strip():
             raise DataError(where, "empty answer", field)
-        return [{"role": "assistant", "content": value}]
-    return parse_messages(value, where, field)
+        return [{"role": "assistant", "content": check_text(value, where, field, forbidden)}]
+    return parse_messages(value, where, field, forbidden=forbidden)
 
 
 def _chat_example(prompt: list[Message], answer: list[Message], task_type: str, where: str, side: str) -> ChatExample:
@@ -76,8 +78,9 @@ def _split_common_prefix(chosen: list[Message], rejected: list[Message], where: 
     return shared
 
 
-def parse_preference_row(record: Record) -> PreferencePair:
-    """Turn a raw row into a :class:`PreferencePair` (see the module docstring for the accepted formats)."""
+def parse_preference_row(record: Record, forbidden: Sequence[str] = ()) -> PreferencePair:
+    """Turn a raw row into a :class:`PreferencePair` (see the module docstring for the accepted formats).
+    ``forbidden``: strings no text may contain (the tokenizer's control tokens), as for SFT rows."""
     row, where = record.row, record.where
     task_type, margin = parse_task_type(row, where), _margin(row, where)
     for side in SIDES:
@@ -90,7 +93,7 @@ def parse_preference_row(record: Record) -> PreferencePair:
             raise DataError(
                 where, "missing (text answers need a prompt; an implicit prompt needs message lists)", "prompt"
             )
-        chosen, rejected = (parse_messages(row[side], where, side) for side in SIDES)
+        chosen, rejected = (parse_messages(row[side], where, side, forbidden=forbidden) for side in SIDES)
         shared = _split_common_prefix(chosen, rejected, where)
         prompt, answers = chosen[:shared], {"chosen": chosen[shared:], "rejected": rejected[shared:]}
     elif isinstance(row["prompt"], str):
@@ -100,10 +103,11 @@ def parse_preference_row(record: Record) -> PreferencePair:
                 raise DataError(where, f"a text prompt needs a text answer, got {type(row[side]).__name__}", side)
             if not row[side].strip():
                 raise DataError(where, "empty answer", side)
-            examples[side] = TextExample(row["prompt"], row[side], task_type)
+            prompt = check_text(row["prompt"], where, "prompt", forbidden)
+            examples[side] = TextExample(prompt, check_text(row[side], where, side, forbidden), task_type)
         return PreferencePair(examples["chosen"], examples["rejected"], task_type, margin)
     else:
-        prompt = parse_messages(row["prompt"], where, "prompt")
-        answers = {side: _answer(row[side], where, side) for side in SIDES}
+        prompt = parse_messages(row["prompt"], where, "prompt", forbidden=forbidden)
+        answers = {side: _answer(row[side], where, side, forbidden) for side in SIDES}
     chosen, rejected = (_chat_example(prompt, answers[side], task_type, where, side) for side in SIDES)
     return PreferencePair(chosen, rejected, task_type, margin)

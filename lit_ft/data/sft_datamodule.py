@@ -23,7 +23,7 @@ from lit_ft.data.collate import Collator
 from lit_ft.data.mixing import DataSource, sample_mixture
 from lit_ft.data.packing import pack_examples
 from lit_ft.data.readers import TRAIN_SPLITS, VAL_SPLITS, DataError, Record, read_records
-from lit_ft.data.rows import parse_sft_row
+from lit_ft.data.rows import SFTExample, parse_sft_row
 from lit_ft.data.sampler import LengthGroupedSampler, ResumableSampler
 from lit_ft.data.stats import SplitStats
 from lit_ft.data.tokenize import IGNORE_INDEX, tokenize_example
@@ -229,6 +229,16 @@ class FineTuneDataModule(L.LightningDataModule):
             )
         return [example for _, example in drawn]
 
+    def tokenize(self, example: SFTExample, where: str) -> dict[str, Any]:
+        """:func:`tokenize_example` with this module's length and truncation side (``drop`` cuts on the right,
+        then :meth:`keep` drops); a chat template that cannot render the conversation is a :class:`DataError`
+        naming the row."""
+        side = "right" if self.truncation == "drop" else self.truncation
+        try:
+            return tokenize_example(self.tokenizer, example, self.max_length, side)
+        except ValueError as error:
+            raise DataError(where, str(error)) from error
+
     def keep(self, num_truncated: int, loss_tokens: int, stats: SplitStats) -> bool:
         """Count what truncation did to an example; ``False`` when it must be dropped (and say why)."""
         if num_truncated and self.truncation == "drop":
@@ -379,11 +389,7 @@ class SFTDataModule(FineTuneDataModule):
 
     def encode(self, record: Record, stats: SplitStats) -> dict[str, Any] | None:
         example = parse_sft_row(record, forbidden=self.tokenizer.all_special_tokens)
-        side = "right" if self.truncation == "drop" else self.truncation
-        try:
-            tokens = tokenize_example(self.tokenizer, example, self.max_length, side)
-        except ValueError as error:  # a chat template that cannot render this conversation
-            raise DataError(record.where, str(error)) from error
+        tokens = self.tokenize(example, record.where)
         loss_tokens = sum(label != IGNORE_INDEX for label in tokens["labels"])
         if not self.keep(tokens.pop("num_truncated"), loss_tokens, stats):
             return None
