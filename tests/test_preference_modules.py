@@ -225,6 +225,9 @@ def test_reward_model_head_trains_under_lora_and_frozen_backbone(tokenizer):
     frozen = reward_module(tokenizer, freeze=Freeze(train_last_layers=1))
     frozen.configure_model()
     assert "model.score.weight" in {n for n, p in frozen.named_parameters() if p.requires_grad}
+    head_only = reward_module(tokenizer, freeze=Freeze(train_lm_head=True))  # freeze=head_only: the score head
+    head_only.configure_model()
+    assert {n for n, p in head_only.named_parameters() if p.requires_grad} == {"model.score.weight"}
 
 
 def test_pair_gradient_is_the_mean_over_the_accumulation_window(tokenizer, datamodule):

@@ -5,11 +5,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from torch import nn
 from transformers import PreTrainedModel
 
 from lit_ft.models.layers import decoder_layers
 
 log = logging.getLogger(__name__)
+
+
+def head_parameters(model: PreTrainedModel) -> list[nn.Parameter]:
+    """The output head's parameters: the LM head, or for a model with a task head instead (a reward model's
+    ``score``) every parameter outside the backbone (``base_model_prefix``)."""
+    head = model.get_output_embeddings()
+    if head is not None:
+        return list(head.parameters())
+    return [p for name, p in model.named_parameters() if not name.startswith(f"{model.base_model_prefix}.")]
 
 
 @dataclass
@@ -18,7 +28,8 @@ class Freeze:
     the final norm.
 
     ``train_last_layers=0, train_lm_head=True`` is feature extraction (a new head on frozen features). With tied
-    embeddings (SmolLM2), the LM head *is* the input embedding matrix, so training it trains both.
+    embeddings (SmolLM2), the LM head *is* the input embedding matrix, so training it trains both. A model with
+    a task head (a reward model's score) trains that head instead.
     """
 
     train_last_layers: int = 0
@@ -33,7 +44,8 @@ class Freeze:
         for layer in layers[len(layers) - self.train_last_layers :]:
             layer.requires_grad_(True)
         if self.train_lm_head:
-            model.get_output_embeddings().requires_grad_(True)
+            for parameter in head_parameters(model):
+                parameter.requires_grad_(True)
         if self.train_final_norm and self.train_last_layers:
             norm = getattr(model.get_decoder(), "norm", None)
             if norm is not None:

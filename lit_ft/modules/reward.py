@@ -10,6 +10,7 @@ from transformers import PreTrainedModel
 
 from lit_ft.losses import reward_loss
 from lit_ft.models import LoRA
+from lit_ft.models.freeze import head_parameters
 from lit_ft.modules.causal_lm import StepOutput
 from lit_ft.modules.pairwise import PairwiseModule, reward_metrics
 
@@ -44,7 +45,7 @@ class RewardModelModule(PairwiseModule):
     def build_model(self) -> PreTrainedModel:
         model = super().build_model()
         base = model.get_base_model() if isinstance(model, PeftModel) else model
-        head = [p for name, p in base.named_parameters() if not name.startswith(f"{base.base_model_prefix}.")]
+        head = head_parameters(base)
         if self.adapter is None:
             for parameter in head:  # a frozen backbone still trains its new head
                 parameter.requires_grad_(True)
