@@ -34,6 +34,7 @@ from lit_ft.strategies import (
     hydra_job_command,
 )
 from lit_ft.strategies.consolidate import unwrapped_name
+from lit_ft.strategies.deepspeed import merged
 from lit_ft.strategies.fsdp2 import shard_model
 from lit_ft.strategies.launch import LAUNCH_ENV
 from tests.helpers import REPO, compose_config
@@ -139,7 +140,7 @@ def test_deepspeed_strategy_generates_its_config_from_the_trainer(tiny_model):
     pytest.importorskip("deepspeed", reason="optional extra: pip install 'lit-ft[deepspeed]'")
     from lit_ft.strategies import DeepSpeedStrategy
 
-    strategy = DeepSpeedStrategy(stage=3, micro_batch_size=4)
+    strategy = DeepSpeedStrategy(stage=3, micro_batch_size=4, reduce_bucket_size=123, logging_level=30)
     trainer = L.Trainer(
         strategy=strategy,
         accelerator="cpu",
@@ -156,7 +157,10 @@ def test_deepspeed_strategy_generates_its_config_from_the_trainer(tiny_model):
     expected = deepspeed_config(
         stage=3, precision="bf16-mixed", micro_batch_size=4, accumulate_grad_batches=4, gradient_clip_val=0.5
     )
-    assert strategy.config == {**expected, "train_batch_size": 16}
+    ours = {**expected, "train_batch_size": 16}
+    assert merged(strategy.config, ours) == strategy.config  # every value the run sets is in the config
+    assert strategy.config["zero_optimization"]["reduce_bucket_size"] == 123  # a keyword argument kept
+    assert "aio" in strategy.config and strategy.config["zero_optimization"]["stage"] == 3
     assert strategy.zero_stage_3 and strategy.handles_gradient_accumulation
     assert isinstance(strategy.launcher, HydraJobLauncher)
 

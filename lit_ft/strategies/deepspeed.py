@@ -76,13 +76,25 @@ def deepspeed_config(
     return config
 
 
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s values, nested dicts merged key by key."""
+    result = dict(base)
+    for key, value in override.items():
+        result[key] = (
+            merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) else value
+        )
+    return result
+
+
 class DeepSpeedStrategy(HydraSafeLaunch, LightningDeepSpeedStrategy):
     """Lightning's ``DeepSpeedStrategy`` with the config from :func:`deepspeed_config`, made at setup.
 
     Args:
         stage, offload_optimizer, offload_parameters: see :func:`deepspeed_config`.
         micro_batch_size: the data's batch size (``None``: read from the training dataloader).
-        kwargs: passed to Lightning's ``DeepSpeedStrategy`` (``logging_level``, ``exclude_frozen_parameters``...).
+        kwargs: passed to Lightning's ``DeepSpeedStrategy`` (``logging_level``, ``reduce_bucket_size``,
+            ``nvme_path``, ``config``...). The config Lightning builds from them is kept; the keys
+            :func:`deepspeed_config` sets from the run (stage, precision, batch sizes, clipping, offload) win.
     """
 
     def __init__(
@@ -101,7 +113,7 @@ class DeepSpeedStrategy(HydraSafeLaunch, LightningDeepSpeedStrategy):
 
     def _format_config(self) -> None:
         trainer = self.lightning_module.trainer
-        self.config = deepspeed_config(
+        from_run = deepspeed_config(
             stage=self.stage,
             precision=self.precision_plugin.precision,
             micro_batch_size=self.micro_batch_size or self._auto_select_batch_size(),
@@ -111,3 +123,4 @@ class DeepSpeedStrategy(HydraSafeLaunch, LightningDeepSpeedStrategy):
             offload_parameters=self.offload_parameters,
             world_size=self.world_size,
         )
+        self.config = merged(self.config or {}, from_run)
