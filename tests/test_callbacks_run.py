@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import pytest
 import torch
@@ -104,3 +105,34 @@ def test_summary_holds_per_task_loss_forgetting_early_stopping_perf_and_samples(
         columns = set(next(csv.reader(handle)))
     expected = {"train/loss/add", "val/loss/sum", "val/tokens/add", "forgetting/mcq_acc_delta", "perf/tokens_per_s"}
     assert expected <= columns
+
+
+@pytest.mark.slow
+def test_a_resume_that_restores_after_setup_scores_the_baseline_and_samples_once(tmp_path, arithmetic_files, caplog):
+    """FSDP and DeepSpeed load a checkpoint after on_fit_start (tests.faults.RestoreAfterSetup does the same on
+    one CPU): the work before training must wait for it, or a resumed run scores and samples 'before' again."""
+    train_file, val_file = arithmetic_files
+    overrides = [
+        "model=tiny",
+        "logger=none",
+        "callbacks=[default,forgetting,samples]",
+        "callbacks.progress_bar=null",
+        "callbacks.throughput.peak_flops=null",
+        "callbacks.forgetting.max_questions=4",
+        "callbacks.forgetting.max_passages=1",
+        "callbacks.generation_samples.prompts_file=null",
+        "callbacks.generation_samples.val_prompts=2",
+        "callbacks.generation_samples.max_new_tokens=2",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+        "+trainer.strategy._target_=tests.faults.RestoreAfterSetup",
+        f"data.train_files={train_file}",
+        f"data.val_files={val_file}",
+        "data.batch_size=8",
+        "validate_before=false",
+    ]
+    caplog.set_level(logging.INFO, logger="lit_ft.callbacks.forgetting")
+    train(compose_config([*overrides, "trainer.max_steps=2"], output_dir=tmp_path))
+    train(compose_config([*overrides, "trainer.max_steps=4", "ckpt_path=last"], output_dir=tmp_path))
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [row["stage"] for row in rows].count("before") == 2  # the 2 prompts, sampled by the first run only
+    assert sum("Forgetting check (baseline" in record.getMessage() for record in caplog.records) == 1

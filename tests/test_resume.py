@@ -45,12 +45,13 @@ VARIANTS = {
     },
     # DPO with LoRA and adapter dropout on preference pairs, the reference log-probs precomputed before training
     # (4 steps an epoch, last.ckpt every 3): killed after step 7, resumed from step 6 (mid-epoch) through an epoch
-    # boundary. The resumed run cannot recompute the reference (the policy has trained), so it must find the
-    # cached log-probs in last.ckpt.
+    # boundary, by a strategy that restores after setup. The resumed run cannot recompute the reference (the policy
+    # has trained), so it must find the cached log-probs in last.ckpt, loaded before it looks.
     "dpo": {
         "data": "preference",
         "overrides": ["module=dpo", "module.reference=precomputed", "peft=lora", "peft.r=4", "peft.dropout=0.1",
-                      "trainer.max_steps=10", "callbacks.last_checkpoint.every_n_train_steps=3"],
+                      "trainer.max_steps=10", "callbacks.last_checkpoint.every_n_train_steps=3",
+                      "+trainer.strategy._target_=tests.faults.RestoreAfterSetup"],
         "kill": lambda marker: ["+callbacks.hang._target_=tests.faults.HangAfterStep",
                                 "+callbacks.hang.step=7", f"+callbacks.hang.marker={marker}"],
         "resumed_from_step": 6,

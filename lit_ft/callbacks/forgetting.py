@@ -27,7 +27,7 @@ class ForgettingCheck(L.Callback):
     log-likelihood (``mcq_acc``, ``mcq_acc_norm``, ``mcq_acc_<subject>``) and perplexity on prose (``prose_ppl``);
     see :mod:`lit_ft.eval.general`. Scores are taken:
 
-    - before training (``on_fit_start``): the baseline. For LoRA runs the same model with its adapter disabled
+    - before training (``on_train_start``): the baseline. For LoRA runs the same model with its adapter disabled
       (peft's ``disable_adapter()``; no second copy of the model);
     - after each validation during ``fit`` (``every_validation``): logged as ``forgetting/<metric>`` and
       ``forgetting/<metric>_delta`` (now minus baseline) with the validation metrics;
@@ -189,7 +189,8 @@ class ForgettingCheck(L.Callback):
                 logger.log_metrics(metrics, step=trainer.global_step)
                 logger.save()
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not on_fit_start: sharded strategies (FSDP, DeepSpeed) restore a checkpoint after that hook.
         if self.baseline is None:  # a resumed run keeps the baseline of its first start
             self.baseline = self.score(trainer, pl_module, base=True)
             self._record(trainer, "baseline", self.baseline)

@@ -185,8 +185,9 @@ class GenerationSamples(L.Callback):
             self.prompts += prompts_from_records(trainer.datamodule.val_records(), self.val_prompts)
             self._val_prompts_added = True
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if "before" not in self.samples:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not on_fit_start: sharded strategies (FSDP, DeepSpeed) restore a checkpoint after that hook.
+        if "before" not in self.samples:  # a resumed run keeps the samples of its first start
             self._record(trainer, pl_module, "before")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

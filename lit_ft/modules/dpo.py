@@ -159,7 +159,9 @@ class DPOModule(PairwiseModule):
         sizes = ", ".join(f"{len(self.cached_reference_logps[s])} {s}" for s in splits)
         log.info("Reference log-probs precomputed for %s pairs in %.1f s", sizes, time.perf_counter() - started)
 
-    def on_fit_start(self) -> None:
+    def on_train_start(self) -> None:
+        # Not on_fit_start: sharded strategies (FSDP, DeepSpeed) restore a checkpoint (and its cached reference
+        # log-probs) after that hook.
         self.precompute_reference_logps()
 
     def on_validation_start(self) -> None:
