@@ -56,7 +56,8 @@ class DivergenceGuard(L.Callback):
         if scaler is None:
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             checks += [~torch.isfinite(local_part(g)).all() for g in grads]  # FSDP2: DTensors
-        bad = bool(torch.stack(checks).any()) if checks else False
+        # one device (gradients of CPU-offloaded shards live on the CPU, the loss on the GPU), one sync
+        bad = bool(torch.stack([check.to(checks[0].device) for check in checks]).any()) if checks else False
         if not trainer.strategy.reduce_boolean_decision(bad, all=False):
             self.consecutive = 0
             return

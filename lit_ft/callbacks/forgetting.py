@@ -106,8 +106,8 @@ class ForgettingCheck(L.Callback):
         reshard(pl_module)
         for parameter in pl_module.parameters():
             if parameter.requires_grad:
-                weights = local_part(parameter.detach())
-                local += torch.stack([weights.sum(), weights.abs().sum()]).double()
+                weights = local_part(parameter.detach())  # on the CPU when FSDP2 offloads it
+                local += torch.stack([weights.sum(), weights.abs().sum()]).double().to(local.device)
         total = trainer.strategy.reduce(local, reduce_op="sum")
         return float(total[0]), float(total[1])
 
