@@ -79,6 +79,12 @@ def test_typos_and_wrong_types_name_the_key(overrides, message, tmp_path):
             ["data.packing=true", "model.attn_implementation=paged_attention"],
             "data.packing=true with model.attn_implementation=paged_attention",
         ),
+        (
+            ["strategy=deepspeed_zero3", "callbacks=[default,early_stopping]"],
+            "callbacks.early_stopping (EarlyStoppingWithRestore) reads the weights between steps, which DeepSpeed "
+            "ZeRO-3 partitions away",
+        ),
+        (["strategy=deepspeed_zero3", "callbacks=[default,forgetting]"], "callbacks.forgetting (ForgettingCheck)"),
         (  # padding-free batches (the default) rely on the same position-id boundaries as packing
             ["model.attn_implementation=paged_attention"],
             "data.padding_free=true with model.attn_implementation=paged_attention",

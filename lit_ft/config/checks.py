@@ -147,6 +147,28 @@ def check_optimizer_in_backward(cfg: DictConfig) -> list[str]:
     return [refusal] if refusal else []
 
 
+def check_zero3_callbacks(cfg: DictConfig) -> list[str]:
+    """ZeRO-3 empties each parameter outside its forward pass (``param.data`` is a 0-element placeholder), so
+    callbacks that read weights between steps would copy, restore and checksum nothing."""
+    from lit_ft.callbacks import EarlyStoppingWithRestore, ForgettingCheck
+    from lit_ft.strategies import DeepSpeedStrategy
+
+    strategy = _target_class(cfg, "strategy")
+    if strategy is None or not issubclass(strategy, DeepSpeedStrategy) or _get(cfg, "strategy.stage") != 3:
+        return []
+    errors = []
+    for name, callback in (_get(cfg, "callbacks") or {}).items():
+        target = _target_class(cfg, f"callbacks.{name}")
+        restores = target is not None and issubclass(target, EarlyStoppingWithRestore) and callback.get("restore_best")
+        if restores or (target is not None and issubclass(target, ForgettingCheck)):
+            errors.append(
+                f"callbacks.{name} ({target.__name__}) reads the weights between steps, which DeepSpeed ZeRO-3 "
+                "partitions away: use strategy=fsdp (FSDP2, supported) or deepspeed_zero2, or drop the callback"
+                + (f" (or set callbacks.{name}.restore_best=false)." if restores else ".")
+            )
+    return errors
+
+
 # Modules add their own rules here (for example DPO's loss and log-prob reduction).
 CHECKS: list[Check] = [
     check_packing,
@@ -155,6 +177,7 @@ CHECKS: list[Check] = [
     check_freeze_with_adapter,
     check_preference,
     check_optimizer_in_backward,
+    check_zero3_callbacks,
 ]
 
 
