@@ -119,3 +119,32 @@ def test_prefix_filtered_pairs_equal_brute_force():
 def test_shingles_are_word_ngrams():
     assert shingles("The cat, the HAT!", 3) == {("the", "cat", "the"), ("cat", "the", "hat")}
     assert shingles("Hi", 3) == {("hi",)}
+
+
+def test_preference_pairs_are_reported_by_their_chosen_side(tmp_path):
+    def pair(question: str, chosen: str, task: str) -> dict:
+        return {
+            "prompt": [{"role": "user", "content": question}],
+            "chosen": chosen,
+            "rejected": "no",
+            "task_type": task,
+        }
+
+    rows = [pair("Classify: payment clause.", "TYPE: payment", "classify"), pair("Flag it?", "FLAG: STANDARD", "flag")]
+    bad = {"prompt": [{"role": "user", "content": "q"}], "chosen": "same", "rejected": "same"}
+    cfg = compose_config(
+        [
+            "mode=data_report",
+            "data=preference",
+            "module=dpo",
+            f"data.train_files={write_jsonl(tmp_path / 'pairs.jsonl', [*rows, bad])}",
+            "data.val_ratio=0",
+        ],
+        output_dir=tmp_path / "out",
+        name="eval",
+    )
+    train = report_data(cfg)["splits"]["train"]
+    assert {task: counts["rows"] for task, counts in train["per_task"].items()} == {"classify": 1, "flag": 1}
+    assert (
+        train["invalid_rows"] == 1 and "pairs.jsonl:3: field 'rejected': identical to 'chosen'" in train["invalid"][0]
+    )

@@ -137,6 +137,15 @@ def test_prompts_are_cut_before_the_last_answer_and_taken_in_turn():
     assert [p["id"] for p in prompts] == ["d/v.jsonl:1", "d/v.jsonl:3", "d/v.jsonl:2"]
     assert prompts[0]["messages"][-1]["content"] == "And classify it." and prompts[0]["reference"] == "TYPE: a"
     assert prompts[1] == {"id": "d/v.jsonl:3", "task_type": "math", "text": "1 + 1 =", "reference": " 2"}
+    pair = Record("d/p.jsonl:1", {"prompt": [{"role": "user", "content": "q"}], "chosen": "yes", "rejected": "no"})
+    assert prompts_from_records([pair]) == [  # a preference row: its prompt, the chosen answer as reference
+        {
+            "id": "d/p.jsonl:1",
+            "messages": [{"role": "user", "content": "q"}],
+            "reference": "yes",
+            "task_type": "default",
+        }
+    ]
     # a mixture's sources may share a file name: their folder keeps the ids apart
     mixed = [Record("data/legal/val.jsonl:1", chat("a", "b")), Record("data/general_chat/val.jsonl:1", chat("c", "d"))]
     assert [p["id"] for p in prompts_from_records(mixed)] == ["legal/val.jsonl:1", "general_chat/val.jsonl:1"]

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from lit_ft.callbacks.early_stopping import weights_step
+from lit_ft.data.preference_rows import sft_view
 from lit_ft.data.readers import Record, read_records
-from lit_ft.data.rows import ChatExample, parse_messages, parse_sft_row
+from lit_ft.data.rows import ChatExample, parse_messages
 
 
 def load_prompts(path: str | Path) -> list[dict[str, Any]]:
@@ -45,7 +46,7 @@ def prompts_from_records(records: list[Record], limit: int | None = None) -> lis
     """
     by_task: dict[str, list[dict[str, Any]]] = {}
     for record in records:
-        example = parse_sft_row(record)
+        example = sft_view(record)
         if isinstance(example, ChatExample):
             last = example.trainable_turns[-1]
             prompt = {"messages": example.messages[:last], "reference": example.messages[last]["content"]}

@@ -23,6 +23,7 @@ from lit_ft.data.rows import (
     check_text,
     check_turn_order,
     parse_messages,
+    parse_sft_row,
     parse_task_type,
 )
 
@@ -111,3 +112,12 @@ def parse_preference_row(record: Record, forbidden: Sequence[str] = ()) -> Prefe
         answers = {side: _answer(row[side], where, side, forbidden) for side in SIDES}
     chosen, rejected = (_chat_example(prompt, answers[side], task_type, where, side) for side in SIDES)
     return PreferencePair(chosen, rejected, task_type, margin)
+
+
+def sft_view(record: Record, forbidden: Sequence[str] = ()) -> SFTExample:
+    """A row as one SFT example: a preference row (``chosen`` and ``rejected``) gives its chosen side, any other
+    row :func:`parse_sft_row`'s example. What the generation samples and the data report read, for both kinds
+    of data."""
+    if "chosen" in record.row and "rejected" in record.row:
+        return parse_preference_row(record, forbidden).chosen
+    return parse_sft_row(record, forbidden)

@@ -35,8 +35,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from lit_ft.data.preference_rows import sft_view
 from lit_ft.data.readers import DataError, Record
-from lit_ft.data.rows import ChatExample, SFTExample, parse_sft_row
+from lit_ft.data.rows import ChatExample, SFTExample
 from lit_ft.data.sft_datamodule import FineTuneDataModule
 from lit_ft.data.stats import SplitStats
 from lit_ft.data.tokenize import IGNORE_INDEX, tokenize_example
@@ -116,17 +117,20 @@ def read_split(
     invalid: list[str] = []
     short: dict[str, list[str]] = defaultdict(list)
     for record in records:
-        try:
-            example = parse_sft_row(record, forbidden=tokenizer.all_special_tokens)
-        except DataError as error:
-            invalid.append(str(error))
+        row_stats = SplitStats()
+        try:  # a row training would refuse (a bad field, a template that cannot render it) is listed, not fatal
+            example = sft_view(record, forbidden=tokenizer.all_special_tokens)  # preference rows: the chosen side
+            encoded = datamodule.encode(record, row_stats)  # training's own truncation and drop rules
+            full = tokenize_example(tokenizer, example, None)
+        except (DataError, ValueError) as error:
+            invalid.append(str(error) if isinstance(error, DataError) else f"{record.where}: {error}")
             continue
         task = example.task_type
         task_stats = stats[task]
         task_stats.rows += 1
-        if datamodule.encode(record, task_stats) is not None:  # training's own truncation and drop rules
-            task_stats.examples += 1
-        full = tokenize_example(tokenizer, example, None)
+        task_stats.examples += encoded is not None
+        for name in ("truncated_examples", "truncated_tokens", "dropped_too_long", "dropped_no_loss_tokens"):
+            setattr(task_stats, name, getattr(task_stats, name) + getattr(row_stats, name))
         answer_tokens = sum(label != IGNORE_INDEX for label in full["labels"])
         prompt, answer = prompt_and_answer(example)
         rows.append(
