@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -15,6 +14,7 @@ from lit_ft.callbacks.early_stopping import weights_step
 from lit_ft.data.preference_rows import sft_view
 from lit_ft.data.readers import Record, read_records
 from lit_ft.data.rows import ChatExample, parse_messages
+from lit_ft.eval.generation import generate_answers
 
 
 def load_prompts(path: str | Path) -> list[dict[str, Any]]:
@@ -112,38 +112,13 @@ class GenerationSamples(L.Callback):
         self.output_dir = Path(output_dir) if output_dir else None
         self.samples: dict[str, list[str]] = {}
 
-    @torch.no_grad()
     def generate(self, pl_module: L.LightningModule, tokenizer, synced: bool = False) -> list[str]:
-        """Greedy answers to :attr:`prompts`. ``synced``: in a distributed run, where every rank calls this, each
-        rank goes on running forwards until all ranks have ended their answer (transformers' ``synced_gpus``;
-        under FSDP2 or ZeRO-3 each forward gathers the weights from all ranks, so a rank whose answer ended
-        sooner must not stop)."""
-        model = pl_module.model
-        was_training = model.training
-        model.eval()
-        answers = []
-        for prompt in self.prompts:
-            if "messages" in prompt:
-                inputs = tokenizer.apply_chat_template(
-                    prompt["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True
-                )
-            else:
-                inputs = tokenizer(prompt["text"], return_tensors="pt")
-            inputs = inputs.to(pl_module.device)
-            output = model.generate(
-                **inputs,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                use_cache=True,
-                synced_gpus=synced,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            answers.append(
-                tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-            )
-        model.train(was_training)
-        return answers
+        """Greedy answers to :attr:`prompts`, one prompt at a time (no padding under the training model's
+        attention backend), encoded as training and ``eval.py`` encode them. ``synced``: every rank of a
+        distributed run calls this (see :func:`~lit_ft.eval.generation.generate_answers`)."""
+        return generate_answers(
+            pl_module.model, tokenizer, self.prompts, self.max_new_tokens, batch_size=1, synced_gpus=synced
+        )
 
     def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not self.prompts:

@@ -41,10 +41,14 @@ def generate_answers(
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int = 0,
+    synced_gpus: bool = False,
 ) -> list[str]:
     """Answers to ``prompts``, in order: left-padded batches of similar length, each stopping at EOS/end-of-turn.
 
-    Sampled answers are reproducible for a given ``seed`` and ``batch_size``.
+    Sampled answers are reproducible for a given ``seed`` and ``batch_size``. ``synced_gpus``: in a distributed
+    run where every rank calls this, each rank goes on running forwards until all ranks have ended their answers
+    (under FSDP2 or ZeRO-3 each forward gathers the weights from all ranks, so a rank that ended sooner must not
+    stop).
     """
     encoded = [prompt_ids(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
@@ -68,6 +72,7 @@ def generate_answers(
             pad_token_id=pad,
             eos_token_id=tokenizer.eos_token_id,
             use_cache=True,
+            synced_gpus=synced_gpus,
             **sampling_kwargs(do_sample, temperature, top_p),
         )
         for row, index in enumerate(batch):
