@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 
 from lit_ft.callbacks.divergence import DivergenceGuard
+from lit_ft.callbacks.steps import StepTracker
 from lit_ft.data.batch import example_task_ids
 
 STAGES = ("train", "val")
@@ -78,7 +79,7 @@ class TaskMetrics(L.Callback):
         self.task_names = list(task_names) if task_names else []
         self._metrics: dict[str, dict[str, GroupedMean]] = {stage: {} for stage in STAGES}
         self._device = torch.device("cpu")
-        self._last_step = 0
+        self._steps = StepTracker()
         self._step_updates: list[Update] = []  # of the optimizer step under way
         self._fit_started = False
         self.before: dict[str, float] | None = None
@@ -146,7 +147,7 @@ class TaskMetrics(L.Callback):
         self._fit_started = True
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_step = trainer.global_step
+        self._steps.start(trainer)
         self._reset("train")
         self._step_updates = []
 
@@ -162,13 +163,13 @@ class TaskMetrics(L.Callback):
         # The micro-batches of an optimizer step count once the step is taken: not those of a step skipped for a
         # non-finite loss or gradient (whose NaN would spoil the window's means; its tokens were not trained on).
         self._step_updates += self._updates(outputs, batch)
-        stepped, self._last_step = trainer.global_step != self._last_step, trainer.global_step
+        stepped = self._steps.stepped(trainer)
         if stepped:
             if not self._skipped(trainer):
                 self._update("train", self._step_updates)
             self._step_updates = []
         # The window closes after an optimizer step, when Lightning also sends logged values to the loggers.
-        if stepped and trainer.log_every_n_steps and trainer.global_step % trainer.log_every_n_steps == 0:
+        if stepped and self._steps.closes_window(trainer):
             for name, value in self.compute("train").items():
                 pl_module.log(name, value, on_step=True, on_epoch=False)
             self._reset("train")

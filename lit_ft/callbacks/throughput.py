@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from lit_ft.callbacks.steps import StepTracker
 from lit_ft.data.batch import example_task_ids, non_padding_tokens
 from lit_ft.utils.perf import (
     compute_dtype,
@@ -52,7 +53,7 @@ class Throughput(L.Callback):
         self._window = torch.zeros(4, dtype=torch.float64)  # tokens, samples, seconds, FLOPs
         self._totals = torch.zeros(4, dtype=torch.float64)  # after warm-up, all ranks
         self._started: float | None = None
-        self._last_step = 0
+        self._steps = StepTracker()
         self._world_size = 1
         self.last: dict[str, float] = {}
 
@@ -68,7 +69,7 @@ class Throughput(L.Callback):
             self.device_peak = float(self.peak_flops)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_step = trainer.global_step
+        self._steps.start(trainer)
 
     def _pause(self) -> None:
         if self._started is not None:
@@ -92,8 +93,7 @@ class Throughput(L.Callback):
         self._window[3] += self.flops_per_token * tokens - self.head_flops_per_token * self._skipped_head(
             pl_module, batch, tokens
         )
-        stepped, self._last_step = trainer.global_step != self._last_step, trainer.global_step
-        if not (stepped and trainer.log_every_n_steps and trainer.global_step % trainer.log_every_n_steps == 0):
+        if not (self._steps.stepped(trainer) and self._steps.closes_window(trainer)):
             return
         self._pause()
         window = trainer.strategy.reduce(self._window.to(pl_module.device), reduce_op="sum").cpu()
