@@ -123,6 +123,21 @@ def test_layer_wise_lrs_decay_from_the_head_down_and_drive_the_update(tiny_model
         )
     assert seen == set(expected)
     assert trainer.optimizers[0].param_groups[0]["lr"] == 1.0  # the group logged as `lr` is the head's
+    assert trainer.callback_metrics["lr"] == 1.0
+
+
+def test_the_logged_lr_is_the_base_lr_when_the_top_does_not_train(tokenizer):
+    from lit_ft.models import LoRA, tiny_llama
+
+    module = SFTModule(  # LoRA: head and final norm are frozen, so the first group is the top decoder layer's
+        model=lambda: tiny_llama(tokenizer, seed=0),
+        adapter=LoRA(r=4),
+        optimizer=lambda groups: torch.optim.SGD(groups, lr=1.0),
+        scheduler=constant_lr,
+        layer_lr_decay=0.5,
+    )
+    trainer = fit(module, toy_examples(1))
+    assert trainer.optimizers[0].param_groups[0]["lr"] == 0.5 and trainer.callback_metrics["lr"] == 1.0
 
 
 def test_lr_scaling_with_global_batch_is_applied_and_logged(tiny_model, caplog):

@@ -297,7 +297,8 @@ class CausalLMModule(L.LightningModule):
 
     def log_step_metrics(self, loss: float, optimizer: torch.optim.Optimizer) -> None:
         self.log("train/loss", loss, prog_bar=True, rank_zero_only=True)
-        self.log("lr", optimizer.param_groups[0]["lr"], rank_zero_only=True)
+        group = optimizer.param_groups[0]  # with layer_lr_decay, the top depth that trains: divide out its scale
+        self.log("lr", group["lr"] / group.get("lr_scale", 1.0), rank_zero_only=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         out = self.token_losses(batch)

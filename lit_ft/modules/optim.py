@@ -28,7 +28,8 @@ def decay_groups(model: nn.Module, weight_decay: float, layer_lr_decay: float | 
     ELECTRA/BEiT), each depth gets its own pair of groups with ``lr_scale = layer_lr_decay ** (top - depth)``:
     the head and final norm (top) keep the base LR, the top decoder layer gets ``decay`` times it, each layer
     below one more factor, the embeddings (depth 0) the lowest (see :func:`parameter_depths`). Groups come top
-    first, so ``param_groups[0]`` carries the base LR. The module multiplies each group's LR by its ``lr_scale``.
+    first; the module multiplies each group's LR by its ``lr_scale`` (and logs ``lr`` as the first group's LR
+    over its scale: the base LR even when the top does not train, as with LoRA, whose head is frozen).
     """
     depths, top = parameter_depths(model) if layer_lr_decay is not None else ({}, 0)
     groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
