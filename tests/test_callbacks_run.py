@@ -35,6 +35,7 @@ def test_long_prompts_are_shown_from_a_word_boundary():
     text = "The Supplier shall deliver the goods within thirty days. Does anything need flagging?"
     assert prompt_tail(text, max_chars=40) == "…days. Does anything need flagging?"  # not "…hirty days. ..."
     assert prompt_tail("x" * 50, max_chars=10) == "…" + "x" * 10  # one long word: cut inside it
+    assert prompt_tail("aaa bbb ccc", max_chars=7) == "…bbb ccc"  # the cut is a word boundary: nothing dropped
 
 
 def test_samples_are_the_greedy_continuations(tokenizer, tiny_model):

@@ -21,7 +21,14 @@ def test_shipped_configs_are_valid(experiment, tmp_path):
     "overrides",
     [
         ["module.compile=true", "module.head_on_loss_tokens=false", "module.head_chunk_tokens=512"],
-        ["module=dpo", "data=preference_legal", "data.train_samples=8", "data.max_val_rows=4"],
+        [
+            "module=dpo",
+            "data=preference_legal",
+            "data.train_samples=8",
+            "data.max_val_rows=4",
+            "data.group_by_length=true",
+        ],
+        ["experiment=cpt_legal", "data.group_by_length=true"],
         ["module=reward", "data=preference_legal", "module.compile=true"],
         [
             "experiment=cpt_legal",
@@ -85,6 +92,10 @@ def test_typos_and_wrong_types_name_the_key(overrides, message, tmp_path):
             "ZeRO-3 partitions away",
         ),
         (["strategy=deepspeed_zero3", "callbacks=[default,forgetting]"], "callbacks.forgetting (ForgettingCheck)"),
+        (  # a custom early-stopping node without restore_best gets the constructor's default: restore
+            ["strategy=deepspeed_zero3", "+callbacks.stop._target_=lit_ft.callbacks.EarlyStoppingWithRestore"],
+            "callbacks.stop (EarlyStoppingWithRestore)",
+        ),
         (  # padding-free batches (the default) rely on the same position-id boundaries as packing
             ["model.attn_implementation=paged_attention"],
             "data.padding_free=true with model.attn_implementation=paged_attention",
@@ -98,6 +109,10 @@ def test_typos_and_wrong_types_name_the_key(overrides, message, tmp_path):
 def test_incompatible_options_are_refused_with_the_fix(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate_config(compose_config(overrides, output_dir=tmp_path))
+
+
+def test_evaluation_builds_no_padding_free_rows_so_any_attention_backend_is_accepted(tmp_path):
+    validate_config(compose_config(["model.attn_implementation=paged_attention"], tmp_path, name="eval"))
 
 
 def test_packing_is_allowed_with_backends_that_keep_examples_apart(tmp_path):

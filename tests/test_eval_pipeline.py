@@ -152,6 +152,15 @@ def test_prompts_are_cut_before_the_last_answer_and_taken_in_turn():
     assert len(prompts_from_records(records, limit=2)) == 2
 
 
+def test_generation_leaves_the_callers_random_state_as_it_was(tokenizer, tiny_model):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    prompts = [{"text": "Once upon"}]
+    sampled = generate_answers(tiny_model, tokenizer, prompts, max_new_tokens=3, do_sample=True, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)  # training's dropout stream goes on undisturbed
+    assert sampled == generate_answers(tiny_model, tokenizer, prompts, max_new_tokens=3, do_sample=True, seed=7)
+
+
 def test_batched_greedy_generation_equals_one_prompt_at_a_time(tokenizer, tiny_model):
     texts = ["Once upon", "The cat sat on the mat and then", "A"]
     prompts = [{"messages": [{"role": "user", "content": "Hi there"}]}] + [{"text": t} for t in texts]

@@ -177,3 +177,18 @@ def test_lm_eval_results_are_flattened_to_scalars(monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval.models.huggingface", huggingface)
     assert run_harness("model", "tokenizer", ("arc_easy",), limit=5) == expected
     assert calls == {"model": ("HFLM", "model", "tokenizer"), "tasks": ["arc_easy"]}
+
+
+def test_a_fit_with_no_step_to_take_still_reports_a_baseline(tokenizer, tiny_model, arithmetic_files):
+    # max_steps=0 (or a resumed run already at max_steps): Lightning never starts training, but the fit ends
+    train_file, val_file = arithmetic_files
+    data = SFTDataModule(tokenizer, train_file, val_file, max_length=64, batch_size=8)
+    callback = ForgettingCheck(mcq_file=str(MCQ), prose_file=str(PROSE), max_questions=4, max_passages=1)
+    trainer = L.Trainer(
+        max_steps=0, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        callbacks=[callback],
+    )  # fmt: skip
+    trainer.fit(SFTModule(model=lambda: tiny_model), datamodule=data)
+    summary = callback.summary()["forgetting"]
+    assert [c["stage"] for c in summary["checks"]] == ["baseline", "final"]
+    assert summary["delta"]["prose_ppl"] == 0.0 and summary["exceeded"] == []  # the same weights

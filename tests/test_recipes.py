@@ -126,6 +126,12 @@ def test_layer_wise_lrs_decay_from_the_head_down_and_drive_the_update(tiny_model
     assert trainer.callback_metrics["lr"] == 1.0
 
 
+@pytest.mark.parametrize("decay", [0.0, -0.5, 1.5])
+def test_layer_lr_decay_outside_0_to_1_is_refused(decay):
+    with pytest.raises(ValueError, match=rf"layer_lr_decay={decay}: must be in \(0, 1\]"):
+        SFTModule(model=lambda: None, layer_lr_decay=decay)
+
+
 def test_the_logged_lr_is_the_base_lr_when_the_top_does_not_train(tokenizer):
     from lit_ft.models import LoRA, tiny_llama
 

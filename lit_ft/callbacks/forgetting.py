@@ -183,18 +183,21 @@ class ForgettingCheck(L.Callback):
 
     @staticmethod
     def _log_to_loggers(trainer: L.Trainer, metrics: dict[str, float]) -> None:
-        """For hooks where ``LightningModule.log`` is not allowed (fit start and end)."""
+        """For hooks where ``LightningModule.log`` is not allowed (train start, fit end)."""
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
                 logger.save()
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Not on_fit_start: sharded strategies (FSDP, DeepSpeed) restore a checkpoint after that hook.
+    def _score_baseline(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.baseline is None:  # a resumed run keeps the baseline of its first start
             self.baseline = self.score(trainer, pl_module, base=True)
             self._record(trainer, "baseline", self.baseline)
             self._log_to_loggers(trainer, self._named(self.baseline))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not on_fit_start: sharded strategies (FSDP, DeepSpeed) restore a checkpoint after that hook.
+        self._score_baseline(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.every_validation or trainer.sanity_checking or trainer.state.fn != "fit":
@@ -206,6 +209,7 @@ class ForgettingCheck(L.Callback):
             trainer.should_stop = True
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._score_baseline(trainer, pl_module)  # a fit with no step to take never started training
         self.final = self.score(trainer, pl_module)
         self._record(trainer, "final", self.final)
         self._log_to_loggers(trainer, self._named(self.final))

@@ -74,6 +74,8 @@ def prompt_tail(text: str, max_chars: int = 160) -> str:
     if len(text) <= max_chars:
         return text
     tail = text[-max_chars:]
+    if text[-max_chars - 1] == " ":  # the cut falls on a word boundary already
+        return "…" + tail
     _, space, rest = tail.partition(" ")
     return "…" + (rest if space and rest else tail)
 
@@ -117,7 +119,13 @@ class GenerationSamples(L.Callback):
         attention backend), encoded as training and ``eval.py`` encode them. ``synced``: every rank of a
         distributed run calls this (see :func:`~lit_ft.eval.generation.generate_answers`)."""
         return generate_answers(
-            pl_module.model, tokenizer, self.prompts, self.max_new_tokens, batch_size=1, synced_gpus=synced
+            pl_module.model,
+            tokenizer,
+            self.prompts,
+            self.max_new_tokens,
+            batch_size=1,
+            synced_gpus=synced,
+            device=pl_module.device,
         )
 
     def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -36,7 +36,10 @@ def _cuda_run(cfg: DictConfig) -> bool:
 
 
 def check_packing(cfg: DictConfig) -> list[str]:
-    """Packed and padding-free batches put several examples in one row, kept apart only by their position ids."""
+    """Packed and padding-free batches put several examples in one row, kept apart only by their position ids.
+    Only training batches are built so: eval.py's configs (they have a ``mode``) are not checked."""
+    if _get(cfg, "mode") is not None:
+        return []
     option = next((name for name in ("packing", "padding_free") if _get(cfg, f"data.{name}", False)), None)
     if option is None:
         return []
@@ -159,7 +162,11 @@ def check_zero3_callbacks(cfg: DictConfig) -> list[str]:
     errors = []
     for name, callback in (_get(cfg, "callbacks") or {}).items():
         target = _target_class(cfg, f"callbacks.{name}")
-        restores = target is not None and issubclass(target, EarlyStoppingWithRestore) and callback.get("restore_best")
+        restores = (
+            target is not None
+            and issubclass(target, EarlyStoppingWithRestore)
+            and callback.get("restore_best", True)  # the constructor's default
+        )
         if restores or (target is not None and issubclass(target, ForgettingCheck)):
             errors.append(
                 f"callbacks.{name} ({target.__name__}) reads the weights between steps, which DeepSpeed ZeRO-3 "

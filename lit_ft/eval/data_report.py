@@ -6,8 +6,9 @@ split, and validation prompts duplicated in training: leakage), very short answe
 
 Definitions:
 
-- rows are read by the DataModule's readers and validated by ``parse_sft_row``; a row that training would
-  refuse is listed with its place and reason instead of stopping the report;
+- rows are read by the DataModule's readers and validated by :func:`~lit_ft.data.preference_rows.sft_view`
+  (``parse_sft_row``; a preference pair by its chosen side); a row that training would refuse (a bad field, a
+  chat template that cannot render it) is listed with its place and reason instead of stopping the report;
 - token lengths come from ``tokenize_example`` without a length limit: *answer* tokens are those that carry loss
   (assistant turns with their end-of-turn token, or completion + EOS), *prompt* tokens all the others (chat
   template, system, user turns);

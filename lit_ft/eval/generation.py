@@ -42,40 +42,47 @@ def generate_answers(
     top_p: float = 1.0,
     seed: int = 0,
     synced_gpus: bool = False,
+    device: torch.device | None = None,
 ) -> list[str]:
     """Answers to ``prompts``, in order: left-padded batches of similar length, each stopping at EOS/end-of-turn.
 
-    Sampled answers are reproducible for a given ``seed`` and ``batch_size``. ``synced_gpus``: in a distributed
-    run where every rank calls this, each rank goes on running forwards until all ranks have ended their answers
-    (under FSDP2 or ZeRO-3 each forward gathers the weights from all ranks, so a rank that ended sooner must not
-    stop).
+    Sampled answers are reproducible for a given ``seed`` and ``batch_size``; the caller's random state is left
+    as it was (a training run that generates between steps keeps its dropout stream).
+
+    Args:
+        device: where the inputs go (default: the first parameter's device; pass the module's compute device
+            when parameters are offloaded to the CPU).
+        synced_gpus: in a distributed run where every rank calls this, each rank goes on running forwards until
+            all ranks have ended their answers (under FSDP2 or ZeRO-3 each forward gathers the weights from all
+            ranks, so a rank that ended sooner must not stop).
     """
     encoded = [prompt_ids(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     answers = [""] * len(encoded)
-    device = next(model.parameters()).device
+    device = device or next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training
     model.eval()
-    torch.manual_seed(seed)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        length = max(len(encoded[i]) for i in batch)
-        input_ids = torch.tensor([[pad] * (length - len(encoded[i])) + encoded[i] for i in batch], device=device)
-        attention_mask = torch.tensor(
-            [[0] * (length - len(encoded[i])) + [1] * len(encoded[i]) for i in batch], device=device
-        )
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id,
-            use_cache=True,
-            synced_gpus=synced_gpus,
-            **sampling_kwargs(do_sample, temperature, top_p),
-        )
-        for row, index in enumerate(batch):
-            answers[index] = tokenizer.decode(output[row, length:], skip_special_tokens=True).strip()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            length = max(len(encoded[i]) for i in batch)
+            input_ids = torch.tensor([[pad] * (length - len(encoded[i])) + encoded[i] for i in batch], device=device)
+            attention_mask = torch.tensor(
+                [[0] * (length - len(encoded[i])) + [1] * len(encoded[i]) for i in batch], device=device
+            )
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id,
+                use_cache=True,
+                synced_gpus=synced_gpus,
+                **sampling_kwargs(do_sample, temperature, top_p),
+            )
+            for row, index in enumerate(batch):
+                answers[index] = tokenizer.decode(output[row, length:], skip_special_tokens=True).strip()
     model.train(was_training)
     return answers

@@ -107,6 +107,10 @@ class CausalLMModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.freeze, self.adapter = freeze, adapter
         self.head_on_loss_tokens = head_on_loss_tokens
+        if layer_lr_decay is not None and not 0 < layer_lr_decay <= 1:
+            raise ValueError(
+                f"layer_lr_decay={layer_lr_decay}: must be in (0, 1] (each layer's LR a fraction of the one above)"
+            )
         self.layer_lr_decay, self.lr_scaling, self.l2sp = layer_lr_decay, lr_scaling, l2sp
         self._l2sp_anchors: dict[str, torch.Tensor] = {}  # theta_0, not in the state dict (rebuilt on resume)
         self.head_chunk_tokens = head_chunk_tokens
