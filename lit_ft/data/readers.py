@@ -74,12 +74,12 @@ TRAIN_SPLITS = ("train",)
 VAL_SPLITS = ("validation", "test")
 
 
-def read_records(path: str | Path, split: str | tuple[str, ...] = TRAIN_SPLITS) -> Iterator[Record]:
+def read_records(path: str | Path, splits: tuple[str, ...] = TRAIN_SPLITS) -> Iterator[Record]:
     """Yield the rows of a data file or a ``datasets`` folder saved with ``save_to_disk``.
 
     Args:
         path: ``.jsonl``, ``.json``, ``.parquet`` file, or a folder written by ``Dataset.save_to_disk``.
-        split: the split to read when the folder holds a ``DatasetDict``, or names to try in order.
+        splits: the splits to try in order when the folder holds a ``DatasetDict`` (the first it has is read).
     """
     path = Path(path)
     if not path.exists():
@@ -88,12 +88,11 @@ def read_records(path: str | Path, split: str | tuple[str, ...] = TRAIN_SPLITS) 
         from datasets import DatasetDict, load_from_disk
 
         dataset = load_from_disk(str(path))
-        names = (split,) if isinstance(split, str) else split
-        chosen = names[0]
+        chosen = splits[0]
         if isinstance(dataset, DatasetDict):
-            chosen = next((name for name in names if name in dataset), None)
+            chosen = next((name for name in splits if name in dataset), None)
             if chosen is None:
-                raise DataError(str(path), f"no split {' or '.join(map(repr, names))} (has {sorted(dataset)})")
+                raise DataError(str(path), f"no split {' or '.join(map(repr, splits))} (has {sorted(dataset)})")
             dataset = dataset[chosen]
         yield from _read_arrow_rows(dataset, f"{path}[{chosen}]")
     elif path.suffix == ".jsonl":

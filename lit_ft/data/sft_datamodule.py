@@ -136,11 +136,11 @@ class FineTuneDataModule(L.LightningDataModule):
 
     # --- shared machinery --------------------------------------------------------------------------------
     @staticmethod
-    def _read(paths: list[str], split: tuple[str, ...] = TRAIN_SPLITS) -> list[Record]:
-        """The rows of ``paths``; of a ``DatasetDict`` folder, the first of ``split`` it has."""
+    def _read(paths: list[str], splits: tuple[str, ...] = TRAIN_SPLITS) -> list[Record]:
+        """The rows of ``paths``; of a ``DatasetDict`` folder, the first of ``splits`` it has."""
         records = []
         for path in paths:
-            rows = list(read_records(path, split))
+            rows = list(read_records(path, splits))
             if not rows:
                 raise DataError(str(path), "the file holds no rows (it is empty or has only blank lines)")
             records += rows
