@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning.pytorch.strategies import DeepSpeedStrategy as LightningDeepSpeedStrategy
+from omegaconf import OmegaConf
 
 from lit_ft.strategies.launch import HydraSafeLaunch
 
@@ -76,16 +77,6 @@ def deepspeed_config(
     return config
 
 
-def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override``'s values, nested dicts merged key by key."""
-    result = dict(base)
-    for key, value in override.items():
-        result[key] = (
-            merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) else value
-        )
-    return result
-
-
 class DeepSpeedStrategy(HydraSafeLaunch, LightningDeepSpeedStrategy):
     """Lightning's ``DeepSpeedStrategy`` with the config from :func:`deepspeed_config`, made at setup.
 
@@ -123,4 +114,5 @@ class DeepSpeedStrategy(HydraSafeLaunch, LightningDeepSpeedStrategy):
             offload_parameters=self.offload_parameters,
             world_size=self.world_size,
         )
-        self.config = merged(self.config or {}, from_run)
+        # nested sections merged key by key: what the keyword arguments set there stays beside the run's values
+        self.config = OmegaConf.to_container(OmegaConf.merge(self.config or {}, from_run))
