@@ -46,6 +46,7 @@ from common import (
     run_all,
     select,
     steps_line,
+    train_trl,
     trl_arguments,
     trl_timer,
     worker,
@@ -163,12 +164,7 @@ def run_trl(cfg: Config) -> dict[str, Any]:
         peft_config=peft_config,
         callbacks=[trl_timer(recorder)],
     )
-    trainer.train()
-    return {
-        **recorder.summary(cfg, *parameter_counts(trainer.model)),
-        "trl_bf16": args.bf16,
-        "trl_gradient_checkpointing": args.gradient_checkpointing,
-    }
+    return train_trl(trainer, cfg, recorder)
 
 
 def run(cfg: Config) -> dict[str, Any]:

@@ -350,6 +350,17 @@ def parameter_counts(model) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def train_trl(trainer, cfg: Config, recorder: StepRecorder) -> dict[str, Any]:
+    """Train a TRL trainer; its result: the recorder's summary, with the precision and gradient checkpointing TRL
+    ran with (its defaults may differ from ours)."""
+    trainer.train()
+    return {
+        **recorder.summary(cfg, *parameter_counts(trainer.model)),
+        "trl_bf16": trainer.args.bf16,
+        "trl_gradient_checkpointing": trainer.args.gradient_checkpointing,
+    }
+
+
 # --- orchestration ----------------------------------------------------------------------------------------------
 
 
