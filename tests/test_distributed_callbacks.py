@@ -66,8 +66,11 @@ def test_forgetting_samples_and_early_stopping_under_fsdp2_equal_one_process(run
     assert fsdp["restored_is_best"] and one["restored_is_best"]  # on each rank, its shards of step 4's weights
     final, expected = torch.load(out / "final.pt"), torch.load(one_dir / "final.pt")
     assert final.keys() == expected.keys()
+    # Two ranks sum gradients in another order than one process, and the difference depends on the thread count;
+    # Adam divides by sqrt(v), so over six steps a weight can drift by ~1e-5 (1.3e-5 seen at OMP_NUM_THREADS=1).
+    # 1e-4 still fails any real divergence: one step moves a weight by up to lr = 3e-3 (tests/distributed_callbacks.py).
     for name, value in final.items():
-        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(value, expected[name], rtol=1e-4, atol=1e-4)
 
     assert fsdp["samples"] == one["samples"]
     # rank 1 generated 8 tokens, rank 0 (whose answers these are) 4: both ran 8 forwards, and neither hung
