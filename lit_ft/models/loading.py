@@ -112,6 +112,16 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     return name
 
 
+def resolve_tokenizer_path(name_or_path: str | os.PathLike) -> str:
+    """:func:`resolve_model_path` for a tokenizer: an embedded alias whose cache folder holds the tokenizer files
+    (a converted model, or the tokenizer alone, as ``scripts/gpu_bundle.sh`` carries it to a machine without the
+    embedded model's package) resolves to that folder without converting anything."""
+    name = str(name_or_path)
+    if name.lower() in EMBEDDED_MODELS and (cache_dir() / name.lower() / "tokenizer_config.json").is_file():
+        return str(cache_dir() / name.lower())
+    return resolve_model_path(name)
+
+
 @functools.cache
 def hub_unreachable() -> bool:
     """True when the Hugging Face hub's host name does not resolve (no network), checked once per process."""
@@ -175,7 +185,7 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerB
 
 def load_tokenizer(name_or_path: str | os.PathLike, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """Load a tokenizer (right padding, a distinct pad token when one exists)."""
-    path = resolve_model_path(name_or_path)
+    path = resolve_tokenizer_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs(path))
     except (OSError, ValueError) as error:
