@@ -1,11 +1,14 @@
-"""The CPU side of the GPU paths: the pieces of ``scripts/gpu_check.sh`` (the tokenizer carried without the
-embedded model's package) work on a machine without a GPU."""
+"""The CPU side of the GPU paths: GPU-only commands refuse clearly here, and the pieces of ``scripts/gpu_check.sh``
+(the tokenizer carried without the embedded model's package) work on a machine without a GPU."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from lit_ft.models import loading
 from lit_ft.models.loading import EmbeddedModel, load_model, load_tokenizer
@@ -39,3 +42,24 @@ def test_alias_tokenizer_loads_from_a_tokenizer_only_cache_folder(tokenizer, tmp
     assert sorted(p.name for p in (tmp_path / ALIAS).iterdir()) == sorted(  # nothing converted or written
         ["chat_template.jinja", "tokenizer.json", "tokenizer_config.json"]
     )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize(
+    ("overrides", "fix"),
+    [
+        (["strategy=fsdp1", "trainer.devices=1"], "use strategy=fsdp (FSDP2) or strategy=ddp"),
+        (["strategy=deepspeed_zero2"], "use strategy=fsdp (FSDP2) or strategy=ddp"),
+        (["peft=qlora"], "On CPU use peft=lora"),
+        (["trainer=gpu"], "use trainer=cpu"),
+    ],
+)
+def test_gpu_only_commands_refuse_clearly_without_a_gpu(overrides, fix, tmp_path):
+    """Refused by the config check, before data or model are built, with what to use instead."""
+    command = [sys.executable, "train.py", "debug=tiny", *overrides, f"paths.log_dir={tmp_path}"]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Invalid configuration" in output and "CUDA GPU" in output and fix in output
+    assert "Trainable parameters" not in output  # the model was never built
+    assert not (tmp_path / "debug_tiny" / "summary.json").exists()

@@ -22,7 +22,7 @@ from torch.distributed.tensor import DTensor
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-from lit_ft.config import validate_config
+from lit_ft.config import ConfigError, validate_config
 from lit_ft.models import LoRA, decoder_layer_classes
 from lit_ft.modules import SFTModule
 from lit_ft.strategies import (
@@ -58,8 +58,15 @@ def test_default_stays_single_device_and_strategies_compose(tmp_path):
     assert fsdp1.kwargs["limit_all_gathers"] and fsdp1.kwargs["use_orig_params"]  # LoRA needs original params
     trainer = L.Trainer(strategy=fsdp, accelerator="cpu", devices=2, logger=False)
     assert trainer.strategy is fsdp and trainer.num_devices == 2
-    for name in ("ddp", "fsdp", "fsdp1", "deepspeed_zero2", "deepspeed_zero3"):  # train() validates first
+    for name in ("ddp", "fsdp"):  # train() validates first
         validate_config(compose_config([f"strategy={name}", "model=tiny"], output_dir=tmp_path))
+    for name in ("fsdp1", "deepspeed_zero2", "deepspeed_zero3"):  # CUDA only: refused at once without a GPU
+        cfg = compose_config([f"strategy={name}", "model=tiny", "trainer=gpu"], output_dir=tmp_path)
+        if torch.cuda.is_available():
+            validate_config(cfg)
+        else:
+            with pytest.raises(ConfigError, match="runs on CUDA GPUs only"):
+                validate_config(cfg)
 
 
 def test_deepspeed_configs_compose_from_trainer_and_data_values(tmp_path):

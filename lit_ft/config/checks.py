@@ -35,6 +35,28 @@ def _cuda_run(cfg: DictConfig) -> bool:
     return torch.cuda.is_available() and _get(cfg, "trainer.accelerator", "auto") in ("gpu", "cuda", "auto")
 
 
+def check_cuda_only(cfg: DictConfig) -> list[str]:
+    """GPU-only choices on a machine or trainer without CUDA, refused before data and model are built (Lightning
+    and torch would otherwise fail deep inside, or name no GPU at all)."""
+    from lit_ft.strategies import DeepSpeedStrategy, FSDP1Strategy
+
+    errors = []
+    accelerator = str(_get(cfg, "trainer.accelerator", "auto"))
+    has_gpu = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
+    if accelerator in ("gpu", "cuda") and not has_gpu:
+        errors.append(
+            f"trainer.accelerator={accelerator} (trainer=gpu) needs a CUDA GPU, and this machine has none: "
+            "use trainer=cpu, or run on a GPU machine."
+        )
+    strategy = _target_class(cfg, "strategy") if _get(cfg, "strategy._target_") else None
+    if strategy is not None and issubclass(strategy, (FSDP1Strategy, DeepSpeedStrategy)) and not _cuda_run(cfg):
+        errors.append(
+            f"the strategy {_get(cfg, 'strategy._target_')} runs on CUDA GPUs only: it needs trainer=gpu on a machine "
+            "with a CUDA GPU. Without one, use strategy=fsdp (FSDP2) or strategy=ddp, which also run on CPU."
+        )
+    return errors
+
+
 def check_packing(cfg: DictConfig) -> list[str]:
     """Packed and padding-free batches put several examples in one row, kept apart only by their position ids.
     Only training batches are built so: eval.py's configs (they have a ``mode``) are not checked."""
@@ -178,6 +200,7 @@ def check_zero3_callbacks(cfg: DictConfig) -> list[str]:
 
 # Modules add their own rules here (for example DPO's loss and log-prob reduction).
 CHECKS: list[Check] = [
+    check_cuda_only,
     check_packing,
     check_flash_attention,
     check_quantization,
