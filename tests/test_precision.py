@@ -31,12 +31,14 @@ class Record(L.Callback):
         self.losses.append(float(trainer.callback_metrics["train/loss"]))
 
 
-def fit(model, precision, steps=1, lr=0.0, adapter=None, padding_free=False, **module_kwargs):
+def fit(
+    model, precision, steps=1, lr=0.0, adapter=None, padding_free=False, clip=None, optimizer=None, **module_kwargs
+):
     examples = random_examples([12, 7, 16, 9], seed=5) * steps  # the same batch each step: it is learnt
     loader = DataLoader(examples, batch_size=4, collate_fn=Collator(0, padding_free=padding_free))
     module = SFTModule(
         model=lambda: model,
-        optimizer=lambda groups: torch.optim.AdamW(groups, lr=lr),
+        optimizer=optimizer or (lambda groups: torch.optim.AdamW(groups, lr=lr)),
         adapter=adapter,
         **module_kwargs,
     )
@@ -49,7 +51,7 @@ def fit(model, precision, steps=1, lr=0.0, adapter=None, padding_free=False, **m
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        gradient_clip_val=None,
+        gradient_clip_val=clip,
         callbacks=[record],
     )
     torch.manual_seed(0)  # the same adapter initialisation in every run
@@ -73,6 +75,26 @@ def test_bf16_mixed_matches_fp32_gradients_and_loss_curve_with_fp32_master_weigh
     assert bf16.losses[0] == pytest.approx(fp32.losses[0], rel=1e-2)
     for b, f in zip(bf16.losses, fp32.losses):
         assert b == pytest.approx(f, rel=2e-2)
+
+
+def total_norm(grads) -> float:
+    return float(torch.stack([g.float().norm() for g in grads]).norm())
+
+
+def test_bf16_mixed_clips_the_gradient_norm_with_a_fused_optimizer(tiny_model):
+    """trainer=gpu's bf16-mixed with the module's default fused AdamW and trainer.gradient_clip_val: Lightning's
+    plugin refuses the pair (a fused step unscales fp16 gradients itself); bf16 has no scaler, so the module clips."""
+    seen_by_step = []
+
+    def fused_adamw(groups):
+        optimizer = torch.optim.AdamW(groups, lr=1e-3, fused=True)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        optimizer.register_step_post_hook(lambda *_: seen_by_step.append(total_norm(p.grad for p in params)))
+        return optimizer
+
+    _, record = fit(tiny_model, "bf16-mixed", steps=2, clip=0.5, optimizer=fused_adamw)
+    assert all(total_norm(grads.values()) > 1.0 for grads in record.grads)  # before clipping
+    assert seen_by_step == pytest.approx([0.5, 0.5], rel=1e-4)
 
 
 def test_lora_on_a_bf16_base_trains_fp32_adapters(tiny_model):

@@ -18,6 +18,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins import MixedPrecision
+from lightning.pytorch.strategies import FSDPStrategy
 from torch.distributed.fsdp import FSDPModule
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -268,6 +270,30 @@ class CausalLMModule(L.LightningModule):
         self.log_step_metrics(window_loss / max(window_tokens, 1.0), optimizer)
         self._window_loss = torch.zeros((), device=self._window_loss.device)
         self._window_tokens = torch.zeros((), device=self._window_tokens.device)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip by global norm in the two setups where Lightning's precision plugins refuse to:
+
+        - bf16 autocast (``bf16-mixed``, ``trainer=gpu``) with a fused optimizer (AdamW's default here): Lightning
+          refuses because a fused step unscales gradients itself, after any clip; bf16 has no loss scaler, so there
+          is nothing to unscale and the plain clip is right.
+        - FSDP1 (``strategy=fsdp1``): the norm is over sharded gradients, which only the root FSDP wrapper's
+          ``clip_grad_norm_`` computes (Lightning's FSDP documentation recipe).
+        """
+        plugin = self.trainer.precision_plugin
+        by_norm = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm")
+        if by_norm and isinstance(self.trainer.strategy, FSDPStrategy):
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+        elif by_norm and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """Back-propagate. With ``optimizer_in_backward`` backward also updates the weights, so what
