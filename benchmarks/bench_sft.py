@@ -3,10 +3,14 @@
     python benchmarks/bench_sft.py                        # comparisons (full and LoRA SFT) and scaling curve
     python benchmarks/bench_sft.py --suite compare --modes lora --steps 6
     python benchmarks/bench_sft.py --suite ablation       # each lit-ft optimisation switched on and off
+    python benchmarks/bench_sft.py --device cuda --bf16 --only matched   # on a GPU, both tools in bf16 mixed precision
 
 Every configuration runs in a fresh Python process (``--worker``) pinned to ``--threads`` cores, on the embedded
-SmolLM2-135M-Instruct and the tokenised rows of ``data/legal/train.jsonl`` (a realistic mix of 40-250 token
-chats), in one fixed order shared by both tools, so each optimizer step of lit-ft and TRL sees the same examples.
+SmolLM2-135M-Instruct (``--model``: another alias or folder, or ``smollm2-135m-random``, its architecture with random
+weights, for machines without the embedded model) and the tokenised rows of ``data/legal/train.jsonl`` (a realistic
+mix of 40-250 token chats), in one fixed order shared by both tools, so each optimizer step of lit-ft and TRL sees the
+same examples. Both tools run on one device (``--device``: CUDA when there is a GPU) in fp32 or, with ``--bf16``, in
+bf16 mixed precision (a LoRA run's frozen base loaded in bf16 by both).
 ``--warmup`` steps are run first and excluded. For each configuration it reports:
 
 - non-padding tokens per second over the measured steps, and the mean step time (data, forward, backward, step);
@@ -30,6 +34,7 @@ from typing import Any
 from common import (
     LORA,
     MODEL,
+    RANDOM_MODEL,
     REPO,
     Config,
     StepRecorder,
@@ -41,8 +46,11 @@ from common import (
     litft_trainer,
     machine_line,
     mfu_percent,
+    model_dtype,
     parameter_counts,
+    prepare_model,
     ratio_cells,
+    resolve_device,
     run_all,
     select,
     steps_line,
@@ -96,7 +104,7 @@ def run_litft(cfg: Config) -> dict[str, Any]:
     from lit_ft.modules import SFTModule
 
     L.seed_everything(cfg.seed, verbose=False)
-    tokenizer = load_tokenizer(MODEL)
+    tokenizer = load_tokenizer(cfg.model)
     examples = tokenised_examples(cfg, tokenizer)
     sampler = None
     if cfg.batching == "grouped":
@@ -107,12 +115,11 @@ def run_litft(cfg: Config) -> dict[str, Any]:
     loader = DataLoader(examples, batch_size=cfg.batch_size, shuffle=False, sampler=sampler, collate_fn=collator)
 
     recorder = StepRecorder(cfg)
-    dtype = "bfloat16" if cfg.precision == "bf16" and cfg.mode == "lora" else "float32"  # frozen base in bf16
     module = SFTModule(
         model=partial(
             load_model,
-            MODEL,
-            dtype=dtype,
+            cfg.model,
+            dtype=model_dtype(cfg),
             attn_implementation=cfg.attn,
             gradient_checkpointing=cfg.gradient_checkpointing,
         ),
@@ -138,7 +145,7 @@ def run_trl(cfg: Config) -> dict[str, Any]:
     from lit_ft.models import load_tokenizer, resolve_model_path
 
     torch.manual_seed(cfg.seed)
-    tokenizer = load_tokenizer(MODEL)
+    tokenizer = load_tokenizer(cfg.model)
     examples = tokenised_examples(cfg, tokenizer)
     rows = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]
     recorder = StepRecorder(cfg)
@@ -149,7 +156,7 @@ def run_trl(cfg: Config) -> dict[str, Any]:
         sft_args["train_sampling_strategy"] = "group_by_length"
     args = SFTConfig(**{**trl_arguments(cfg, matched), **sft_args})
     model = AutoModelForCausalLM.from_pretrained(
-        resolve_model_path(MODEL), dtype=torch.float32, attn_implementation="sdpa"
+        resolve_model_path(cfg.model), dtype=getattr(torch, model_dtype(cfg)), attn_implementation="sdpa"
     )
     peft_config = None
     if cfg.mode == "lora":
@@ -174,31 +181,33 @@ def run(cfg: Config) -> dict[str, Any]:
 # --- orchestration ----------------------------------------------------------------------------------------------
 
 
-def comparison_configs(modes: list[str], steps: int, warmup: int, threads: int) -> list[Config]:
-    """Matched settings (fp32, padded, no checkpointing on both) and each tool's recommended defaults.
+def comparison_configs(modes: list[str], steps: int, warmup: int, threads: int, **settings: Any) -> list[Config]:
+    """Matched settings (the run's precision, padded, no checkpointing on both) and each tool's recommended defaults.
 
     lit-ft's defaults are the shipped config's: padding-free batches with ``sdpa_varlen`` attention, the LM head
     on loss tokens, fused AdamW, fp32 on CPU. TRL's are ``SFTConfig()``'s own: gradient checkpointing, padded
     batches, fused AdamW and bf16 autocast, except that bf16 is switched off on machines without native bf16
     (CPUs without AVX512-BF16/AMX), where bf16 matmuls run 10-50x slower than fp32 and no user would keep it.
+    ``settings``: of every configuration (``model``, ``device``, ``precision``).
     """
-    base = {"steps": steps, "warmup": warmup, "threads": threads}
+    base = {"steps": steps, "warmup": warmup, "threads": threads, **settings}
     free = {"batching": "padding_free", "attn": "sdpa_varlen"}
-    trl_label = "SFTConfig()" + ("" if bf16_is_fast() else " with bf16=False")
+    trl_label = "SFTConfig()" + ("" if bf16_is_fast(settings.get("device", "auto")) else " with bf16=False")
+    matched = f"{settings.get('precision', 'fp32')} padded"
     configs = []
     for mode in modes:
         configs += [
-            Config("trl", mode, "matched", "fp32 padded", **base),
-            Config("lit-ft", mode, "matched", "fp32 padded", **base),
-            Config("trl", mode, "defaults", trl_label, trl_defaults=True, **base),
+            Config("trl", mode, "matched", matched, **base),
+            Config("lit-ft", mode, "matched", matched, **base),
+            Config("trl", mode, "defaults", trl_label, trl_defaults=True, **{**base, "precision": "fp32"}),
             Config("lit-ft", mode, "defaults", "padding-free, sdpa_varlen", **free, **base),
         ]
     return configs
 
 
-def ablation_configs(modes: list[str], steps: int, warmup: int, threads: int) -> list[Config]:
+def ablation_configs(modes: list[str], steps: int, warmup: int, threads: int, **settings: Any) -> list[Config]:
     """lit-ft with one optimisation changed at a time (bf16 only where the machine has native bf16)."""
-    base = {"steps": steps, "warmup": warmup, "threads": threads, "setting": "ablation"}
+    base = {"steps": steps, "warmup": warmup, "threads": threads, "setting": "ablation", **settings}
     free = {"batching": "padding_free", "attn": "sdpa_varlen"}
     in_backward = {"optimizer_in_backward": True, "gradient_clip_val": None}  # clipping needs all gradients
     configs = []
@@ -216,14 +225,14 @@ def ablation_configs(modes: list[str], steps: int, warmup: int, threads: int) ->
         ]
         if mode == "lora":
             configs.append(Config("lit-ft", mode, label="+ LoRA dropout 0", lora_dropout=0.0, **free, **base))
-        if bf16_is_fast():
-            configs.append(Config("lit-ft", mode, label="+ bf16-mixed", precision="bf16", **free, **base))
+        if base.get("precision", "fp32") == "fp32" and bf16_is_fast(base.get("device", "auto")):
+            configs.append(Config("lit-ft", mode, label="+ bf16-mixed", **free, **{**base, "precision": "bf16"}))
     return configs
 
 
-def scaling_configs(steps: int, warmup: int, threads: int) -> list[Config]:
+def scaling_configs(steps: int, warmup: int, threads: int, **settings: Any) -> list[Config]:
     """LoRA step time and memory against sequence length (batch 1) and batch size (length 256)."""
-    base = {"steps": steps, "warmup": warmup, "threads": threads, "setting": "scaling"}
+    base = {"steps": steps, "warmup": warmup, "threads": threads, "setting": "scaling", **settings}
     base.update(batching="padding_free", attn="sdpa_varlen")
     configs = [
         Config("lit-ft", "lora", label=f"T={n} B=1", seq_len=n, batch_size=1, max_length=n, **base)
@@ -259,15 +268,28 @@ def reference(results: list[tuple[Config, dict]], cfg: Config) -> dict | None:
     return None
 
 
-def write_report(results: list[tuple[Config, dict]], peaks: dict[str, float], started_load: str, out: Path) -> str:
-    """Write the SFT section of ``out`` (the other benchmarks' sections stay) and return it."""
+def write_report(
+    results: list[tuple[Config, dict]], peaks: dict[str, float], started_load: str, out: Path, model: str = MODEL
+) -> str:
+    """Write the SFT section of ``out`` (the other benchmarks' sections stay) and return it. ``model``: the
+    ``--model`` the runs were asked for (:data:`RANDOM_MODEL` is named as such)."""
+    device = results[0][0].device if results else "auto"
+    precision = results[0][0].precision if results else "fp32"
+    if model == MODEL:
+        model_line = "SmolLM2-135M-Instruct (embedded)"
+    elif model == RANDOM_MODEL:
+        model_line = "SmolLM2-135M-Instruct's architecture with seeded random weights (its losses mean nothing)"
+    else:
+        model_line = f"`{model}`"
+    mixed = "bf16 mixed precision (a LoRA run's frozen base in bf16)" if precision == "bf16" else "fp32"
     lines = [
         "# lit-ft vs TRL: fine-tuning step benchmark",
         "",
         "Written by `python benchmarks/bench_sft.py` (see docs/performance.md for how to read it).",
         "",
-        f"- Machine: {machine_line(peaks)}; load average at the start: {started_load}.",
-        "- Model: SmolLM2-135M-Instruct (embedded); data: `data/legal/train.jsonl` tokenised by lit-ft "
+        f"- Machine: {machine_line(peaks, device)}; load average at the start: {started_load}.",
+        f"- Device: {resolve_device(device)} for both tools; precision: {mixed}.",
+        f"- Model: {model_line}; data: `data/legal/train.jsonl` tokenised by lit-ft "
         "(assistant-only labels), one fixed order for both tools; fused AdamW, constant LR (2e-5 full, 2e-4 LoRA "
         "r=16 alpha=32 dropout 0.05 all-linear), gradient clipping 1.0.",
         "- tokens/s: non-padding tokens per second of wall time; tokens/CPU-s: per second of CPU time of the "
@@ -277,7 +299,7 @@ def write_report(results: list[tuple[Config, dict]], peaks: dict[str, float], st
         "",
     ]
     titles = {
-        "matched": "Matched settings (fp32, padded batches of 4, max length 256, no gradient checkpointing)",
+        "matched": f"Matched settings ({precision}, padded batches of 4, max length 256, no gradient checkpointing)",
         "defaults": "Each tool's recommended defaults (batch 4, max length 256)",
         "ablation": "lit-ft ablation: one change at a time (ratios against the padded run)",
         "scaling": "Scaling: LoRA step time and memory vs sequence length and batch (lit-ft defaults)",
@@ -317,20 +339,34 @@ def main() -> None:
     )
     parser.add_argument("--modes", nargs="+", default=["full", "lora"], choices=["full", "lora"])
     parser.add_argument("--ablation-modes", nargs="+", default=["lora"], choices=["full", "lora"])
+    parser.add_argument(
+        "--model", default=MODEL, help=f"alias, folder or hub id both tools load, or {RANDOM_MODEL} (default: {MODEL})"
+    )
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="both tools' device (auto: CUDA if any)"
+    )
+    parser.add_argument(
+        "--bf16", action="store_true", help="bf16 mixed precision for both tools (a LoRA run's base loaded in bf16)"
+    )
     args = parser.parse_args()
 
     if args.worker:
         worker(Config(**json.loads(args.worker)), run)
         return
 
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
+    settings = {"model": prepare_model(args.model), "device": device, "precision": "bf16" if args.bf16 else "fp32"}
     configs: list[Config] = []
     if "compare" in args.suite:
-        configs += comparison_configs(args.modes, args.steps, args.warmup, args.threads)
+        configs += comparison_configs(args.modes, args.steps, args.warmup, args.threads, **settings)
     if "ablation" in args.suite:
-        configs += ablation_configs(args.ablation_modes, args.steps, args.warmup, args.threads)
+        configs += ablation_configs(args.ablation_modes, args.steps, args.warmup, args.threads, **settings)
     if "scaling" in args.suite:
-        configs += scaling_configs(max(2, args.steps // 2), 1, args.threads)
-    report = partial(write_report, out=args.out)
+        configs += scaling_configs(max(2, args.steps // 2), 1, args.threads, **settings)
+    report = partial(write_report, out=args.out, model=args.model)
     configs = select(configs, args.only)
     run_all(configs, Path(__file__), args.out.with_suffix(".json"), report, args.threads, args.repeats, args.update)
 

@@ -28,6 +28,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m-instruct"
 LORA = {"r": 16, "alpha": 32}
+# ``--model`` value for SmolLM2-135M-Instruct's architecture with seeded random weights and the embedded tokenizer:
+# the real model's speed and memory on a machine without its weights (scripts/gpu_check.sh); its losses mean nothing.
+RANDOM_MODEL = "smollm2-135m-random"
+# SmolLM2-135M-Instruct's shape (its config.json), as arguments of lit_ft.models.tiny_llama: 134.5M parameters.
+SMOLLM2_135M_SHAPE = {
+    "hidden_size": 576,
+    "num_layers": 30,
+    "num_heads": 9,
+    "num_kv_heads": 3,
+    "intermediate_size": 1536,
+}
 
 
 @dataclass
@@ -59,6 +70,8 @@ class Config:
     seed: int = 0
     trl_defaults: bool = False  # TRL: start from its config class' defaults (bf16, gradient checkpointing) untouched
     profile: str | None = None  # write a torch.profiler table of the measured steps to this file
+    model: str = MODEL  # what both tools load: an alias, a Hugging Face folder or a hub id
+    device: str = "auto"  # "cpu", "cuda", or "auto" (CUDA when torch sees a GPU); both tools run on it
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -74,11 +87,45 @@ class Config:
 # --- measurements shared by both tools ------------------------------------------------------------------------
 
 
-def reset_peak_memory() -> float:
+def resolve_device(device: str = "auto") -> str:
+    """``"cuda"`` or ``"cpu"``: ``"auto"`` is CUDA when torch sees a GPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r} (expected cpu, cuda or auto)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: torch sees no CUDA GPU on this machine")
+    return device
+
+
+def model_dtype(cfg: Config) -> str:
+    """The dtype both tools load the model in: bf16 for a LoRA run in bf16 (the frozen base needs no fp32 master
+    copy), else fp32 (full fine-tuning in bf16 keeps fp32 master weights under bf16 autocast)."""
+    return "bfloat16" if cfg.precision == "bf16" and cfg.mode == "lora" else "float32"
+
+
+def prepare_model(name: str) -> str:
+    """What ``Config.model`` should name for ``--model name``: ``name`` itself, or for :data:`RANDOM_MODEL` a folder
+    written once here (both tools then load the same random weights, and each process only reads them)."""
+    if name != RANDOM_MODEL:
+        return name
+    sys.path.insert(0, str(REPO))
+    from lit_ft.models import load_tokenizer, tiny_llama
+
+    folder = Path(tempfile.mkdtemp(prefix="bench_model_"))
+    tokenizer = load_tokenizer(MODEL)
+    tiny_llama(tokenizer, **SMOLLM2_135M_SHAPE).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def reset_peak_memory(device: str = "auto") -> float:
     """Reset the peak-memory counter; return the memory in use now (MB), the floor training adds to."""
     import torch
 
-    if torch.cuda.is_available():
+    if resolve_device(device) == "cuda":
         torch.cuda.synchronize()
         in_use = torch.cuda.memory_allocated() / 2**20
         torch.cuda.reset_peak_memory_stats()
@@ -88,16 +135,16 @@ def reset_peak_memory() -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
 
 
-def peak_memory_mb() -> float:
+def peak_memory_mb(device: str = "auto") -> float:
     import torch
 
-    if torch.cuda.is_available():
+    if resolve_device(device) == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     status = Path("/proc/self/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
 
 
-def matmul_peak_gflops(dtype_name: str, threads: int) -> float:
+def matmul_peak_gflops(dtype_name: str, threads: int, device: str = "auto") -> float:
     """Best of a few square matmuls (1024 and 2048) in ``dtype_name``: the machine's reachable GEMM rate.
 
     On CPU the time is the process' CPU time divided by ``threads`` (as for the training rates), so the peak
@@ -107,7 +154,7 @@ def matmul_peak_gflops(dtype_name: str, threads: int) -> float:
 
     torch.set_num_threads(threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     best = 0.0
     for n in (1024, 2048, 4096) if device == "cuda" else (1024, 2048):
         a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
@@ -127,11 +174,11 @@ def matmul_peak_gflops(dtype_name: str, threads: int) -> float:
     return best
 
 
-def bf16_is_fast() -> bool:
-    """Whether this machine has native bf16 matmuls (CUDA with bf16, or a CPU oneDNN runs bf16 on natively)."""
+def bf16_is_fast(device: str = "auto") -> bool:
+    """Whether ``device`` has native bf16 matmuls (CUDA with bf16, or a CPU oneDNN runs bf16 on natively)."""
     import torch
 
-    if torch.cuda.is_available():
+    if resolve_device(device) == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
@@ -247,22 +294,24 @@ def litft_trainer(cfg: Config, recorder: StepRecorder, metrics: dict[str, str] |
     import lightning as L
     import torch
 
+    device = resolve_device(cfg.device)
+
     class Timer(L.Callback):
         def on_train_start(self, trainer, pl_module):
-            recorder.memory_at_start = reset_peak_memory()
+            recorder.memory_at_start = reset_peak_memory(device)
             recorder.started = time.perf_counter()
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             recorder.count(int((batch["task_ids"] != -1).sum()))  # task_ids are -1 exactly on padding
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if torch.cuda.is_available():
+            if device == "cuda":
                 torch.cuda.synchronize()
             recorder.step_end(trainer.callback_metrics.get("train/loss"))
             recorder.record(trainer.callback_metrics, metrics or {})
 
     return L.Trainer(
-        accelerator="auto",
+        accelerator={"cuda": "gpu", "cpu": "cpu"}[device],
         devices=1,
         precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
         max_steps=cfg.warmup + cfg.steps,
@@ -294,9 +343,10 @@ def trl_arguments(cfg: Config, matched: dict[str, Any] | None = None) -> dict[st
         "disable_tqdm": True,
         "train_sampling_strategy": "sequential",  # the benchmark's own order, shared with lit-ft
         "seed": cfg.seed,
+        "use_cpu": resolve_device(cfg.device) == "cpu",  # the device lit-ft runs on
     }
     if cfg.trl_defaults:
-        return {**required, **({} if bf16_is_fast() else {"bf16": False})}
+        return {**required, **({} if bf16_is_fast(cfg.device) else {"bf16": False})}
     return {
         **required,
         "bf16": cfg.precision == "bf16",
@@ -313,13 +363,15 @@ def trl_timer(recorder: StepRecorder, metrics: dict[str, str] | None = None):
     import torch
     from transformers import TrainerCallback
 
+    device = resolve_device(recorder.cfg.device)
+
     class Timer(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            recorder.memory_at_start = reset_peak_memory()
+            recorder.memory_at_start = reset_peak_memory(device)
             recorder.started = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if torch.cuda.is_available():
+            if device == "cuda":
                 torch.cuda.synchronize()
             recorder.step_end(None)
 
@@ -371,7 +423,7 @@ def worker(cfg: Config, run: Callable[[Config], dict[str, Any]]) -> None:
     torch.set_num_threads(cfg.threads)
     sys.path.insert(0, str(REPO))
     result = run(cfg)
-    print("RESULT " + json.dumps({**result, "peak_mem_mb": peak_memory_mb()}), flush=True)
+    print("RESULT " + json.dumps({**result, "peak_mem_mb": peak_memory_mb(cfg.device)}), flush=True)
 
 
 def run_isolated(cfg: Config, script: Path, log_dir: Path, repeat: int = 0) -> dict[str, Any]:
@@ -404,11 +456,11 @@ def best_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**best, "repeats": [{k: r.get(k) for k in ("tokens_per_cpu_s", "peak_mem_mb", "error")} for r in runs]}
 
 
-def measure_peaks(dtypes: set[str], threads: int) -> dict[str, float]:
-    """Matmul peak (GFLOP/s) per dtype, each in a fresh process (fp32 always)."""
+def measure_peaks(dtypes: set[str], threads: int, device: str = "auto") -> dict[str, float]:
+    """Matmul peak (GFLOP/s) per dtype on ``device``, each in a fresh process (fp32 always)."""
     peaks = {}
     for dtype in sorted(dtypes | {"fp32"}):
-        code = f"from benchmarks.common import matmul_peak_gflops as f; print(f({dtype!r}, {threads}))"
+        code = f"from benchmarks.common import matmul_peak_gflops as f; print(f({dtype!r}, {threads}, {device!r}))"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
         peaks[dtype] = float(out.stdout.strip() or 0)
         print(f"matmul peak {dtype}: {peaks[dtype]:.0f} GFLOP/s", flush=True)
@@ -455,7 +507,7 @@ def run_all(
     ``report(results, peaks, started_load)`` writes the report and returns its text.
     """
     started_load = load_average()
-    peaks = measure_peaks({c.precision for c in configs}, threads)
+    peaks = measure_peaks({c.precision for c in configs}, threads, configs[0].device if configs else "auto")
     log_dir = Path(tempfile.mkdtemp(prefix=f"{script.stem}_logs_"))
     previous = json.loads(json_out.read_text()) if update and json_out.exists() else []
     results = {Config(**e["config"]).name: (Config(**e["config"]), e["result"]) for e in previous}
@@ -482,26 +534,29 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def machine_line(peaks: dict[str, float]) -> str:
+def machine_line(peaks: dict[str, float], device: str = "auto") -> str:
     import torch
 
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+    cuda = resolve_device(device) == "cuda"
+    device = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
     model_name = ""
     if Path("/proc/cpuinfo").exists():
         match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
         model_name = match.group(1) if match else ""
     peak = ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peaks.items())
     return (
-        f"{model_name or device}, {os.cpu_count()} cores; torch {torch.__version__}; measured matmul peak: {peak}; "
+        f"{device if cuda else model_name or device}, {os.cpu_count()} cores; torch {torch.__version__}; measured matmul peak: {peak}; "
         f"load average (1/5/15 min) at the end: {load_average()}"
     )
 
 
 def mfu_percent(cfg: Config, r: dict, peaks: dict[str, float], flops_per_param_token: float = 6.0) -> float | None:
-    """``flops_per_param_token * N * tokens/CPU-s`` over the matmul peak, in percent (N: base-model parameters)."""
+    """``flops_per_param_token * N * tokens/s`` over the matmul peak, in percent (N: base-model parameters); the rate
+    per CPU-second of the benchmark's threads on CPU (robust to other processes), per wall second on CUDA."""
     peak = peaks.get(cfg.precision) or peaks.get("fp32")
     n = r["params"] - (r["trainable_params"] if cfg.mode == "lora" else 0)
-    return 100 * flops_per_param_token * n * r["tokens_per_cpu_s"] / (peak * 1e9) if peak else None
+    rate = r["tokens_per_s"] if resolve_device(cfg.device) == "cuda" else r["tokens_per_cpu_s"]
+    return 100 * flops_per_param_token * n * rate / (peak * 1e9) if peak else None
 
 
 def steps_line(rows: list[tuple[Config, dict]]) -> str:
