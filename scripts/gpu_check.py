@@ -21,6 +21,7 @@ beside it). Exit status 1 when a step failed, else 0.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import json
@@ -128,9 +129,9 @@ class Runner:
     def time_left(self) -> float:
         return self.deadline - time.monotonic() - RESERVE_S
 
-    def run(self, name: str, command: list[str], limit_s: float) -> tuple[int | None, str]:
-        """Exit status (``None`` after a timeout, the whole process group killed) and output of ``command``."""
-        timeout = min(limit_s, self.time_left())
+    def run(self, name: str, command: list[str], timeout: float) -> tuple[int | None, str]:
+        """Exit status (``None`` after ``timeout`` seconds, the whole process group killed) and output of
+        ``command``; whatever the command leaves running is killed too."""
         with tempfile.TemporaryFile("w+") as out:
             proc = subprocess.Popen(
                 command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -139,12 +140,15 @@ class Runner:
                 returncode: int | None = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 returncode = None
-                os.killpg(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
                 try:
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.kill()
                     proc.wait()
+            with contextlib.suppress(ProcessLookupError):  # what the step left running (a stuck rank holds the GPU)
+                os.killpg(proc.pid, signal.SIGKILL)
             out.seek(0)
             output = out.read()
         with self.log.open("a") as log:
@@ -474,13 +478,18 @@ def main() -> int:
             if reason is not None:
                 step.status = f"skipped: {reason}"
                 continue
-            begun = time.monotonic()
-            returncode, output = runner.run(check.name, check.command(work), check.limit_s)
+            begun, allowed = time.monotonic(), min(check.limit_s, runner.time_left())
+            returncode, output = runner.run(check.name, check.command(work), allowed)
             step.seconds = time.monotonic() - begun
-            failure = command_status(returncode, output, min(check.limit_s, step.seconds))
+            failure = command_status(returncode, output, allowed)
+            if failure and returncode is None and allowed < check.limit_s:
+                failure = (
+                    f"{failure[0]} (its own limit: {check.limit_s:.0f} s; GPU_CHECK_BUDGET_S ran out)",
+                    failure[1],
+                )
             try:
                 step.status, step.details = failure or check.verdict(work, output)
-            except (OSError, ValueError, KeyError, TypeError) as error:  # the command's outputs are not as expected
+            except Exception as error:  # the command's outputs are not what the verdict expects
                 step.status, step.details = f"failed: reading its results: {error!r}", tail(output)
             write()
     finally:

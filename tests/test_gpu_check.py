@@ -111,7 +111,7 @@ def test_bundle_installs_only_what_is_missing_and_points_at_the_carried_tokenize
 def test_a_hung_step_is_killed_with_its_children_at_its_time_limit(tmp_path):
     runner = gpu_check.Runner(dict(os.environ), tmp_path / "log", budget_s=600)
     started = time.monotonic()
-    returncode, output = runner.run("hang", ["bash", "-c", "sleep 300 & echo $!; wait"], limit_s=1)
+    returncode, output = runner.run("hang", ["bash", "-c", "sleep 300 & echo $!; wait"], timeout=1)
     assert returncode is None and time.monotonic() - started < 15
     child = int(output.split()[0])
     for _ in range(50):  # the orphaned sleep is killed with its process group, then reaped
@@ -255,3 +255,30 @@ def test_probe_on_a_gpu_machine_reports_modules_that_do_not_import(tmp_path):
     assert gpu_check.skip_reason(("cuda",), gpu_check.Machine(), {}) == "no CUDA GPU"
     broken = gpu_check.Machine(cuda=True, modules={"trl": True, "datasets": True}, import_errors={"trl": "E: x"})
     assert gpu_check.skip_reason(("cuda", "trl"), broken, {}) == "installed but not importable here: trl: E: x"
+
+
+def test_each_step_runs_when_it_can_and_the_report_says_how_it_ended(tmp_path, monkeypatch, capsys):
+    """main()'s loop as on a GPU machine (the probe says CUDA), with stand-in commands for the GPU steps."""
+    python = sys.executable
+    steps = [
+        gpu_check.Check(
+            "ok", ("cuda",), lambda w: [python, "-c", "print('hi')"], 30, lambda w, o: (f"passed: {o}", "")
+        ),
+        gpu_check.Check("crash", ("cuda",), lambda w: [python, "-c", "print('bad'); exit(3)"], 30, None),
+        gpu_check.Check("needs_ds", ("cuda", "deepspeed"), lambda w: [python, "-c", "exit(1)"], 30, None),
+        gpu_check.Check("odd_output", ("cuda",), lambda w: [python, "-c", "pass"], 30, lambda w, o: {}["summary"]),
+    ]
+    machine = gpu_check.Machine(cuda=True, gpu="Fake GPU", modules={"deepspeed": False}, versions={})
+    monkeypatch.setattr(gpu_check, "CHECKS", steps)
+    monkeypatch.setattr(gpu_check, "probe", lambda env: machine)
+    monkeypatch.setenv("OUT", str(tmp_path))
+    monkeypatch.setenv("GPU_CHECK_BUNDLE", str(tmp_path / "no_bundle"))
+    assert gpu_check.main() == 1  # a step failed
+    report = (tmp_path / "gpu_report.md").read_text()
+    rows = report_rows(report)
+    assert list(rows) == ["install", "ok", "crash", "needs_ds", "odd_output"]
+    assert rows["ok"] == "passed: hi" and rows["crash"] == "failed: exit status 3: bad"
+    assert rows["needs_ds"] == "skipped: DeepSpeed is not installed (pip install 'lit-ft[deepspeed]')"
+    assert rows["odd_output"] == "failed: reading its results: KeyError('summary')"
+    assert "### crash\n\n```text\nbad\n```" in report and "- Machine: Fake GPU" in report
+    assert "===== crash: " in (tmp_path / "gpu_check.log").read_text() and report in capsys.readouterr().out
