@@ -21,6 +21,7 @@ from lit_ft.config import validate_config
 from lit_ft.strategies import end_processes
 from lit_ft.summary import plot_loss_curves, print_summary, write_summary
 from lit_ft.utils.resume import resume_checkpoint
+from lit_ft.utils.run_folder import claim_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the configured module on the configured data and return the run summary.
 
     A config with a ``stages:`` list runs a curriculum instead, one fit per stage (:mod:`lit_ft.stages`).
+    An earlier run in the same folder is never written over unless the config says so (:func:`claim_run_folder`).
     """
+    claim_run_folder(cfg.paths.output_dir, cfg.get("ckpt_path"), bool(cfg.get("overwrite", False)))
     if cfg.get("stages"):
         from lit_ft.stages import train_stages
 

@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
 from lit_ft.sweep_report import REPORT_FILES, main
-from tests.helpers import REPO
+from tests.helpers import run_entry_point
 from tests.test_wandb import wandb_offline_env  # noqa: F401  (fixture)
 from tests.wandb_records import logged_run
 
 
-def run_train(args: list[str], cwd=REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "train.py", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+def run_train(args: list[str]) -> subprocess.CompletedProcess:
+    return run_entry_point(args)
 
 
 def tiny_lora_overrides(tmp_path, train_file, val_file) -> list[str]:
