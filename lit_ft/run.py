@@ -89,6 +89,7 @@ def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tupl
     # every val/ metric the module logs (reward accuracy, margins, ...), before and after training
     summary["val_before"] = {k: v for k in history.val if (v := history.before_training(k)) is not None}
     summary["val_after"] = after
+    summary["history"] = history.curves()  # (step, value) per check: the sweep report reads it, whatever the logger
     # On every rank: a sharded model is gathered to rank 0, which writes it.
     exported = module.export(output_dir, datamodule.tokenizer) if cfg.get("export", True) else {}
     trained = [loss for step, loss in history.val.get("val/loss", []) if step > 0]  # checks after some training
