@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,13 @@ def run_entry_point(
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def noise_lines(output: str) -> list[str]:
+    """The lines of a run's output that would alarm a user: errors, tracebacks, logged warnings and Python
+    warnings (``path.py:12: ...``, as ``warnings`` and Lightning print them)."""
+    pattern = re.compile(r"ERROR|Traceback|\[WARNING\]|^\S+\.py:\d+: ")
+    return [line for line in output.splitlines() if pattern.search(line)]
 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None, name: str = "train") -> DictConfig:

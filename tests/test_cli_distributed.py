@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from tests.helpers import run_entry_point
+from tests.helpers import noise_lines, run_entry_point
 
 
 def tiny_run(log_dir, train_file, val_file, *extra: str) -> dict:
-    run_entry_point(
+    result = run_entry_point(
         [
             "debug=tiny",
             f"data.train_files={train_file}",
@@ -24,6 +24,7 @@ def tiny_run(log_dir, train_file, val_file, *extra: str) -> dict:
             *extra,
         ]
     )
+    assert noise_lines(result.stdout + result.stderr) == []  # no ERROR or warning a user cannot act on, on any rank
     return json.loads((log_dir / "debug_tiny" / "summary.json").read_text())
 
 

@@ -96,8 +96,11 @@ def _target_class(cfg: DictConfig, key: str) -> type | None:
     """The class a node's ``_target_`` names (``None`` when absent or not importable: reported elsewhere)."""
     from hydra.utils import get_object
 
+    name = _get(cfg, f"{key}._target_")
+    if not isinstance(name, str):  # e.g. `strategy: auto`, a plain value (get_object would log an ERROR)
+        return None
     try:
-        target = get_object(_get(cfg, f"{key}._target_"))
+        target = get_object(name)
     except Exception:
         return None
     return target if isinstance(target, type) else None
