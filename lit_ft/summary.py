@@ -105,7 +105,9 @@ def _run_rows(summary: dict[str, Any]) -> tuple[list[tuple[str, str]], set[str]]
     perf = take("perf")[0] or {}
     if perf.get("tokens_per_s"):
         text = f"{perf['tokens_per_s']:.1f} tokens/s"
-        text += f", MFU {100 * perf['mfu']:.1f}%" if perf.get("mfu") is not None else ""
+        if perf.get("mfu") is not None:  # and what the peak is: a GPU's datasheet figure or a measured matmul
+            basis = f" of the {perf['mfu_basis']}" if perf.get("mfu_basis") else ""
+            text += f", MFU {100 * perf['mfu']:.1f}%{basis}"
         text += f", peak memory {perf['peak_mem_gb']:.2f} GB" if perf.get("peak_mem_gb") is not None else ""
         rows.append(("throughput", text))
     exceeded = (summary.get("forgetting") or {}).get("exceeded")
