@@ -143,7 +143,7 @@ def _results_section(summary: dict[str, Any]) -> list[str]:
     if forgetting.get("questions") is not None:
         lines.append(
             f"\nForgetting: general-knowledge multiple choice ({forgetting['questions']} questions, accuracy) and "
-            f"prose perplexity ({forgetting.get('passages')} passages), scored before training"
+            f"prose perplexity ({forgetting.get('passages')} passage(s)), scored before training"
             + (" with the adapter disabled" if summary.get("adapter_path") else "")
             + " and after."
         )
@@ -252,7 +252,7 @@ def model_card(summary: dict[str, Any], cfg: DictConfig, folder: Path, adapter: 
         "",
         *_data_section(summary, cfg, root),
         "",
-        "Examples and tokens are per epoch; loss tokens are those the loss is computed on.",
+        "Counts are of the files as tokenised (before any `data.train_samples` draw); loss tokens carry the loss.",
         "",
         "## Hyper-parameters",
         "",
