@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 import lit_ft.resolvers  # noqa: F401  (registers the config resolvers)
 from lit_ft.callbacks.history import MetricHistory
 from lit_ft.config import validate_config
+from lit_ft.model_card import write_model_cards
 from lit_ft.strategies import end_processes
 from lit_ft.summary import plot_loss_curves, print_summary, write_summary
 from lit_ft.utils.resume import resume_checkpoint
@@ -112,6 +113,7 @@ def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tupl
         summary["loss_plot"] = str(plot) if plot else None
         summary["seconds"] = round(time.perf_counter() - started, 1)
         write_summary(output_dir / "summary.json", summary)
+        write_model_cards(summary, cfg)  # model/ and adapter/ README.md: needs the metrics, so after the summary
         print_summary(summary)
         for logger in trainer.loggers:  # loggers that hold a run open end it (each multirun job gets its own)
             if callable(getattr(logger, "finish", None)):

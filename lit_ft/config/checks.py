@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import torch
 from omegaconf import DictConfig, OmegaConf
+
+from lit_ft.resolvers import uses_cuda
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def _get(cfg: DictConfig, key: str, default=None):
 
 
 def _cuda_run(cfg: DictConfig) -> bool:
-    return torch.cuda.is_available() and _get(cfg, "trainer.accelerator", "auto") in ("gpu", "cuda", "auto")
+    return uses_cuda(_get(cfg, "trainer.accelerator", "auto"))
 
 
 def check_packing(cfg: DictConfig) -> list[str]:
