@@ -3,6 +3,7 @@ each choice (continue, a new run name, overwrite) does what it says. Run as user
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -27,6 +28,12 @@ def tiny_lora(log_dir: Path, train_file: Path, val_file: Path) -> list[str]:
         "+trainer.enable_progress_bar=false",
         f"paths.log_dir={log_dir}",
     ]
+
+
+def train_loss_steps(run: Path) -> list[int]:
+    """The steps of the ``train/loss`` rows of a run's CSV log, in file order."""
+    with (run / "csv" / "metrics.csv").open(newline="") as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle) if row.get("train/loss")]
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -55,9 +62,12 @@ def test_a_rerun_is_refused_and_each_choice_does_what_it_says(tmp_path, arithmet
     assert (logs / "lora_legal_r4" / "adapter" / "adapter_config.json").exists()
     assert {name: digest(run / name) for name in ("model", "adapter")} == first
 
+    logged_before = train_loss_steps(run)
     run_entry_point([*command, "ckpt_path=last", "trainer.max_steps=3"])  # continue the run
     resumed = json.loads((run / "summary.json").read_text())
     assert resumed["resumed_from"].endswith("checkpoints/last.ckpt") and resumed["optimizer_steps"] == 3
+    # the CSV log continues: the rows logged before the resume are kept, the new step follows them
+    assert train_loss_steps(run) == [*logged_before, max(logged_before) + 1]
 
     (run / "samples.jsonl").write_text('{"stale": true}\n')  # an output the new run would otherwise append to
     run_entry_point([*command, "overwrite=true", "seed=7"])
