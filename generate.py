@@ -19,9 +19,9 @@ os.environ.setdefault("LIT_FT_ROOT", str(Path(__file__).resolve().parent))
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
     from lit_ft.eval.run import run
-    from lit_ft.utils.logs import lightning_logs_through_root
+    from lit_ft.utils.logs import setup_console
 
-    lightning_logs_through_root()
+    setup_console()
 
     run(cfg)
 

@@ -19,9 +19,9 @@ os.environ.setdefault("LIT_FT_ROOT", str(Path(__file__).resolve().parent))
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from lit_ft.run import train
-    from lit_ft.utils.logs import lightning_logs_through_root
+    from lit_ft.utils.logs import setup_console
 
-    lightning_logs_through_root()
+    setup_console()
 
     summary = train(cfg)
     # The value Hydra sweepers (Optuna) minimise.

@@ -18,9 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 import lit_ft.resolvers  # noqa: F401  (registers the config resolvers)
 from lit_ft.callbacks.history import MetricHistory
 from lit_ft.config import validate_config
+from lit_ft.model_card import write_model_cards
 from lit_ft.strategies import end_processes
 from lit_ft.summary import plot_loss_curves, print_summary, write_summary
 from lit_ft.utils.resume import resume_checkpoint
+from lit_ft.utils.run_folder import claim_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the configured module on the configured data and return the run summary.
 
     A config with a ``stages:`` list runs a curriculum instead, one fit per stage (:mod:`lit_ft.stages`).
+    An earlier run in the same folder is never written over unless the config says so (:func:`claim_run_folder`).
     """
+    claim_run_folder(cfg.paths.output_dir, cfg.get("ckpt_path"), bool(cfg.get("overwrite", False)))
     if cfg.get("stages"):
         from lit_ft.stages import train_stages
 
@@ -86,6 +90,7 @@ def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tupl
     # every val/ metric the module logs (reward accuracy, margins, ...), before and after training
     summary["val_before"] = {k: v for k in history.val if (v := history.before_training(k)) is not None}
     summary["val_after"] = after
+    summary["history"] = history.curves()  # (step, value) per check: the sweep report reads it, whatever the logger
     # On every rank: a sharded model is gathered to rank 0, which writes it.
     exported = module.export(output_dir, datamodule.tokenizer) if cfg.get("export", True) else {}
     trained = [loss for step, loss in history.val.get("val/loss", []) if step > 0]  # checks after some training
@@ -108,6 +113,7 @@ def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tupl
         summary["loss_plot"] = str(plot) if plot else None
         summary["seconds"] = round(time.perf_counter() - started, 1)
         write_summary(output_dir / "summary.json", summary)
+        write_model_cards(summary, cfg)  # model/ and adapter/ README.md: needs the metrics, so after the summary
         print_summary(summary)
         for logger in trainer.loggers:  # loggers that hold a run open end it (each multirun job gets its own)
             if callable(getattr(logger, "finish", None)):

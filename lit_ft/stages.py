@@ -73,6 +73,8 @@ def hand_over(model: PreTrainedModel) -> PreTrainedModel:
     """The trained model as the next stage's starting point: adapters merged in, every weight trainable."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    # Trained in this run and saved nowhere: no name loads it, so an adapter of a later stage records no base.
+    model.name_or_path = model.config.name_or_path = ""
     return model.requires_grad_(True).train()
 
 

@@ -12,7 +12,7 @@ from lit_ft.callbacks.history import MetricHistory
 from lit_ft.utils.io import write_json_atomic
 
 
-def _format(value: Any) -> str:
+def format_value(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return str(value)
     if isinstance(value, int):
@@ -20,7 +20,7 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.3e}"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_format(v)}" for k, v in value.items())
+        return ", ".join(f"{k}={format_value(v)}" for k, v in value.items())
     return str(value)
 
 
@@ -36,15 +36,24 @@ def _val_order(name: str) -> tuple[int, str]:
     return rank, name
 
 
-def results_table(summary: dict[str, Any]) -> Table | None:
-    """Every validation metric before and after training, and the forgetting scores (baseline and final)."""
+def results(summary: dict[str, Any]) -> list[tuple[str, float | None, float | None]]:
+    """``(metric, before, after)`` for every validation metric (overall, per task type, any other) and the
+    forgetting scores (baseline and final): what the terminal table and the model card show."""
     before, after = summary.get("val_before") or {}, summary.get("val_after") or {}
     names = sorted((n for n in {**before, **after} if not n.startswith(COUNT_PREFIXES)), key=_val_order)
     rows = [(name, before.get(name), after.get(name)) for name in names]
     forgetting = summary.get("forgetting") or {}
     for score in FORGETTING_SCORES:
-        if score in forgetting.get("final", {}):
-            rows.append((f"forgetting/{score}", forgetting["baseline"].get(score), forgetting["final"][score]))
+        if score in (forgetting.get("final") or {}):
+            rows.append(
+                (f"forgetting/{score}", (forgetting.get("baseline") or {}).get(score), forgetting["final"][score])
+            )
+    return rows
+
+
+def results_table(summary: dict[str, Any]) -> Table | None:
+    """Every validation metric before and after training, and the forgetting scores (baseline and final)."""
+    rows = results(summary)
     if not rows:
         return None
     table = Table(title="before -> after training")
@@ -53,7 +62,10 @@ def results_table(summary: dict[str, Any]) -> Table | None:
     for name, first, last in rows:
         change = f"{last - first:+.4f}" if first is not None and last is not None else ""
         table.add_row(
-            name, _format(first) if first is not None else "-", _format(last) if last is not None else "-", change
+            name,
+            format_value(first) if first is not None else "-",
+            format_value(last) if last is not None else "-",
+            change,
         )
     return table
 
@@ -91,12 +103,10 @@ def _run_rows(summary: dict[str, Any]) -> tuple[list[tuple[str, str]], set[str]]
         rows.append(("trainable parameters", f"{trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"))
     best, skipped = take("best_val_loss", "skipped_steps")
     if best is not None:
-        rows.append(("best val/loss", _format(best)))
+        rows.append(("best val/loss", format_value(best)))
     stopping = take("early_stopping")[0]
     if stopping:
-        text = (
-            f"best {stopping.get('monitor')} {_format(stopping.get('best_score'))} at step {stopping.get('best_step')}"
-        )
+        text = f"best {stopping.get('monitor')} {format_value(stopping.get('best_score'))} at step {stopping.get('best_step')}"
         if stopping.get("stopped_early"):
             text += f"; stopped at step {stopping.get('stopped_step')}"
         rows.append(("early stopping", text + ("; its weights restored" if stopping.get("restored_best") else "")))
@@ -105,7 +115,9 @@ def _run_rows(summary: dict[str, Any]) -> tuple[list[tuple[str, str]], set[str]]
     perf = take("perf")[0] or {}
     if perf.get("tokens_per_s"):
         text = f"{perf['tokens_per_s']:.1f} tokens/s"
-        text += f", MFU {100 * perf['mfu']:.1f}%" if perf.get("mfu") is not None else ""
+        if perf.get("mfu") is not None:  # and what the peak is: a GPU's datasheet figure or a measured matmul
+            basis = f" of the {perf['mfu_basis']}" if perf.get("mfu_basis") else ""
+            text += f", MFU {100 * perf['mfu']:.1f}%{basis}"
         text += f", peak memory {perf['peak_mem_gb']:.2f} GB" if perf.get("peak_mem_gb") is not None else ""
         rows.append(("throughput", text))
     exceeded = (summary.get("forgetting") or {}).get("exceeded")
@@ -140,7 +152,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         nested = isinstance(value, dict) and any(isinstance(v, (dict, list)) for v in value.values())
         if key in used or key in shown_elsewhere or value is None or isinstance(value, (list, tuple)) or nested:
             continue
-        table.add_row(key, _format(value))
+        table.add_row(key, format_value(value))
     console.print(table)
 
 

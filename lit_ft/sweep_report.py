@@ -9,7 +9,7 @@ an existing folder (also a partial or interrupted sweep)::
 
 Per job: the overrides that differ between jobs (the ones all share are listed once above the table), the best
 validation loss (over the checks after some training), the final one, the per-task validation losses at the best
-check (``val/loss/<task>`` from ``csv/metrics.csv``), the forgetting deltas (``forgetting`` in ``summary.json``),
+check (``val/loss/<task>`` from the run's history in ``summary.json``), the forgetting deltas (``forgetting`` in ``summary.json``),
 trainable parameters and wall time. Jobs without a ``summary.json`` (failed or still running) come last.
 """
 
@@ -50,26 +50,15 @@ class JobResult:
     curve: list[tuple[int, float]] = field(default_factory=list)
 
 
-def _float(value: str | None) -> float | None:
-    try:
-        number = float(value) if value not in (None, "") else None
-    except ValueError:
-        return None
-    return number if number is not None and math.isfinite(number) else None
-
-
-def validation_checks(metrics_csv: Path) -> dict[int, dict[str, float]]:
-    """``{step: {metric: value}}`` for every ``val/`` metric in a Lightning CSV log (rows of one step merged)."""
+def validation_checks(summary: dict[str, Any]) -> dict[int, dict[str, float]]:
+    """``{step: {metric: value}}`` for every ``val/`` metric of a run's history (``history`` in its summary.json,
+    written whatever the logger: CSV, W&B or none)."""
     checks: dict[int, dict[str, float]] = {}
-    if not metrics_csv.is_file():
-        return checks
-    with metrics_csv.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            values = {k: _float(v) for k, v in row.items() if k and k.startswith("val/")}
-            values = {k: v for k, v in values.items() if v is not None}
-            step = _float(row.get("step"))
-            if values and step is not None:
-                checks.setdefault(int(step), {}).update(values)
+    for name, points in (summary.get("history") or {}).items():
+        if name.startswith("val/"):
+            for step, value in points:
+                if value is not None and math.isfinite(value):
+                    checks.setdefault(int(step), {})[name] = value
     return checks
 
 
@@ -79,12 +68,6 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("/"): value}
 
 
-def metrics_file(job_dir: Path) -> Path:
-    """The job's CSV log; for a curriculum, the last stage's."""
-    stages = sorted((job_dir / "stages").glob("*/csv/metrics.csv"), key=lambda p: int(p.parts[-3].split("-")[0]))
-    return job_dir / "csv" / "metrics.csv" if (job_dir / "csv" / "metrics.csv").is_file() or not stages else stages[-1]
-
-
 def load_job(job_dir: Path) -> JobResult:
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
     overrides = [str(o) for o in (yaml.safe_load(overrides_file.read_text()) or [])] if overrides_file.is_file() else []
@@ -92,7 +75,7 @@ def load_job(job_dir: Path) -> JobResult:
     if not summary_file.is_file():
         return JobResult(job_dir.name, overrides, finished=False)
     summary = json.loads(summary_file.read_text())
-    checks = validation_checks(metrics_file(job_dir))
+    checks = validation_checks(summary)
     trained = {step: values for step, values in checks.items() if step > 0 and "val/loss" in values}
     best_step = min(trained, key=lambda step: trained[step]["val/loss"]) if trained else None
     best = summary.get("best_val_loss")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -11,6 +14,28 @@ from omegaconf import DictConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
+
+
+def run_entry_point(
+    args: list[str], script: str = "train.py", cwd: Path = REPO, check: bool = True, timeout: float = 600
+):
+    """``python <script> <args>`` as a user types it, in a subprocess; its completed process (stdout, stderr).
+
+    With ``check``, a non-zero exit fails the test and shows the end of both streams."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def noise_lines(output: str) -> list[str]:
+    """The lines of a run's output that would alarm a user: errors, tracebacks, logged warnings and Python
+    warnings (``path.py:12: ...``, as ``warnings`` and Lightning print them)."""
+    pattern = re.compile(r"ERROR|Traceback|\[WARNING\]|^\S+\.py:\d+: ")
+    return [line for line in output.splitlines() if pattern.search(line)]
 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None, name: str = "train") -> DictConfig:

@@ -119,6 +119,18 @@ def test_datamodule_options_reach_the_loader(tokenizer, tmp_path):
     assert (batch["position_ids"] == 0).sum() == 4  # four examples back to back
 
 
+def test_sdpa_varlen_validates_unpadded_batches_under_inference_mode(tokenizer):
+    """Validation batches whose rows are all the same length (always so with eval_batch_size=1) have no padding
+    mask, so the model makes its own position ids, as inference tensors, which carry no version counter."""
+    model = tiny_llama(tokenizer, num_layers=1, attn_implementation=SDPA_VARLEN).eval()
+    ids = torch.randint(5, 1000, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        varlen = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        model.config._attn_implementation = "sdpa"
+        dense = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    torch.testing.assert_close(varlen, dense, atol=1e-5, rtol=1e-4)
+
+
 def test_sdpa_varlen_attends_per_example_without_a_dense_mask(tokenizer, monkeypatch):
     """Padding-free rows under ``sdpa_varlen``: causal sdpa on each example's segment, never a [T, T] mask."""
     import transformers.integrations.sdpa_attention as sdpa_module

@@ -64,6 +64,15 @@ def test_run_facts_are_worded_for_a_person():
     assert not any(line.startswith(("skipped steps", "resumed from", "samples")) for line in lines)
 
 
+def test_mfu_says_what_peak_it_is_against():
+    perf = {**SFT_SUMMARY["perf"], "mfu_basis": "datasheet peak (NVIDIA H100 80GB HBM3, bf16)"}
+    lines = printed({**SFT_SUMMARY, "perf": perf})
+    assert (
+        "throughput 137.9 tokens/s, MFU 36.7% of the datasheet peak (NVIDIA H100 80GB HBM3, bf16), peak memory 5.32 GB"
+        in lines
+    )
+
+
 def test_keys_a_module_adds_are_still_shown_and_missing_results_are_dashes():
     summary = {
         "experiment": "dpo_legal",

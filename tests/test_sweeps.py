@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
 from lit_ft.sweep_report import REPORT_FILES, main
-from tests.helpers import REPO
+from tests.helpers import run_entry_point
 from tests.test_wandb import wandb_offline_env  # noqa: F401  (fixture)
 from tests.wandb_records import logged_run
 
 
-def run_train(args: list[str], cwd=REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "train.py", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+def run_train(args: list[str]) -> subprocess.CompletedProcess:
+    return run_entry_point(args)
 
 
 def tiny_lora_overrides(tmp_path, train_file, val_file) -> list[str]:
@@ -48,7 +43,9 @@ def read_report(sweep_dir) -> list[dict[str, str]]:
 def test_rank_sweep_writes_a_sorted_report_and_one_wandb_run_per_job(tmp_path, arithmetic_files, wandb_offline_env):  # noqa: F811
     train_file, val_file = arithmetic_files
     overrides = tiny_lora_overrides(tmp_path, train_file, val_file)
-    run_train(["-m", *overrides, "peft.r=4,8,16,32", "logger=[csv,wandb]"])
+    # W&B alone: the report must not depend on the CSV logger (it reads summary.json's history)
+    overrides = [o if o != "callbacks=none" else "callbacks=task_metrics" for o in overrides]  # per-task losses
+    run_train(["-m", *overrides, "peft.r=4,8,16,32", "logger=wandb"])
     sweep_dir = tmp_path / "sweep"
 
     rows = read_report(sweep_dir)
@@ -60,6 +57,7 @@ def test_rank_sweep_writes_a_sorted_report_and_one_wandb_run_per_job(tmp_path, a
     for row in rows:  # LoRA on the tiny Llama: r * 1024 parameters per layer, two layers
         assert int(row["trainable_params"]) == 2048 * int(row["overrides"].split("=")[1])
         assert float(row["seconds"]) > 0 and float(row["final_val_loss"]) >= float(row["best_val_loss"])
+        assert float(row["val/loss/add"]) > 0 and float(row["val/loss/sum"]) > 0  # the arithmetic set's two tasks
     markdown = (sweep_dir / REPORT_FILES["markdown"]).read_text()
     assert "Common overrides" in markdown and "experiment=lora_legal" in markdown
     assert markdown.count("| `peft.r=") == 4
@@ -79,16 +77,17 @@ def test_rank_sweep_writes_a_sorted_report_and_one_wandb_run_per_job(tmp_path, a
     assert sorted(r["run"]["name"] for r in runs) == sorted(f"peft.r={r}" for r in (4, 8, 16, 32))
 
 
-def write_job(job_dir, overrides, summary, metrics_rows):
+def write_job(job_dir, overrides, summary, checks):
+    """A job folder as a run leaves it: Hydra's overrides, and summary.json with the validation ``history``."""
     (job_dir / ".hydra").mkdir(parents=True)
     (job_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     if summary is not None:
-        (job_dir / "summary.json").write_text(json.dumps(summary))
-    if metrics_rows:
-        (job_dir / "csv").mkdir()
-        columns = sorted({k for row in metrics_rows for k in row})
-        lines = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in metrics_rows]
-        (job_dir / "csv" / "metrics.csv").write_text("\n".join(lines) + "\n")
+        history: dict[str, list] = {}
+        for check in checks:
+            for name, value in check.items():
+                if name != "step":
+                    history.setdefault(name, []).append([check["step"], value])
+        (job_dir / "summary.json").write_text(json.dumps({**summary, "history": history}))
 
 
 def test_report_takes_per_task_losses_at_the_best_check_and_forgetting_deltas(tmp_path):

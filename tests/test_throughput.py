@@ -9,11 +9,18 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import lit_ft.utils.perf
 from lit_ft.callbacks import ProgressBar, Throughput
 from lit_ft.data.batch import example_task_ids, non_padding_tokens
 from lit_ft.models import Freeze, LoRA, tiny_llama
 from lit_ft.modules import SFTModule
-from lit_ft.utils.perf import compute_dtype, head_flops_per_token, measure_matmul_flops, training_flops_per_token
+from lit_ft.utils.perf import (
+    compute_dtype,
+    head_flops_per_token,
+    measure_matmul_flops,
+    peak_flops,
+    training_flops_per_token,
+)
 from tests.test_task_metrics import packed_batch, padded_batch
 
 # tiny_llama: hidden 64, 4 heads of 16, 2 KV heads, FFN 128, vocabulary 49152 (tied head)
@@ -88,6 +95,7 @@ def test_throughput_counts_non_padding_tokens_and_examples(tokenizer, tiny_model
     flops = training_flops_per_token(module.model) * tokens - head_flops_per_token(module.model) * (tokens - 9)
     assert summary["flops_per_token"] == pytest.approx(flops / tokens)
     assert summary["mfu"] == pytest.approx(flops / tokens * summary["tokens_per_s"] / 1e12)
+    assert summary["mfu_basis"] == "peak set in the config (peak_flops)"
     metrics = trainer.callback_metrics  # the last window (step 2) is what was logged last
     assert metrics["perf/tokens_per_s"].item() == pytest.approx(summary["tokens_per_s"], rel=1e-5)
     assert 0.1 < metrics["perf/peak_mem_gb"].item() < 64  # peak RSS of this process
@@ -102,3 +110,46 @@ def test_progress_bar_shows_loss_val_loss_and_tokens_per_second():
         }
     )
     assert ProgressBar().get_metrics(trainer, None) == {"loss": "1.2346", "tok/s": "142"}
+
+
+def test_mfu_on_cpu_is_against_a_measured_matmul(tiny_model, monkeypatch):
+    measured = []
+    monkeypatch.setattr(lit_ft.utils.perf, "measure_matmul_flops", lambda device, dtype: measured.append(dtype) or 5e9)
+    module = SFTModule(model=lambda: tiny_model, optimizer=lambda groups: torch.optim.SGD(groups, lr=0.0))
+    throughput = Throughput(peak_flops="auto", warmup_steps=0)
+    trainer = L.Trainer(
+        max_steps=1,
+        log_every_n_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[throughput],
+    )
+    trainer.fit(module, DataLoader([padded_batch()], batch_size=None))
+    perf = throughput.summary()["perf"]
+    assert measured == [torch.float32] and perf["peak_flops"] == 5e9
+    assert perf["mfu_basis"] == "measured matmul peak on this CPU (fp32)"
+    assert perf["mfu"] == pytest.approx(perf["flops_per_token"] * perf["tokens_per_s"] / 5e9)
+
+
+def test_mfu_on_cuda_is_against_the_datasheet_peak(monkeypatch):
+    # Lightning's table (get_available_flops), read through the device name, as on a real H100 SXM
+    def not_measured(*args):
+        raise AssertionError("a listed GPU is not measured")
+
+    monkeypatch.setattr(lit_ft.utils.perf, "measure_matmul_flops", not_measured)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert peak_flops(torch.device("cuda", 0), torch.bfloat16) == (
+        989.4e12,
+        "datasheet peak (NVIDIA H100 80GB HBM3, bf16)",
+    )
+    # a GPU Lightning does not list: measured, and said so
+    monkeypatch.setattr(lit_ft.utils.perf, "measure_matmul_flops", lambda device, dtype: 1e14)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Future GPU")
+    with pytest.warns(UserWarning, match="FLOPs not found"):
+        assert peak_flops(torch.device("cuda", 0), torch.bfloat16) == (
+            1e14,
+            "measured matmul peak on Some Future GPU (bf16; no datasheet figure known)",
+        )

@@ -39,6 +39,10 @@ class MetricHistory(L.Callback):
                 points = [point for point in self.val.get(name, []) if point[0] != step]
                 self.val[name] = sorted([*points, (step, _scalar(value))])
 
+    def curves(self) -> dict[str, list[tuple[int, float]]]:
+        """Every recorded curve by metric name: ``train/loss`` and each ``val/`` metric."""
+        return {"train/loss": self.train, **self.val}
+
     def before_training(self, name: str) -> float | None:
         """The value of validation metric ``name`` recorded at step 0 (a validation before training), if any."""
         first = self.val.get(name, [])[:1]

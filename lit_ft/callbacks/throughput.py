@@ -14,7 +14,7 @@ from lit_ft.data.batch import example_task_ids, non_padding_tokens
 from lit_ft.utils.perf import (
     compute_dtype,
     head_flops_per_token,
-    measure_matmul_flops,
+    peak_flops,
     peak_memory_bytes,
     training_flops_per_token,
 )
@@ -34,8 +34,9 @@ class Throughput(L.Callback):
       token, less the LM head's share (:func:`~lit_ft.utils.perf.head_flops_per_token`) on the tokens a module
       skips it for (``head_positions``: with ``head_on_loss_tokens`` the head runs on loss tokens only, so
       counting it on every token would credit work never done, and can read above a measured peak);
-      ``peak_flops`` is per device, a number, or ``"auto"`` to measure a matmul in the training dtype once at
-      the start (about a second), or None to skip MFU;
+      ``peak_flops`` is per device: a number, or ``"auto"``: on CUDA the GPU's datasheet peak for the training
+      dtype (Lightning's table), on CPU a matmul in that dtype measured once at the start (about a second)
+      (:func:`~lit_ft.utils.perf.peak_flops`); or None to skip MFU. The summary says which (``mfu_basis``);
     - peak memory: CUDA max allocated, else the process's peak RSS (max over ranks), in GB (1e9 bytes).
 
     Values cover a window of ``trainer.log_every_n_steps`` optimizer steps. :meth:`summary` (``perf`` in
@@ -50,6 +51,7 @@ class Throughput(L.Callback):
         self.flops_per_token: float | None = None
         self.head_flops_per_token = 0.0
         self.device_peak: float | None = None
+        self.mfu_basis: str | None = None
         self._window = torch.zeros(4, dtype=torch.float64)  # tokens, samples, seconds, FLOPs
         self._totals = torch.zeros(4, dtype=torch.float64)  # after warm-up, all ranks
         self._started: float | None = None
@@ -63,10 +65,10 @@ class Throughput(L.Callback):
         self._world_size = trainer.world_size
         if self.peak_flops == "auto":
             dtype = compute_dtype(str(trainer.precision), next(pl_module.parameters()).dtype)
-            self.device_peak = measure_matmul_flops(pl_module.device, dtype)
-            log.info("Measured matmul peak: %.1f GFLOP/s (%s)", self.device_peak / 1e9, dtype)
+            self.device_peak, self.mfu_basis = peak_flops(pl_module.device, dtype)
+            log.info("MFU against the %s: %.1f GFLOP/s", self.mfu_basis, self.device_peak / 1e9)
         elif self.peak_flops is not None:
-            self.device_peak = float(self.peak_flops)
+            self.device_peak, self.mfu_basis = float(self.peak_flops), "peak set in the config (peak_flops)"
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._steps.start(trainer)
@@ -137,5 +139,6 @@ class Throughput(L.Callback):
             "peak_mem_gb": self.last.get("perf/peak_mem_gb"),
         }
         if self.device_peak:
-            perf.update(peak_flops=self.device_peak, mfu=flops / seconds / (self.device_peak * self._world_size))
+            mfu = flops / seconds / (self.device_peak * self._world_size)
+            perf.update(peak_flops=self.device_peak, mfu=mfu, mfu_basis=self.mfu_basis)
         return {"perf": perf}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import torch
 from omegaconf import DictConfig, OmegaConf
+
+from lit_ft.resolvers import uses_cuda
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def _get(cfg: DictConfig, key: str, default=None):
 
 
 def _cuda_run(cfg: DictConfig) -> bool:
-    return torch.cuda.is_available() and _get(cfg, "trainer.accelerator", "auto") in ("gpu", "cuda", "auto")
+    return uses_cuda(_get(cfg, "trainer.accelerator", "auto"))
 
 
 def check_cuda_only(cfg: DictConfig) -> list[str]:
@@ -118,8 +119,11 @@ def _target_class(cfg: DictConfig, key: str) -> type | None:
     """The class a node's ``_target_`` names (``None`` when absent or not importable: reported elsewhere)."""
     from hydra.utils import get_object
 
+    name = _get(cfg, f"{key}._target_")
+    if not isinstance(name, str):  # e.g. `strategy: auto`, a plain value (get_object would log an ERROR)
+        return None
     try:
-        target = get_object(_get(cfg, f"{key}._target_"))
+        target = get_object(name)
     except Exception:
         return None
     return target if isinstance(target, type) else None

@@ -314,7 +314,19 @@ class FineTuneDataModule(L.LightningDataModule):
         return self._loader(self.train_examples, self.batch_size, self.train_sampler, self.train_collate_fn())
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_examples, self.eval_batch_size) if self.val_examples else []
+        if not self.val_examples:
+            return []
+        ranks, count = (self.trainer.world_size if self.trainer else 1), len(self.val_examples)
+        if count % ranks:  # Lightning's DistributedSampler pads every rank's share to the same length
+            log.warning(
+                "validation: %d examples over %d ranks, so %d of them are repeated to give every rank as many, and "
+                "count twice in the val/ metrics; a validation set divisible by %d gives exact numbers",
+                count,
+                ranks,
+                ranks - count % ranks,
+                ranks,
+            )
+        return self._loader(self.val_examples, self.eval_batch_size)
 
     # --- exact resume ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from lit_ft.models.adapters import LoRA
 from lit_ft.models.attention import SDPA_VARLEN
 from lit_ft.models.freeze import Freeze
 from lit_ft.models.layers import decoder_layer_class, decoder_layer_classes, decoder_layers
-from lit_ft.models.loading import EMBEDDED_MODELS, load_model, load_tokenizer, resolve_model_path
+from lit_ft.models.loading import EMBEDDED_MODELS, load_model, load_tokenizer, model_name, resolve_model_path
 from lit_ft.models.tiny import load_tiny_llama, tiny_llama
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "load_model",
     "load_tiny_llama",
     "load_tokenizer",
+    "model_name",
     "resolve_model_path",
     "tiny_llama",
 ]

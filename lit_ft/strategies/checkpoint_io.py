@@ -22,7 +22,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     final path, which a kill can cut short, and nothing is fsynced. Remote paths (``s3://`` ...) keep Lightning's
     transactional upload. Loading is unchanged (``weights_only`` as the trainer asks).
 
-    Use: ``Trainer(plugins=[AtomicCheckpointIO()])`` (``conf/trainer/cpu.yaml`` does).
+    Use: ``Trainer(plugins=[AtomicCheckpointIO()])`` (``conf/trainer/default.yaml`` does, and so ``trainer=cpu`` and
+    ``trainer=gpu``).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:

@@ -25,18 +25,16 @@ LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SI
 def hydra_job_command(local_rank: int) -> tuple[Sequence[str], str]:
     """The command (and working folder) that starts ``local_rank`` on the current Hydra job.
 
-    A single run re-runs the command line (Lightning's own behaviour); a job of a multirun sweep runs as a
-    single run with the job's overrides, in the job's output folder.
+    Built from the job's own overrides and output folder, never from the command line: under ``-m`` the command
+    line is the whole sweep, and in a single run this is the same command Lightning would build. (Calling
+    Lightning's builder from here would recurse: :class:`HydraJobLauncher` puts this function in its place.)
     """
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
     from hydra.utils import get_original_cwd, to_absolute_path
 
-    config = HydraConfig.get()
-    if config.mode != RunMode.MULTIRUN:
-        return subprocess_script._hydra_subprocess_cmd(local_rank)
     import __main__
 
+    config = HydraConfig.get()
     spec = getattr(__main__, "__spec__", None)
     command = [sys.executable, "-m", spec.name] if spec else [sys.executable, to_absolute_path(sys.argv[0])]
     command.append(f"--config-name={config.job.config_name}")

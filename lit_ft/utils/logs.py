@@ -3,6 +3,29 @@
 from __future__ import annotations
 
 import logging
+import warnings
+
+# Library warnings that a lit-ft user can do nothing about, each with the reason it is safe to hide. A clean run
+# prints no ERROR and no such WARNING (tests/test_clean_output.py), so that the ones left mean something.
+KNOWN_LIBRARY_WARNINGS = (
+    # Lightning 2.6's pytree helper calls an API torch >= 2.10 deprecates; nothing in lit-ft's hands.
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # peft (0.21) reads transformers 5's deprecated `is_gradient_checkpointing` alias when it wraps a model.
+    r"`is_gradient_checkpointing` is deprecated",
+    # lit-ft logs epoch-level metrics that torchmetrics has already reduced over the ranks (val/loss, per-task
+    # metrics), so Lightning's advice to reduce them again with sync_dist=True does not apply.
+    r"It is recommended to use `self.log\('val/.*sync_dist=True\)`",
+    # Lightning warns of DistributedSampler's padding on every multi-rank validation; lit-ft's data module says
+    # so only when the validation set does not divide evenly over the ranks, and by how many examples.
+    r"Using `DistributedSampler` with the dataloaders",
+)
+
+
+def setup_console() -> None:
+    """Console of the Hydra entry points: Lightning's messages once, and no library warning a user cannot act on."""
+    lightning_logs_through_root()
+    for message in KNOWN_LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def lightning_logs_through_root() -> None:
