@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lit_ft.resolvers import uses_cuda
