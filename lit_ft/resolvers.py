@@ -8,10 +8,12 @@
   defaults that follow the hardware (``trainer=default``, the ``model`` group). They resolve when the config is
   composed, so ``config.yaml`` records what was chosen, and an explicit ``trainer=cpu`` on a GPU machine also
   gets the CPU precision and attention. The one home of the rule "does this run use CUDA".
+- ``${shipped_data_dir:checkout}``: the folder of the data sets lit-ft ships (``paths.data_dir``).
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import torch
@@ -63,7 +65,23 @@ def default_attention(accelerator: str | None = "auto") -> str:
     return "sdpa_varlen"
 
 
+def shipped_data_dir(checkout: str | None = None) -> str:
+    """``<checkout>/data`` when an entry point of a checkout set ``LIT_FT_ROOT`` (train.py, eval.py and generate.py
+    do), else the copy installed with lit-ft (package ``lit_ft.shipped_data``): the experiments and callbacks that
+    read the shipped data then work from any folder of a project that pip-installs lit-ft."""
+    if checkout:
+        return str(Path(checkout) / "data")
+    try:
+        return str(files("lit_ft.shipped_data"))
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            "lit-ft's shipped data (package lit_ft.shipped_data) is not installed: reinstall lit-ft "
+            "(`pip install -e .` in a checkout), or point paths.data_dir=... at a copy of its data/ folder."
+        ) from e
+
+
 OmegaConf.register_new_resolver("first_existing", first_existing, replace=True)
+OmegaConf.register_new_resolver("shipped_data_dir", shipped_data_dir, replace=True)
 OmegaConf.register_new_resolver("lit_ft.accelerator", default_accelerator, replace=True)
 OmegaConf.register_new_resolver("lit_ft.precision", default_precision, replace=True)
 OmegaConf.register_new_resolver("lit_ft.attention", default_attention, replace=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from importlib.util import find_spec
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -203,6 +204,27 @@ def check_zero3_callbacks(cfg: DictConfig) -> list[str]:
     return errors
 
 
+def check_logger_packages(cfg: DictConfig) -> list[str]:
+    """Loggers whose package is an optional extra of lit-ft, refused at start (naming the extra) rather than by
+    Lightning once the model has loaded."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    errors = []
+    for name in _get(cfg, "logger") or {}:
+        target = _target_class(cfg, f"logger.{name}")
+        # Lightning's TensorBoardLogger writes with tensorboard, or with tensorboardX when that is installed
+        if (
+            target is not None
+            and issubclass(target, TensorBoardLogger)
+            and not (find_spec("tensorboard") or find_spec("tensorboardX"))
+        ):
+            errors.append(
+                f"logger.{name} ({target.__name__}) needs the tensorboard package, an optional extra of lit-ft: "
+                "pip install 'lit-ft[tensorboard]' (or choose logger=csv or logger=wandb)."
+            )
+    return errors
+
+
 # Modules add their own rules here (for example DPO's loss and log-prob reduction).
 CHECKS: list[Check] = [
     check_cuda_only,
@@ -213,6 +235,7 @@ CHECKS: list[Check] = [
     check_preference,
     check_optimizer_in_backward,
     check_zero3_callbacks,
+    check_logger_packages,
 ]
 
 
