@@ -46,12 +46,18 @@ def chat(user: str, answer: str, task_type: str = "default", system: str | None 
     return {"messages": messages, "task_type": task_type}
 
 
-@pytest.fixture
-def arithmetic_files(tmp_path):
-    """A learnable toy set: 'What is a plus b?' -> 'SUM: a+b', two task types."""
+def arithmetic_rows(count: int) -> list[dict]:
+    """A learnable toy set: 'What is a plus b?' -> 'SUM: a+b', two task types (seeded)."""
     generator = torch.Generator().manual_seed(0)
     rows = []
-    for i in range(48):
+    for i in range(count):
         a, b = (int(x) for x in torch.randint(1, 20, (2,), generator=generator))
         rows.append(chat(f"What is {a} plus {b}?", f"SUM: {a + b}", "add" if i % 2 else "sum"))
+    return rows
+
+
+@pytest.fixture
+def arithmetic_files(tmp_path):
+    """:func:`arithmetic_rows` as train (40 rows) and validation (8 rows) files."""
+    rows = arithmetic_rows(48)
     return write_jsonl(tmp_path / "train.jsonl", rows[:40]), write_jsonl(tmp_path / "val.jsonl", rows[40:])

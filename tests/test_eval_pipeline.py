@@ -17,7 +17,7 @@ from lit_ft.eval.loading import load_eval_model, model_kind
 from lit_ft.eval.run import evaluate
 from lit_ft.losses import token_cross_entropy
 from lit_ft.run import train
-from tests.conftest import chat, write_jsonl
+from tests.conftest import arithmetic_rows, chat, write_jsonl
 from tests.helpers import REPO, compose_config
 
 
@@ -25,11 +25,7 @@ from tests.helpers import REPO, compose_config
 def lora_run(tmp_path_factory):
     """A tiny LoRA run that leaves model/, adapter/ and checkpoints/last.ckpt, and its data files."""
     folder = tmp_path_factory.mktemp("lora_run")
-    generator = torch.Generator().manual_seed(0)
-    rows = []
-    for i in range(24):
-        a, b = (int(x) for x in torch.randint(1, 20, (2,), generator=generator))
-        rows.append(chat(f"What is {a} plus {b}?", f"SUM: {a + b}", "add" if i % 2 else "sum"))
+    rows = arithmetic_rows(24)
     train_file, val_file = write_jsonl(folder / "train.jsonl", rows[:16]), write_jsonl(folder / "val.jsonl", rows[16:])
     data = [f"data.train_files={train_file}", f"data.val_files={val_file}", "data.batch_size=4"]
     cfg = compose_config(

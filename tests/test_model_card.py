@@ -16,7 +16,7 @@ from lit_ft.model_card import write_model_cards
 from lit_ft.models import LoRA, load_model, model_name, resolve_model_path, tiny_llama
 from lit_ft.modules import SFTModule
 from lit_ft.run import train
-from tests.conftest import chat, write_jsonl
+from tests.conftest import arithmetic_rows, write_jsonl
 from tests.helpers import compose_config
 
 ALIAS = "smollm2-135m-instruct"
@@ -29,11 +29,7 @@ def lora_export(tmp_path_factory, tokenizer):
     base = folder / "base"
     tiny_llama(tokenizer, seed=3).save_pretrained(base)
     tokenizer.save_pretrained(base)
-    generator = torch.Generator().manual_seed(0)
-    rows = []
-    for i in range(24):
-        a, b = (int(x) for x in torch.randint(1, 20, (2,), generator=generator))
-        rows.append(chat(f"What is {a} plus {b}?", f"SUM: {a + b}", "add" if i % 2 else "sum"))
+    rows = arithmetic_rows(24)
     train_file, val_file = write_jsonl(folder / "train.jsonl", rows[:16]), write_jsonl(folder / "val.jsonl", rows[16:])
     cfg = compose_config(
         [
