@@ -300,7 +300,8 @@ def module_plan(command: DocCommand, text: str, found: Invocation, files: tuple[
     appended = TINY_MODULE_ARGS.get(found.program, [])
     args = [*found.args, *appended]
     reads, writes = referenced_paths(args)
-    positional = [a for a in found.args if not a.startswith("-") and a not in writes.values()]
+    after_option = [False, *(a.startswith("--") for a in found.args)]  # `--out ab/`: ab/ is the option's value
+    positional = [a for a, value in zip(found.args, after_option) if not a.startswith("-") and not value]
     details: dict = {"written": []}
     makes: tuple[str, ...] = ()
     if found.program == "lit_ft.eval.judge":
