@@ -214,8 +214,16 @@ def unfilled_placeholders(text: str) -> list[str]:
     return found
 
 
+# Hydra's options that take their value as the next word (``--config-name train``).
+OPTIONS_WITH_VALUE = {"--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd"}
+
+
 def parse_overrides(args: list[str]) -> list[Override]:
-    return OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    """The overrides among a command's arguments (Hydra's options and their values left out)."""
+    words = [
+        a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in OPTIONS_WITH_VALUE)
+    ]
+    return OverridesParser.create().parse_overrides(words)
 
 
 def probe(script: str, overrides: list[Override]) -> DictConfig:
@@ -277,6 +285,9 @@ def plan_for(command: DocCommand, on_cpu: bool = True) -> Plan:
                 importlib.import_module(module)
             except ImportError:
                 return Plan(command, "skip", text, note=f"needs `pip install '{extra}'` ({module} is not installed)")
+    if "--info" in found.args:  # Hydra describes the app (search path, config) and trains nothing
+        prints = "pkg://lit_ft.conf" if "searchpath" in found.args else ""
+        return Plan(command, "run", text, details={"prints": prints})
     if found.launcher or "hydra/launcher=slurm" in found.args:
         return compose_plan(command, found)
     if found.is_module:
@@ -388,7 +399,9 @@ def verify(plan: Plan, sandbox: Path, returncode: int | None, output: str, start
         return [f"exit code {returncode}"]
     if plan.kind == "compose":
         return composed_problems(plan, output)
-    problems = []
+    problems = (
+        [f"the output does not show {plan.details['prints']}"] if plan.details.get("prints", "") not in output else []
+    )
     for pattern in plan.details.get("written", []):
         if not any(path.stat().st_mtime >= started - 1 for path in sandbox.glob(pattern)):
             problems.append(f"{pattern} was not written")
