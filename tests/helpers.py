@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
@@ -36,6 +37,20 @@ def noise_lines(output: str) -> list[str]:
     warnings (``path.py:12: ...``, as ``warnings`` and Lightning print them)."""
     pattern = re.compile(r"ERROR|Traceback|\[WARNING\]|^\S+\.py:\d+: ")
     return [line for line in output.splitlines() if pattern.search(line)]
+
+
+def tiny_trainer(**overrides) -> L.Trainer:
+    """A CPU ``L.Trainer`` for in-process tests: no logger, checkpoints, progress bar or model summary; one step
+    a log line. ``overrides`` (``max_steps``, ``callbacks``, ...) are passed on."""
+    settings = dict(
+        log_every_n_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return L.Trainer(**{**settings, **overrides})
 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None, name: str = "train") -> DictConfig:

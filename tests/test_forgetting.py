@@ -19,6 +19,7 @@ from lit_ft.eval.harness import flatten_results
 from lit_ft.models import LoRA
 from lit_ft.modules import SFTModule
 from tests.conftest import REPO
+from tests.helpers import tiny_trainer
 
 MCQ, PROSE = REPO / "data/general/mcq.jsonl", REPO / "data/general/prose.jsonl"
 
@@ -126,17 +127,8 @@ def test_check_logs_deltas_and_stops_training_when_a_threshold_is_crossed(tokeni
     )
     callback.on_exceed = "stop"
     callback.scorer = CountingScorer(tokenizer, callback.questions, callback.passages)
-    trainer = L.Trainer(
-        max_steps=5,
-        val_check_interval=2,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[callback],
+    trainer = tiny_trainer(
+        max_steps=5, val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0, callbacks=[callback]
     )
     trainer.fit(module, datamodule=data)
     assert trainer.global_step == 2  # stopped by the first check

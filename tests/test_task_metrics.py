@@ -17,6 +17,7 @@ from lit_ft.data.batch import example_task_ids, non_padding_tokens
 from lit_ft.losses import token_cross_entropy
 from lit_ft.models import tiny_llama
 from lit_ft.modules import SFTModule
+from tests.helpers import tiny_trainer
 
 PAD = 2
 
@@ -131,17 +132,7 @@ def test_training_window_spans_the_accumulated_micro_batches_and_validation_the_
     batches = [padded_batch(), packed_batch()]
     expected = reference_task_means(copy.deepcopy(tiny_model).eval(), batches)
     module = SFTModule(model=lambda: tiny_model, optimizer=lambda groups: torch.optim.SGD(groups, lr=0.0))
-    trainer = L.Trainer(
-        max_steps=1,
-        accumulate_grad_batches=2,
-        log_every_n_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[TaskMetrics(task_names=["a", "b"])],
-    )
+    trainer = tiny_trainer(max_steps=1, accumulate_grad_batches=2, callbacks=[TaskMetrics(task_names=["a", "b"])])
     loader = DataLoader(batches, batch_size=None)
     trainer.fit(module, loader)
     metrics = trainer.callback_metrics

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import types
 
-import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -21,6 +20,7 @@ from lit_ft.utils.perf import (
     peak_flops,
     training_flops_per_token,
 )
+from tests.helpers import tiny_trainer
 from tests.test_task_metrics import packed_batch, padded_batch
 
 # tiny_llama: hidden 64, 4 heads of 16, 2 KV heads, FFN 128, vocabulary 49152 (tied head)
@@ -71,17 +71,7 @@ def test_throughput_counts_non_padding_tokens_and_examples(tokenizer, tiny_model
     batches = [padded_batch(), packed_batch(), padded_batch(), packed_batch()]
     module = SFTModule(model=lambda: tiny_model, optimizer=lambda groups: torch.optim.SGD(groups, lr=0.0))
     throughput = Throughput(peak_flops=1e12, warmup_steps=1)
-    trainer = L.Trainer(
-        max_steps=2,
-        accumulate_grad_batches=2,
-        log_every_n_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[throughput],
-    )
+    trainer = tiny_trainer(max_steps=2, accumulate_grad_batches=2, callbacks=[throughput])
     trainer.fit(module, DataLoader(batches, batch_size=None))
     tokens = int(non_padding_tokens(padded_batch()) + non_padding_tokens(packed_batch()))
     samples = len(example_task_ids(padded_batch())) + len(example_task_ids(packed_batch()))
@@ -117,16 +107,7 @@ def test_mfu_on_cpu_is_against_a_measured_matmul(tiny_model, monkeypatch):
     monkeypatch.setattr(lit_ft.utils.perf, "measure_matmul_flops", lambda device, dtype: measured.append(dtype) or 5e9)
     module = SFTModule(model=lambda: tiny_model, optimizer=lambda groups: torch.optim.SGD(groups, lr=0.0))
     throughput = Throughput(peak_flops="auto", warmup_steps=0)
-    trainer = L.Trainer(
-        max_steps=1,
-        log_every_n_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[throughput],
-    )
+    trainer = tiny_trainer(max_steps=1, callbacks=[throughput])
     trainer.fit(module, DataLoader([padded_batch()], batch_size=None))
     perf = throughput.summary()["perf"]
     assert measured == [torch.float32] and perf["peak_flops"] == 5e9
