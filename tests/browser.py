@@ -38,7 +38,9 @@ def find_chromium() -> str | None:
 class Chromium:
     """``with Chromium() as browser: session = browser.open(url); browser.evaluate(session, "1 + 1")``."""
 
-    def __init__(self, binary: str | None = None, timeout: float = 30.0) -> None:
+    # Waits end as soon as their condition holds; the limit only matters on a machine busy with other jobs, where
+    # 30 s was seen to be too short for the page to load and take six clicks.
+    def __init__(self, binary: str | None = None, timeout: float = 120.0) -> None:
         self.binary = binary or find_chromium()
         if self.binary is None:
             raise FileNotFoundError("no Chromium binary found")
