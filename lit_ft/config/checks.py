@@ -51,7 +51,7 @@ def check_cuda_only(cfg: DictConfig) -> list[str]:
             f"trainer.accelerator={accelerator} (trainer=gpu) needs a CUDA GPU, and this machine has none: "
             "use trainer=cpu, or run on a GPU machine."
         )
-    strategy = _target_class(cfg, "strategy") if _get(cfg, "strategy._target_") else None
+    strategy = _target_class(cfg, "strategy")
     if strategy is not None and issubclass(strategy, (FSDP1Strategy, DeepSpeedStrategy)) and not _cuda_run(cfg):
         errors.append(
             f"the strategy {_get(cfg, 'strategy._target_')} runs on CUDA GPUs only: it needs trainer=gpu on a machine "
