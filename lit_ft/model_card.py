@@ -17,7 +17,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from omegaconf import DictConfig, OmegaConf
 
 from lit_ft.models.loading import EMBEDDED_MODELS
-from lit_ft.summary import format_value, results
+from lit_ft.summary import format_value, formatted_results
 from lit_ft.utils.io import atomic_write
 
 
@@ -131,14 +131,11 @@ def _data_section(summary: dict[str, Any], cfg: DictConfig, root: Path | None) -
 
 
 def _results_section(summary: dict[str, Any]) -> list[str]:
-    rows = results(summary)
+    rows = formatted_results(summary)
     if not rows:
         return ["No validation ran."]
     lines = ["| metric | before | after | change |", "|---|---:|---:|---:|"]
-    for name, before, after in rows:
-        change = f"{after - before:+.4f}" if before is not None and after is not None else ""
-        shown = (format_value(v) if v is not None else "-" for v in (before, after))
-        lines.append(f"| {name} | {' | '.join(shown)} | {change} |")
+    lines += [f"| {' | '.join(row)} |" for row in rows]
     forgetting = summary.get("forgetting") or {}
     if forgetting.get("questions") is not None:
         lines.append(

@@ -51,22 +51,26 @@ def results(summary: dict[str, Any]) -> list[tuple[str, float | None, float | No
     return rows
 
 
+def formatted_results(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """:func:`results` as text: ``(metric, before, after, change)``, ``-`` where a value is missing."""
+    rows = []
+    for name, first, last in results(summary):
+        change = f"{last - first:+.4f}" if first is not None and last is not None else ""
+        shown = [format_value(value) if value is not None else "-" for value in (first, last)]
+        rows.append((name, *shown, change))
+    return rows
+
+
 def results_table(summary: dict[str, Any]) -> Table | None:
     """Every validation metric before and after training, and the forgetting scores (baseline and final)."""
-    rows = results(summary)
+    rows = formatted_results(summary)
     if not rows:
         return None
     table = Table(title="before -> after training")
     for column in ("metric", "before", "after", "change"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for name, first, last in rows:
-        change = f"{last - first:+.4f}" if first is not None and last is not None else ""
-        table.add_row(
-            name,
-            format_value(first) if first is not None else "-",
-            format_value(last) if last is not None else "-",
-            change,
-        )
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
