@@ -445,10 +445,10 @@ class CausalLMModule(L.LightningModule):
             return paths
         if self.adapter is not None:
             # lit-ft never resizes the vocabulary; peft's "auto" would look the base's name up on the hub to check
-            self._save(output_dir / "adapter", model, tokenizer, save_embedding_layers=False)
+            save_pretrained(output_dir / "adapter", model, tokenizer, save_embedding_layers=False)
             model = model.merge_and_unload()  # the last step of a run: the adapted model is not needed after
             self.model = None
-        self._save(output_dir / "model", model, tokenizer)
+        save_pretrained(output_dir / "model", model, tokenizer)
         return paths
 
     def consolidated_model(self) -> PreTrainedModel | None:
@@ -467,7 +467,3 @@ class CausalLMModule(L.LightningModule):
         model = self.build_model()
         model.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
         return model
-
-    @staticmethod
-    def _save(folder: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **options: Any) -> Path:
-        return save_pretrained(folder, model, tokenizer, **options)
