@@ -111,7 +111,7 @@ def preference_data(cfg: Config, tokenizer):
         pairs = pairs + pairs
     if cfg.task == "dpo":
         pairs = [{**pair, **{side: ending_at_last_loss_token(pair[side]) for side in SIDES}} for pair in pairs]
-    datamodule.train_examples = [{**pair, "index": i} for i, pair in enumerate(pairs[:needed])]
+    datamodule.train_examples = [{**pair, "example_index": i} for i, pair in enumerate(pairs[:needed])]
     return datamodule
 
 

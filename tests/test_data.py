@@ -79,7 +79,7 @@ def test_a_datasets_folder_with_splits_gives_training_and_validation_rows(tmp_pa
     splits = {"train": Dataset.from_list(train), "validation": Dataset.from_list(validation)}
     DatasetDict(splits).save_to_disk(str(tmp_path / "both"))
     dm = SFTDataModule(tokenizer, tmp_path / "both", tmp_path / "both")  # one folder for both, as the hub has it
-    train_rows, val_rows = dm.split_records()
+    train_rows, val_rows = dm.train_and_val_records()
     assert [r.row["messages"][0]["content"] for r in val_rows] == ["validation question 0", "validation question 1"]
     assert len(train_rows) == 3 and val_rows[0].where.endswith("[validation] row 0")
     DatasetDict({"train": Dataset.from_list(train), "test": Dataset.from_list(validation)}).save_to_disk(

@@ -40,8 +40,7 @@ def test_one_real_training_step_updates_weights(smollm2, tokenizer):
         {"role": "user", "content": "Classify: The Tenant shall pay rent monthly."},
         {"role": "assistant", "content": "TYPE: payment"},
     ]
-    example = {**tokenize_conversation(tokenizer, messages), "task_ids": [0]}
-    example.pop("num_truncated")
+    example = tokenize_conversation(tokenizer, messages)
     example["task_ids"] = [0] * len(example["input_ids"])
     loader = DataLoader([example, example], batch_size=2, collate_fn=Collator(tokenizer.pad_token_id))
     before = smollm2.model.layers[0].mlp.down_proj.weight.detach().clone()

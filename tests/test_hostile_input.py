@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lit_ft.data import DataError, PreferenceDataModule, SFTDataModule
-from lit_ft.data.tokenize import IGNORE_INDEX, tokenize_conversation
+from lit_ft.data.batch import IGNORE_INDEX
+from lit_ft.data.tokenize import tokenize_conversation
 from lit_ft.run import train
 from tests.conftest import REPO, chat, write_jsonl
 from tests.helpers import compose_config

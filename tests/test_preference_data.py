@@ -7,7 +7,7 @@ import pytest
 from lit_ft.data import DataError, PreferenceDataModule, SFTDataModule, read_records
 from lit_ft.data.preference_rows import parse_preference_row
 from lit_ft.data.rows import ChatExample, TextExample
-from lit_ft.data.tokenize import IGNORE_INDEX
+from lit_ft.data.batch import IGNORE_INDEX
 from tests.conftest import REPO, write_jsonl
 
 PROMPT = [{"role": "system", "content": "Answer in house notation."}, {"role": "user", "content": "Classify: X."}]
@@ -200,7 +200,7 @@ def test_subsets_for_short_runs_are_seeded_and_counted(tmp_path, tokenizer):
         kept.append([order.index(tuple(e["chosen"]["input_ids"])) for e in dm.val_examples])
         drawn.append([order.index(tuple(e["chosen"]["input_ids"])) for e in dm.train_examples])
         assert (dm.stats["val"].rows, dm.stats["val"].examples, dm.stats["val"].unused_rows) == (3, 3, 7)
-        assert len(set(drawn[-1])) == 4 and [e["index"] for e in dm.train_examples] == [0, 1, 2, 3]
+        assert len(set(drawn[-1])) == 4 and [e["example_index"] for e in dm.train_examples] == [0, 1, 2, 3]
         source = next(iter(dm.stats["train"].sources.values()))
         assert (source["examples"], source["drawn"], source["loss_token_share"]) == (10, 4, 1.0)
     assert kept[0] == kept[1] != kept[2] and drawn[0] == drawn[1] != drawn[2]
@@ -212,8 +212,8 @@ def test_pairs_are_grouped_by_their_longer_side(tmp_path, tokenizer):
     dm = PreferenceDataModule(tokenizer, write_jsonl(tmp_path / "p.jsonl", rows), val_ratio=0, batch_size=4)
     dm.group_by_length = True
     dm.setup("fit")
-    lengths = {e["index"]: dm.example_length(e) for e in dm.train_examples}
-    assert all(lengths[e["index"]] == len(e["chosen"]["input_ids"]) for e in dm.train_examples)  # chosen is longer
+    lengths = {e["example_index"]: dm.example_length(e) for e in dm.train_examples}
+    assert all(lengths[e["example_index"]] == len(e["chosen"]["input_ids"]) for e in dm.train_examples)  # chosen is longer
     batches = [[lengths[int(i)] for i in batch["example_index"]] for batch in dm.train_dataloader()]
     assert sorted(n for batch in batches for n in batch) == sorted(lengths.values())  # every pair once
     # grouped: a batch's lengths lie close together (a random order spreads them over most of the range)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from lit_ft.data.tokenize import IGNORE_INDEX, tokenize_conversation, tokenize_text
+from lit_ft.data.batch import IGNORE_INDEX
+from lit_ft.data.tokenize import tokenize_conversation, tokenize_text
+from lit_ft.data.truncation import truncate
 
 MULTI_TURN = [
     {"role": "system", "content": "You are a careful lawyer."},
@@ -57,13 +59,15 @@ def test_trainable_turns_select_assistant_turns(tokenizer):
 
 def test_truncation_cuts_and_counts(tokenizer):
     full = tokenize_conversation(tokenizer, MULTI_TURN)
-    cut = tokenize_conversation(tokenizer, MULTI_TURN, max_length=20)
-    assert len(cut["input_ids"]) == 20
-    assert cut["num_truncated"] == len(full["input_ids"]) - 20
-    assert cut["input_ids"] == full["input_ids"][:20]
-    left = tokenize_conversation(tokenizer, MULTI_TURN, max_length=20, truncation="left")
-    assert left["input_ids"] == full["input_ids"][-20:] and left["labels"] == full["labels"][-20:]
-    assert tokenize_conversation(tokenizer, MULTI_TURN, max_length=10_000)["num_truncated"] == 0
+    right = truncate([full], 20, "right")
+    assert right.sequences[0]["input_ids"] == full["input_ids"][:20]
+    assert right.cut_tokens == len(full["input_ids"]) - 20 and right.tokens == 20
+    assert right.dropped == "no_loss_tokens"  # the first 20 tokens are system prompt and user turn: no answer left
+    left = truncate([full], 20, "left")
+    assert left.sequences[0] == {"input_ids": full["input_ids"][-20:], "labels": full["labels"][-20:]}
+    assert left.kept and left.loss_tokens == sum(label != IGNORE_INDEX for label in full["labels"][-20:]) > 0
+    untouched = truncate([full], 10_000, "right")
+    assert untouched.cut_tokens == 0 and untouched.sequences[0] == full
 
 
 def test_prompt_completion_text_masks_prompt_and_appends_eos(tokenizer):

@@ -1,10 +1,122 @@
-"""Read counts off a batch that follows the batch contract (padded or packed): tokens and examples."""
+"""The example and batch contract: what the data layer hands the modules, and the counts read off a batch.
+
+Examples (lists of ints, one entry per token; what a DataModule holds and a collator reads):
+
+- :class:`Tokens`: one tokenised sequence. ``input_ids`` [T]; ``labels`` [T] equal to ``input_ids`` where the token
+  carries loss and :data:`IGNORE_INDEX` (-100) elsewhere, *not shifted*: label ``t`` is the target of the prediction
+  made at ``t - 1`` (the loss shifts), so a label at position 0 is never a target.
+- :class:`TokenizedExample`: an SFT or CPT example, its :class:`Tokens` plus its ``task_type`` (a name) and, once the
+  DataModule knows every task type, ``task_ids`` [T] (its task id on every token).
+- :class:`PackedExample`: several examples back to back (packing, padding-free batches): ``position_ids`` [T] restart
+  at 0 at each example, and each example's first label is -100 (it would be predicted from the previous example).
+- :class:`TokenizedPair`: a preference pair, ``chosen`` and ``rejected`` :class:`Tokens` (prompt + answer, loss on the
+  answer only), ``task_type``, ``margin`` (``None`` when the row gives none), and, once set up, ``task_id`` and
+  ``example_index`` (the pair's position in its split).
+
+Batches (tensors; long unless said; B examples, T tokens after padding):
+
+- :class:`PaddedBatch`: ``input_ids``, ``labels``, ``task_ids`` and ``attention_mask`` [B, T], right-padded: padding
+  has the pad token, label -100, task id -1 and attention mask 0.
+- :class:`PackedBatch`: ``input_ids``, ``labels``, ``task_ids`` and ``position_ids`` [B, T], *no* ``attention_mask``:
+  from the position restarts transformers builds a block-diagonal causal mask (sdpa/eager) or varlen boundaries
+  (flash attention, ``sdpa_varlen``), so no token attends across an example boundary. The padding after a pack is a
+  run of its own (positions from 0, labels -100, task id -1). A padding-free batch is a packed batch of one row
+  holding the B examples of a padded batch back to back: the same examples and targets, no padding.
+- :class:`PreferenceBatch`: a :class:`PaddedBatch` of 2B rows, the B chosen sequences (rows ``[0, B)``) then the B
+  rejected ones (rows ``[B, 2B)``), so one forward pass scores both; a sequence's completion mask is
+  ``labels != -100``. Plus ``margin`` [B] float32 (0 where a row gives none) and ``example_index`` [B] (the key of
+  cached reference log-probs).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypedDict
+
 import torch
 
-Batch = dict[str, torch.Tensor]
+IGNORE_INDEX = -100  # the label of a token without loss (torch's cross_entropy ignore_index)
+
+
+class Tokens(TypedDict):
+    """One tokenised sequence: ``input_ids`` [T], ``labels`` [T] (not shifted, -100 where no loss)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+class _TaskIds(TypedDict, total=False):
+    task_ids: list[int]  # [T], the example's task id on every token; set once all task types are known
+
+
+class TokenizedExample(Tokens, _TaskIds):
+    """An SFT/CPT example: its tokens, its task type and (after setup) ``task_ids``."""
+
+    task_type: str
+
+
+class PackedExample(TypedDict):
+    """Examples back to back: every list [T]; ``position_ids`` restart at 0 at each example."""
+
+    input_ids: list[int]
+    labels: list[int]
+    task_ids: list[int]
+    position_ids: list[int]
+
+
+class _PairIds(TypedDict, total=False):
+    task_id: int  # set once all task types are known
+    example_index: int  # the pair's position in its split (after setup)
+
+
+class TokenizedPair(_PairIds):
+    """A preference pair: both sides' tokens, its task type and its margin (``None``: none given)."""
+
+    chosen: Tokens
+    rejected: Tokens
+    task_type: str
+    margin: float | None
+
+
+Example = TokenizedExample | PackedExample | TokenizedPair  # what a DataModule's loaders serve
+
+
+class PaddedBatch(TypedDict):
+    """Right-padded examples, one a row."""
+
+    input_ids: torch.Tensor  # [B, T] long, the pad token on padding
+    labels: torch.Tensor  # [B, T] long, not shifted, -100 where no loss (padding included)
+    task_ids: torch.Tensor  # [B, T] long, -1 on padding
+    attention_mask: torch.Tensor  # [B, T] long, 1 on tokens, 0 on padding
+
+
+class PackedBatch(TypedDict):
+    """Examples back to back in each row (packing, padding-free); no ``attention_mask``."""
+
+    input_ids: torch.Tensor  # [B, T] long
+    labels: torch.Tensor  # [B, T] long, not shifted, -100 where no loss and on each example's first token
+    task_ids: torch.Tensor  # [B, T] long, -1 on padding
+    position_ids: torch.Tensor  # [B, T] long, restarting at 0 at every example (and at the padding after a pack)
+
+
+class PreferenceBatch(PaddedBatch):
+    """B pairs as 2B padded rows, chosen first (rows ``[0, B)``), rejected after (rows ``[B, 2B)``)."""
+
+    margin: torch.Tensor  # [B] float32, 0 where the row gives none
+    example_index: torch.Tensor  # [B] long, each pair's position in its split
+
+
+Batch = PaddedBatch | PackedBatch | PreferenceBatch
+
+
+def loss_tokens(labels: torch.Tensor | Sequence[int], dim: int | None = None) -> torch.Tensor:
+    """Tokens that carry loss, ``labels != IGNORE_INDEX``, summed over ``dim`` (over everything when ``None``).
+
+    An example's labels count as they are. A batch's *targets* are its labels shifted (position 0 predicts
+    nothing): count them as ``loss_tokens(shift_labels(labels))``.
+    """
+    mask = torch.as_tensor(labels) != IGNORE_INDEX
+    return mask.sum() if dim is None else mask.sum(dim)
 
 
 def non_padding_tokens(batch: Batch) -> torch.Tensor:

@@ -1,11 +1,6 @@
-"""Batch tokenised examples: right-padded, packed several to a sequence, or padding-free.
+"""Batch tokenised examples: right-padded, packed several to a sequence, padding-free, or preference pairs.
 
-Batch contract (see DESIGN.md): ``input_ids`` and ``labels`` [B, T] long (labels not shifted, -100 where no
-loss); ``task_ids`` [B, T] (-1 on padding). Padded batches carry ``attention_mask`` [B, T]. Packed batches
-carry ``position_ids`` [B, T] restarting at 0 for every example and no ``attention_mask``: from the
-restarts, transformers builds a block-diagonal causal mask (sdpa/eager) or varlen boundaries (flash
-attention), so no token attends across an example boundary. A padding-free batch is a packed batch of one
-row holding the B examples of a padded batch back to back: the same examples and targets, no padding.
+The batches follow the batch contract written in :mod:`lit_ft.data.batch` (keys, shapes, padding values).
 """
 
 from __future__ import annotations
@@ -15,10 +10,17 @@ from dataclasses import dataclass
 
 import torch
 
+from lit_ft.data.batch import (
+    IGNORE_INDEX,
+    PackedBatch,
+    PackedExample,
+    PaddedBatch,
+    PreferenceBatch,
+    TokenizedExample,
+    TokenizedPair,
+)
 from lit_ft.data.packing import concatenate_examples
-from lit_ft.data.tokenize import IGNORE_INDEX
-
-Example = dict[str, list[int]]
+from lit_ft.data.preference_rows import SIDES
 
 
 @dataclass
@@ -36,7 +38,7 @@ class Collator:
     pad_to_multiple_of: int | None = None
     padding_free: bool = False
 
-    def __call__(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: Sequence[TokenizedExample | PackedExample]) -> PaddedBatch | PackedBatch:
         if self.padding_free:
             examples = [concatenate_examples(examples)]
         length = max(len(e["input_ids"]) for e in examples)
@@ -60,4 +62,28 @@ class Collator:
             batch["attention_mask"] = torch.tensor(
                 [[1] * len(e["input_ids"]) + [0] * (length - len(e["input_ids"])) for e in examples], dtype=torch.long
             )
+        return batch
+
+
+@dataclass
+class PairCollator:
+    """Batch B pairs as 2B padded sequences, chosen first: rows ``[0, B)`` are chosen, ``[B, 2B)`` rejected.
+
+    Besides the padded-batch contract (``input_ids``, ``labels``, ``attention_mask``, ``task_ids`` [2B, T]) the
+    batch carries ``margin`` [B] (0 where a row gives none) and ``example_index`` [B] (the pair's position in
+    its split, the key of cached reference log-probs).
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, pairs: Sequence[TokenizedPair]) -> PreferenceBatch:
+        sequences = [
+            {**pair[side], "task_ids": [pair["task_id"]] * len(pair[side]["input_ids"])}
+            for side in SIDES
+            for pair in pairs
+        ]
+        batch = Collator(self.pad_token_id, self.pad_to_multiple_of)(sequences)
+        batch["margin"] = torch.tensor([pair["margin"] or 0.0 for pair in pairs], dtype=torch.float32)
+        batch["example_index"] = torch.tensor([pair["example_index"] for pair in pairs], dtype=torch.long)
         return batch

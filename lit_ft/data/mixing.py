@@ -13,6 +13,15 @@ T = TypeVar("T")
 Paths = str | Path | Sequence[str | Path] | None
 
 
+def path_list(paths: Paths) -> list[str]:
+    """``paths`` (one, several or ``None``) as a list of strings."""
+    if paths is None:
+        return []
+    if isinstance(paths, (str, Path)):
+        return [str(paths)]
+    return [str(p) for p in paths]
+
+
 @dataclass
 class DataSource:
     """One dataset of a mixture.
@@ -40,8 +49,8 @@ class DataSource:
     def label(self) -> str:
         if self.name or self.task_type:
             return self.name or self.task_type
-        files = [self.files] if isinstance(self.files, (str, Path)) else list(self.files or [])
-        return Path(str(files[0])).stem if files else "source"
+        files = path_list(self.files)
+        return Path(files[0]).stem if files else "source"
 
 
 def mixture_counts(weights: Sequence[float], total: int) -> list[int]:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from lit_ft.data.tokenize import IGNORE_INDEX
+from lit_ft.data.batch import IGNORE_INDEX, PackedExample, TokenizedExample
 
-Example = dict[str, list[int]]
 PACKED_KEYS = ("input_ids", "labels", "task_ids")
 
 
-def concatenate_examples(examples: Sequence[Example]) -> Example:
+def concatenate_examples(examples: Sequence[TokenizedExample | PackedExample]) -> PackedExample:
     """One sequence holding ``examples`` back to back, with ``position_ids`` restarting at 0 for each.
 
     The label of each example's first token becomes -100: in a padded batch position 0 is never a target,
@@ -19,7 +18,7 @@ def concatenate_examples(examples: Sequence[Example]) -> Example:
     exactly the targets (and, with attention kept inside each example, the losses) of the padded batch.
     Examples that already carry ``position_ids`` (packs) keep their own segments.
     """
-    out: Example = {key: [] for key in (*PACKED_KEYS, "position_ids")}
+    out: PackedExample = {key: [] for key in (*PACKED_KEYS, "position_ids")}
     for example in examples:
         positions = example.get("position_ids") or list(range(len(example["input_ids"])))
         out["input_ids"] += example["input_ids"]
@@ -29,7 +28,7 @@ def concatenate_examples(examples: Sequence[Example]) -> Example:
     return out
 
 
-def pack_examples(examples: Sequence[Example], max_length: int) -> list[Example]:
+def pack_examples(examples: Sequence[TokenizedExample], max_length: int) -> list[PackedExample]:
     """Concatenate examples into sequences of at most ``max_length`` tokens; an example is never split.
 
     Each example goes to the open sequence with the least room that still fits it (best fit), so the
@@ -37,7 +36,7 @@ def pack_examples(examples: Sequence[Example], max_length: int) -> list[Example]
     ``position_ids`` restarting at 0 (see :func:`concatenate_examples`), which is what keeps attention
     inside the example.
     """
-    members: list[list[Example]] = []
+    members: list[list[TokenizedExample]] = []
     free: list[tuple[int, int]] = []  # sorted (room left, pack index)
     for example in examples:
         length = len(example["input_ids"])

@@ -1,51 +1,24 @@
 """LightningDataModule for preference pairs (reward models, DPO and its variants).
 
 Both answers of a pair are tokenised exactly as SFT tokenises a conversation (chat template, loss labels on
-the answer's assistant turns only: the completion mask is ``labels != -100``), and a batch of B pairs
-holds the B chosen sequences followed by the B rejected ones, so one forward pass scores both.
+the answer's assistant turns only: the completion mask is ``labels != -100``), and batched by
+:class:`~lit_ft.data.collate.PairCollator` (a :class:`~lit_ft.data.batch.PreferenceBatch`: the B chosen
+sequences followed by the B rejected ones, so one forward pass scores both).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader
 
-from lit_ft.data.collate import Collator
-from lit_ft.data.preference_rows import SIDES, parse_preference_row
+from lit_ft.data.batch import TokenizedPair, Tokens
+from lit_ft.data.collate import PairCollator
+from lit_ft.data.datamodule import FineTuneDataModule
+from lit_ft.data.preference_rows import parse_preference_row
 from lit_ft.data.readers import Record
-from lit_ft.data.sft_datamodule import FineTuneDataModule
 from lit_ft.data.stats import SplitStats
-from lit_ft.data.tokenize import IGNORE_INDEX
-
-Pair = dict[str, Any]
-
-
-@dataclass
-class PairCollator:
-    """Batch B pairs as 2B padded sequences, chosen first: rows ``[0, B)`` are chosen, ``[B, 2B)`` rejected.
-
-    Besides the padded-batch contract (``input_ids``, ``labels``, ``attention_mask``, ``task_ids`` [2B, T]) the
-    batch carries ``margin`` [B] (0 where a row gives none) and ``example_index`` [B] (the pair's position in
-    its split, the key of cached reference log-probs).
-    """
-
-    pad_token_id: int
-    pad_to_multiple_of: int | None = None
-
-    def __call__(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor]:
-        sequences = [
-            {**pair[side], "task_ids": [pair["task_id"]] * len(pair[side]["input_ids"])}
-            for side in SIDES
-            for pair in pairs
-        ]
-        batch = Collator(self.pad_token_id, self.pad_to_multiple_of)(sequences)
-        batch["margin"] = torch.tensor([pair["margin"] or 0.0 for pair in pairs], dtype=torch.float32)
-        batch["example_index"] = torch.tensor([pair["index"] for pair in pairs], dtype=torch.long)
-        return batch
 
 
 class PreferenceDataModule(FineTuneDataModule):
@@ -67,35 +40,25 @@ class PreferenceDataModule(FineTuneDataModule):
         super().__init__(*args, **kwargs)
         self.pad_to_multiple_of = pad_to_multiple_of
 
-    def encode(self, record: Record, stats: SplitStats) -> Pair | None:
+    def encode(self, record: Record, stats: SplitStats) -> TokenizedPair | None:
         pair = parse_preference_row(record, forbidden=self.tokenizer.all_special_tokens)
-        encoded, cut, loss_tokens = {}, 0, []
-        for side in SIDES:
-            tokens = self.tokenize(getattr(pair, side), record.where)
-            cut += tokens.pop("num_truncated")
-            loss_tokens.append(sum(label != IGNORE_INDEX for label in tokens["labels"]))
-            encoded[side] = tokens
-        if not self.keep(cut, min(loss_tokens), stats):
+        truncated = self.tokenize([pair.chosen, pair.rejected], record.where, pair.task_type, stats)
+        if not truncated.kept:
             return None
-        stats.tokens += sum(len(encoded[side]["input_ids"]) for side in SIDES)
-        stats.loss_tokens += sum(loss_tokens)
-        return {**encoded, "task_type": pair.task_type, "margin": pair.margin}
+        chosen, rejected = truncated.sequences
+        return {"chosen": chosen, "rejected": rejected, "task_type": pair.task_type, "margin": pair.margin}
 
-    def set_task_id(self, example: Pair, task_id: int) -> None:
+    def sequences(self, example: TokenizedPair) -> list[Tokens]:
+        return [example["chosen"], example["rejected"]]
+
+    def set_task_id(self, example: TokenizedPair, task_id: int) -> None:
         example["task_id"] = task_id
-
-    def loss_tokens(self, example: Pair) -> int:
-        return sum(label != IGNORE_INDEX for side in SIDES for label in example[side]["labels"])
-
-    def example_length(self, example: Pair) -> int:
-        """The longer side: a batch of pairs is padded to its longest chosen or rejected sequence."""
-        return max(len(example[side]["input_ids"]) for side in SIDES)
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         for examples in (self.train_examples, self.val_examples):
-            for index, example in enumerate(examples):
-                example["index"] = index
+            for example_index, example in enumerate(examples):
+                example["example_index"] = example_index
 
     def collate_fn(self) -> Callable:
         return PairCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)

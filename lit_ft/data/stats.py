@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+
+from lit_ft.data.truncation import Truncated
 
 
 @dataclass
 class SplitStats:
-    """Per-split accounting: every row is either kept or counted under the reason it was dropped."""
+    """Per-split accounting: every row is either kept or counted under the reason it was dropped.
+
+    Only these methods write the fields (training's DataModules and the data report alike): :meth:`count` for each
+    row, :meth:`count_unused_rows`, :meth:`note_missing_task_types` and :meth:`count_sources` once per split.
+    """
 
     rows: int = 0
     examples: int = 0
@@ -23,6 +30,52 @@ class SplitStats:
     task_types_missing: list[str] = field(default_factory=list)  # training task types absent from this split
     # per mixture source: normalised weight, examples available and drawn per epoch, share of loss tokens
     sources: dict = field(default_factory=dict)
+
+    def count(self, truncated: Truncated, task_type: str) -> None:
+        """One row: kept (its tokens, loss tokens and task type; truncated when anything was cut), or dropped and
+        counted under its reason."""
+        self.rows += 1
+        if truncated.dropped == "too_long":
+            self.dropped_too_long += 1
+        elif truncated.dropped == "no_loss_tokens":
+            self.dropped_no_loss_tokens += 1
+        else:
+            self.examples += 1
+            self.examples_per_task[task_type] += 1
+            self.tokens += truncated.tokens
+            self.loss_tokens += truncated.loss_tokens
+            if truncated.cut_tokens:
+                self.truncated_examples += 1
+                self.truncated_tokens += truncated.cut_tokens
+
+    def count_unused_rows(self, rows: int) -> None:
+        """Rows of the split left out (``max_val_rows``); they are not in :attr:`rows`."""
+        self.unused_rows += rows
+
+    def note_missing_task_types(self, task_types: Iterable[str]) -> None:
+        """Training task types with no example in this split (sorted)."""
+        self.task_types_missing = sorted(task_types)
+
+    def count_sources(
+        self,
+        labels: Sequence[str],
+        weights: Sequence[float],
+        examples: Sequence[int],
+        drawn: Sequence[int],
+        loss_tokens: Sequence[int],
+    ) -> None:
+        """Per mixture source, in order: its weight over the mixture's total, its examples, the examples drawn
+        from it per epoch and its share of the drawn examples' loss tokens."""
+        total_weight, total_loss_tokens = sum(weights), max(1, sum(loss_tokens))
+        self.sources = {
+            label: {
+                "weight": weight / total_weight,
+                "examples": available,
+                "drawn": taken,
+                "loss_token_share": tokens / total_loss_tokens,
+            }
+            for label, weight, available, taken, tokens in zip(labels, weights, examples, drawn, loss_tokens)
+        }
 
     def describe(self, name: str) -> str:
         text = (

@@ -9,10 +9,11 @@ Definitions:
 - rows are read by the DataModule's readers and validated by :func:`~lit_ft.data.preference_rows.sft_view`
   (``parse_sft_row``; a preference pair by its chosen side); a row that training would refuse (a bad field, a
   chat template that cannot render it) is listed with its place and reason instead of stopping the report;
-- token lengths come from ``tokenize_example`` without a length limit: *answer* tokens are those that carry loss
+- token lengths come from ``tokenize_example`` (no length limit): *answer* tokens are those that carry loss
   (assistant turns with their end-of-turn token, or completion + EOS), *prompt* tokens all the others (chat
   template, system, user turns);
-- truncation and drops are counted by the DataModule's own ``encode``, i.e. what training would do;
+- truncation and drops are counted by the DataModule's own ``encode`` into :class:`SplitStats`, i.e. what training
+  would do;
 - the *prompt text* of a row is its conversation before the last trained answer without the system message (or
   the text prompt; the text itself for raw-text rows). Exact duplicates are prompts equal after lower-casing and
   collapsing whitespace. Near duplicates are pairs whose sets of word ``shingle_size``-grams (lower-cased words)
@@ -36,12 +37,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from lit_ft.data.batch import loss_tokens
+from lit_ft.data.datamodule import FineTuneDataModule
 from lit_ft.data.preference_rows import sft_view
 from lit_ft.data.readers import DataError, Record
 from lit_ft.data.rows import ChatExample, SFTExample
-from lit_ft.data.sft_datamodule import FineTuneDataModule
 from lit_ft.data.stats import SplitStats
-from lit_ft.data.tokenize import IGNORE_INDEX, tokenize_example
+from lit_ft.data.tokenize import tokenize_example
 
 PERCENTILES = (50, 90, 99)
 
@@ -114,25 +116,20 @@ def read_split(
     """Row infos of a split and its per-task counts (examples, truncation, drops, short answers, invalid rows)."""
     tokenizer = datamodule.tokenizer
     rows: list[RowInfo] = []
-    stats: dict[str, SplitStats] = defaultdict(SplitStats)
+    stats: dict[str, SplitStats] = {}
     invalid: list[str] = []
     short: dict[str, list[str]] = defaultdict(list)
     for record in records:
-        row_stats = SplitStats()
         try:  # a row training would refuse (a bad field, a template that cannot render it) is listed, not fatal
             example = sft_view(record, forbidden=tokenizer.all_special_tokens)  # preference rows: the chosen side
-            encoded = datamodule.encode(record, row_stats)  # training's own truncation and drop rules
-            full = tokenize_example(tokenizer, example, None)
+            full = tokenize_example(tokenizer, example)
+            task, task_stats = example.task_type, stats.get(example.task_type, SplitStats())
+            datamodule.encode(record, task_stats)  # training's own truncation and drop rules; counts only on success
         except (DataError, ValueError) as error:
             invalid.append(str(error) if isinstance(error, DataError) else f"{record.where}: {error}")
             continue
-        task = example.task_type
-        task_stats = stats[task]
-        task_stats.rows += 1
-        task_stats.examples += encoded is not None
-        for name in ("truncated_examples", "truncated_tokens", "dropped_too_long", "dropped_no_loss_tokens"):
-            setattr(task_stats, name, getattr(task_stats, name) + getattr(row_stats, name))
-        answer_tokens = sum(label != IGNORE_INDEX for label in full["labels"])
+        stats[task] = task_stats
+        answer_tokens = int(loss_tokens(full["labels"]))
         prompt, answer = prompt_and_answer(example)
         rows.append(
             RowInfo(split, record.where, task, prompt, answer, len(full["input_ids"]) - answer_tokens, answer_tokens)
@@ -207,7 +204,7 @@ def data_report(
     short_answer_tokens: int = 2,
 ) -> dict[str, Any]:
     """The report of the datamodule's train and validation splits (see the module docstring)."""
-    train_records, val_records = datamodule.split_records()
+    train_records, val_records = datamodule.train_and_val_records()
     report: dict[str, Any] = {
         "max_length": datamodule.max_length,
         "truncation": datamodule.truncation,

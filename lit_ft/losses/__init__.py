@@ -1,6 +1,6 @@
 """Pure loss functions on tensors: per-token or per-example values; modules choose the reduction."""
 
-from lit_ft.losses.causal_lm import IGNORE_INDEX, masked_head_cross_entropy, shift_labels, token_cross_entropy
+from lit_ft.losses.causal_lm import masked_head_cross_entropy, shift_labels, token_cross_entropy
 from lit_ft.losses.dpo import dpo_loss
 from lit_ft.losses.logps import completion_logps
 from lit_ft.losses.orpo import orpo_loss
@@ -9,7 +9,6 @@ from lit_ft.losses.reward import reward_loss
 from lit_ft.losses.simpo import simpo_loss
 
 __all__ = [
-    "IGNORE_INDEX",
     "completion_logps",
     "dpo_loss",
     "l2_sp_penalty",

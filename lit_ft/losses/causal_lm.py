@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-IGNORE_INDEX = -100
+from lit_ft.data.batch import IGNORE_INDEX
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:

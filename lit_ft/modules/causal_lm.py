@@ -24,7 +24,8 @@ from torch.distributed.fsdp import FSDPModule
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lit_ft.losses import IGNORE_INDEX, l2_sp_penalty, masked_head_cross_entropy, shift_labels, token_cross_entropy
+from lit_ft.data.batch import IGNORE_INDEX
+from lit_ft.losses import l2_sp_penalty, masked_head_cross_entropy, shift_labels, token_cross_entropy
 from lit_ft.models.layers import decoder_layers
 from lit_ft.models.saving import save_pretrained
 from lit_ft.modules.optim import (

@@ -13,8 +13,8 @@ import torch
 from peft import PeftModel
 from torch import nn
 
+from lit_ft.data.batch import IGNORE_INDEX
 from lit_ft.losses import completion_logps, dpo_loss, orpo_loss, shift_labels, simpo_loss
-from lit_ft.losses.causal_lm import IGNORE_INDEX
 from lit_ft.modules.causal_lm import StepOutput
 from lit_ft.modules.pairwise import REWARD_METRICS, PairwiseModule, reward_metrics
 

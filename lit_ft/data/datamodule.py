@@ -1,0 +1,353 @@
+"""The machinery shared by lit-ft's DataModules: files -> rows -> tokenised, truncated examples -> loaders.
+
+Reads files (or a weighted mixture of sources), holds out validation rows, validates and tokenises each row,
+truncates or drops as configured (:func:`~lit_ft.data.truncation.truncate`, counted in :class:`SplitStats`),
+numbers the task types, and serves batches following the batch contract (:mod:`lit_ft.data.batch`), resumable
+mid-epoch. :class:`~lit_ft.data.sft_datamodule.SFTDataModule` and
+:class:`~lit_ft.data.preference_datamodule.PreferenceDataModule` say what a row is and how it is batched.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from rich.progress import track
+from torch.utils.data import DataLoader, Sampler
+from transformers import PreTrainedTokenizerBase
+
+from lit_ft.data.batch import Example, Tokens, loss_tokens
+from lit_ft.data.mixing import DataSource, Paths, path_list, sample_mixture
+from lit_ft.data.readers import TRAIN_SPLITS, VAL_SPLITS, DataError, Record, read_records
+from lit_ft.data.rows import SFTExample
+from lit_ft.data.sampler import LengthGroupedSampler, ResumableSampler
+from lit_ft.data.stats import SplitStats
+from lit_ft.data.tokenize import tokenize_example
+from lit_ft.data.truncation import Truncated, TruncationPolicy, truncate
+from lit_ft.models import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class FineTuneDataModule(L.LightningDataModule):
+    """Shared machinery of lit-ft DataModules: files -> validated rows -> tokenised examples -> loaders.
+
+    Subclasses define :meth:`encode` (one raw record to a tokenised example with ``task_type``, or ``None`` when
+    dropped; through :meth:`tokenize`, which truncates and counts) and :meth:`collate_fn`, and name an example's
+    sequences in :meth:`sequences` when it has several.
+
+    Args:
+        tokenizer: a tokenizer, or a model name/path to load one from.
+        train_files / val_files: data files (JSONL, JSON, Parquet, ``datasets`` folders).
+        val_ratio: when no ``val_files``, the fraction of training rows held out (seeded by ``seed``).
+        max_length: tokens per example (and per pack); longer examples follow ``truncation``.
+        truncation: ``right`` keeps the start, ``left`` keeps the end, ``drop`` removes the example.
+        trust_remote_code: run tokenizer code shipped with the model (as ``model.trust_remote_code``); off by default.
+        mixture: instead of ``train_files``, several :class:`DataSource` (or dicts of its fields): files,
+            sampling ``weight``, optional ``task_type`` and ``val_files``. ``val_files`` then adds validation
+            data for the whole mixture.
+        train_samples: training examples per epoch, drawn from the sources in proportion to their weights
+            (default: as many as the sources hold together). Weights count examples, before packing.
+        max_val_rows: validate on a seeded random sample of this many validation rows (cheaper validation);
+            the rows left out are counted as ``unused_rows`` in the stats.
+        group_by_length: batch training examples of similar length (:class:`LengthGroupedSampler`, seeded by
+            ``seed``): less padding, the same examples per epoch; batches are less random.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str | PreTrainedTokenizerBase,
+        train_files: Paths = None,
+        val_files: Paths = None,
+        val_ratio: float = 0.0,
+        max_length: int = 1024,
+        truncation: TruncationPolicy = "right",
+        batch_size: int = 4,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 42,
+        trust_remote_code: bool = False,
+        mixture: Sequence[DataSource | dict[str, Any]] | None = None,
+        train_samples: int | None = None,
+        max_val_rows: int | None = None,
+        group_by_length: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(tokenizer, (str, Path)):
+            tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+        self.tokenizer = tokenizer
+        self.train_files, self.val_files = path_list(train_files), path_list(val_files)
+        self.mixture = [DataSource.of(source) for source in mixture or []]
+        if self.mixture and self.train_files:
+            raise ValueError("give either train_files or a mixture of sources, not both (set train_files=null)")
+        if not self.train_files and not self.mixture:
+            raise ValueError("train_files is empty")
+        self.train_samples = train_samples
+        self.val_ratio, self.max_length, self.truncation = val_ratio, max_length, truncation
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.seed, self.group_by_length = num_workers, seed, group_by_length
+        self.max_val_rows = max_val_rows
+        self.task_names: list[str] = []
+        self.stats: dict[str, SplitStats] = {}
+        self.train_examples: list[Example] = []
+        self.val_examples: list[Example] = []
+        self.train_sampler: ResumableSampler | None = None
+        self._resume_at: tuple[int, int] | None = None  # (epoch, samples to skip) for the next training loader
+
+    # --- subclass points -------------------------------------------------------------------------------
+    def encode(self, record: Record, stats: SplitStats) -> Example | None:
+        """One raw record to an example (``None`` when dropped), counted in ``stats`` by :meth:`tokenize`."""
+        raise NotImplementedError
+
+    def collate_fn(self) -> Callable:
+        raise NotImplementedError
+
+    def train_collate_fn(self) -> Callable:
+        """The training batches' collator (the same as validation's unless a subclass says otherwise)."""
+        return self.collate_fn()
+
+    def finalize_train(self, examples: list[Example]) -> list[Example]:
+        """Last step before the training loader (packing, for example)."""
+        return examples
+
+    def sequences(self, example: Example) -> list[Tokens]:
+        """The tokenised sequences of an encoded example (one; a pair has two)."""
+        return [example]
+
+    def set_task_id(self, example: Example, task_id: int) -> None:
+        """Record the example's task id (by default ``task_ids``, one per token, as the batch contract wants)."""
+        example["task_ids"] = [task_id] * len(example["input_ids"])
+
+    # --- shared machinery --------------------------------------------------------------------------------
+    def example_length(self, example: Example) -> int:
+        """Tokens of an encoded example's longest sequence (what ``group_by_length`` sorts by: a batch of pairs is
+        padded to its longest chosen or rejected sequence)."""
+        return max(len(tokens["input_ids"]) for tokens in self.sequences(example))
+
+    def tokenize(self, examples: Sequence[SFTExample], where: str, task_type: str, stats: SplitStats) -> Truncated:
+        """Tokenise an example's sequences (one, or a pair's two) and fit them to ``max_length`` by
+        :func:`truncate`, counting the outcome in ``stats``. A chat template that cannot render a conversation is a
+        :class:`DataError` naming the row."""
+        try:
+            tokens = [tokenize_example(self.tokenizer, example) for example in examples]
+        except ValueError as error:
+            raise DataError(where, str(error)) from error
+        truncated = truncate(tokens, self.max_length, self.truncation)
+        stats.count(truncated, task_type)
+        return truncated
+
+    @staticmethod
+    def _read(paths: list[str], splits: tuple[str, ...] = TRAIN_SPLITS) -> list[Record]:
+        """The rows of ``paths``; of a ``DatasetDict`` folder, the first of ``splits`` it has."""
+        records = []
+        for path in paths:
+            rows = list(read_records(path, splits))
+            if not rows:
+                raise DataError(str(path), "the file holds no rows (it is empty or has only blank lines)")
+            records += rows
+        return records
+
+    def sources(self) -> list[DataSource]:
+        """The training sources: the mixture, or ``train_files`` (with ``val_files``) as a single source."""
+        return self.mixture or [DataSource(files=self.train_files, val_files=self.val_files)]
+
+    def _source_train_val_records(self, source: DataSource) -> tuple[list[Record], list[Record]]:
+        """One source's training and validation rows (its ``val_files``, else a ``val_ratio`` hold-out), relabelled
+        with the source's ``task_type`` when it has one."""
+        train = self._read(path_list(source.files))
+        if source.val_files:
+            val = self._read(path_list(source.val_files), VAL_SPLITS)
+        elif self.val_ratio:
+            shuffled = train[:]
+            random.Random(self.seed).shuffle(shuffled)
+            held_out = max(1, round(len(shuffled) * self.val_ratio))
+            train, val = shuffled[held_out:], shuffled[:held_out]
+        else:
+            val = []
+        if source.task_type is None:
+            return train, val
+        return [[Record(r.where, {**r.row, "task_type": source.task_type}) for r in rs] for rs in (train, val)]
+
+    def _train_records_per_source_and_val_records(self) -> tuple[list[list[Record]], list[Record]]:
+        """Training rows per source, and all validation rows (the sources', then a mixture's own ``val_files``)."""
+        splits = [self._source_train_val_records(source) for source in self.sources()]
+        extra_val = self._read(self.val_files, VAL_SPLITS) if self.mixture else []
+        return [train for train, _ in splits], [r for _, val in splits for r in val] + extra_val
+
+    def train_and_val_records(self) -> tuple[list[Record], list[Record]]:
+        """The raw training rows (all sources) and validation rows, as read (before validation and tokenisation)."""
+        train_groups, val = self._train_records_per_source_and_val_records()
+        return [record for group in train_groups for record in group], val
+
+    def val_records(self) -> list[Record]:
+        """The raw rows of the validation split, as read (before validation and tokenisation)."""
+        return self._train_records_per_source_and_val_records()[1]
+
+    def _encode_split(self, name: str, groups: list[list[Record]]) -> list[list[Example]]:
+        """Encode each group of records (one per source); one :class:`SplitStats` counts them all."""
+        stats = SplitStats()
+        encoded = []
+        for records in groups:
+            examples = []
+            for record in track(records, description=f"Tokenising {name}", transient=True, disable=len(records) < 500):
+                example = self.encode(record, stats)
+                if example is not None:
+                    examples.append(example)
+            encoded.append(examples)
+        self.stats[name] = stats
+        log.info(stats.describe(name))
+        return encoded
+
+    def _mix(self, sources: list[DataSource], groups: list[list[Example]]) -> list[Example]:
+        """Draw the epoch's training examples from the sources by weight, and record what was drawn."""
+        total = self.train_samples or sum(len(group) for group in groups)
+        tagged = [[(index, example) for example in group] for index, group in enumerate(groups)]
+        drawn = sample_mixture(tagged, [s.weight for s in sources], total, self.seed)
+        drawn_loss_tokens = [0] * len(sources)
+        for index, example in drawn:
+            drawn_loss_tokens[index] += sum(int(loss_tokens(tokens["labels"])) for tokens in self.sequences(example))
+        self.stats["train"].count_sources(
+            [source.label for source in sources],
+            [source.weight for source in sources],
+            [len(group) for group in groups],
+            [sum(index == i for index, _ in drawn) for i in range(len(sources))],
+            drawn_loss_tokens,
+        )
+        for name, row in self.stats["train"].sources.items():
+            log.info(
+                "Mixture %s: weight %.3f, %d of %d examples drawn per epoch (%.2f passes), %.1f%% of loss tokens",
+                name,
+                row["weight"],
+                row["drawn"],
+                row["examples"],
+                row["drawn"] / max(1, row["examples"]),
+                100 * row["loss_token_share"],
+            )
+        return [example for _, example in drawn]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.task_names:  # idempotent: Lightning calls setup once per stage
+            return
+        train_groups, val_records = self._train_records_per_source_and_val_records()
+        train_groups = self._encode_split("train", train_groups)
+        unused_val = max(0, len(val_records) - self.max_val_rows) if self.max_val_rows is not None else 0
+        if unused_val:
+            keep = sorted(random.Random(self.seed).sample(range(len(val_records)), self.max_val_rows))
+            val_records = [val_records[i] for i in keep]
+        self.val_examples = self._encode_split("val", [val_records])[0]
+        self.stats["val"].count_unused_rows(unused_val)
+        if self.mixture or self.train_samples:
+            self.train_examples = self._mix(self.sources(), train_groups)
+        else:
+            self.train_examples = train_groups[0]
+        if not self.train_examples:
+            sources = ", ".join(str(source.files) for source in self.sources())
+            raise ValueError(f"No training examples left from {sources}: {self.stats['train'].describe('train')}")
+        self.task_names = sorted({e["task_type"] for e in self.train_examples + self.val_examples})
+        task_ids = {name: task_id for task_id, name in enumerate(self.task_names)}
+        for example in self.train_examples + self.val_examples:
+            self.set_task_id(example, task_ids[example["task_type"]])
+        missing = set(self.stats["train"].examples_per_task) - set(self.stats["val"].examples_per_task)
+        if self.val_examples and missing:
+            self.stats["val"].note_missing_task_types(missing)  # counted in summary.json, not only logged
+            log.warning("Task types with no validation examples: %s", ", ".join(sorted(missing)))
+        self.train_examples = self.finalize_train(self.train_examples)
+
+    def _loader(
+        self,
+        examples: list[Example],
+        batch_size: int,
+        sampler: Sampler | None = None,
+        collate_fn: Callable | None = None,
+    ) -> DataLoader:
+        return DataLoader(
+            examples,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collate_fn or self.collate_fn(),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            # iterators draw their worker seed from this generator, not from the global RNG (which dropout uses)
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        ranks = {"num_replicas": trainer.world_size if trainer else 1, "rank": trainer.global_rank if trainer else 0}
+        if self.group_by_length:
+            lengths = [self.example_length(e) for e in self.train_examples]
+            self.train_sampler = LengthGroupedSampler(
+                self.train_examples, lengths, self.batch_size, seed=self.seed, **ranks
+            )
+        else:
+            self.train_sampler = ResumableSampler(self.train_examples, seed=self.seed, **ranks)
+        if self._resume_at is not None:
+            self.train_sampler.resume(*self._resume_at)
+            self._resume_at = None
+        return self._loader(self.train_examples, self.batch_size, self.train_sampler, self.train_collate_fn())
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.val_examples:
+            return []
+        ranks, count = (self.trainer.world_size if self.trainer else 1), len(self.val_examples)
+        if count % ranks:  # Lightning's DistributedSampler pads every rank's share to the same length
+            log.warning(
+                "validation: %d examples over %d ranks, so %d of them are repeated to give every rank as many, and "
+                "count twice in the val/ metrics; a validation set divisible by %d gives exact numbers",
+                count,
+                ranks,
+                ranks - count % ranks,
+                ranks,
+            )
+        return self._loader(self.val_examples, self.eval_batch_size)
+
+    # --- exact resume ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Where training is in the data, saved in every checkpoint: training batches done and batches per epoch.
+
+        Read from the trainer's batch counter (batches whose training step ran), not from the loader, which
+        has already prefetched the next batch when a checkpoint is taken.
+        """
+        trainer = self.trainer
+        per_epoch = trainer.num_training_batches if trainer is not None else 0
+        if not per_epoch or per_epoch == float("inf"):
+            return {}
+        return {
+            "batches_done": trainer.fit_loop.epoch_loop.batch_progress.total.processed,
+            "batches_per_epoch": int(per_epoch),
+            "layout": self._data_layout(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Start the next training loader at the saved position: the epoch's seeded order, minus the batches done."""
+        if not state_dict:
+            return
+        if state_dict.get("layout") != self._data_layout():
+            log.warning(
+                "The training data, batch size or number of devices changed since the checkpoint (%s, now %s): "
+                "the resumed data order is not the one the interrupted run would have seen.",
+                state_dict.get("layout"),
+                self._data_layout(),
+            )
+        epoch, batch = divmod(state_dict["batches_done"], state_dict["batches_per_epoch"])
+        self._resume_at = (epoch, batch * self.batch_size)
+        # Lightning warns that a loader without state_dict cannot resume mid-epoch; this one resumes through here.
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+        log.info("Resuming the training data at epoch %d, batch %d", epoch, batch)
+        fit_loop = self.trainer.fit_loop if self.trainer is not None else None
+        if self.train_sampler is not None and fit_loop is not None and fit_loop._data_fetcher is not None:
+            # Strategies that restore after setup (FSDP, DeepSpeed, ModelParallel) built and started the loader
+            # before this call: restart its iterator at the resumed position.
+            self.train_sampler.resume(*self._resume_at)
+            self._resume_at = None
+            iter(fit_loop._data_fetcher)
+
+    def _data_layout(self) -> dict[str, int]:
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        return {"examples": len(self.train_examples), "batch_size": self.batch_size, "world_size": world_size}
