@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lit_ft.data import DataError, PreferenceDataModule, SFTDataModule, read_records
+from lit_ft.data.batch import IGNORE_INDEX
 from lit_ft.data.preference_rows import parse_preference_row
 from lit_ft.data.rows import ChatExample, TextExample
-from lit_ft.data.batch import IGNORE_INDEX
 from tests.conftest import REPO, write_jsonl
 
 PROMPT = [{"role": "system", "content": "Answer in house notation."}, {"role": "user", "content": "Classify: X."}]

@@ -127,15 +127,15 @@ class TaskMetrics(L.Callback):
         for name, metric in self._metrics[stage].items():
             # atleast_1d: torchmetrics squeezes one-element results, so one task type would give 0-dim tensors
             mean, count = (torch.atleast_1d(t) for t in metric.compute())
-            for index, task in enumerate(self.task_names):
-                if count[index] == 0:
+            for task_id, task in enumerate(self.task_names):
+                if count[task_id] == 0:
                     continue
                 if name == "examples":
-                    values[f"{stage}/examples/{task}"] = float(count[index])
+                    values[f"{stage}/examples/{task}"] = float(count[task_id])
                     continue
-                values[f"{stage}/{name}/{task}"] = float(mean[index])
+                values[f"{stage}/{name}/{task}"] = float(mean[task_id])
                 if name == "loss":
-                    values[f"{stage}/tokens/{task}"] = float(count[index])
+                    values[f"{stage}/tokens/{task}"] = float(count[task_id])
         return values
 
     def _reset(self, stage: str) -> None:
