@@ -23,7 +23,8 @@ from trl.trainer.reward_trainer import DataCollatorForPreference as RewardCollat
 def test_trl_batches_equal_litft_batches(tokenizer, task):
     cfg = Config("trl", "lora", "matched", task=task, steps=2, warmup=1, batch_size=4)
     pairs = preference_data(cfg, tokenizer).train_examples
-    assert [pair["example_index"] for pair in pairs] == list(range(12))  # (warmup + steps) * batch_size, indexed in order
+    # (warmup + steps) * batch_size, indexed in order
+    assert [pair["example_index"] for pair in pairs] == list(range(12))
     trl_collator = (
         DPOCollator(tokenizer.pad_token_id, max_length=256) if task == "dpo" else RewardCollator(tokenizer.pad_token_id)
     )

@@ -213,7 +213,8 @@ def test_pairs_are_grouped_by_their_longer_side(tmp_path, tokenizer):
     dm.group_by_length = True
     dm.setup("fit")
     lengths = {e["example_index"]: dm.example_length(e) for e in dm.train_examples}
-    assert all(lengths[e["example_index"]] == len(e["chosen"]["input_ids"]) for e in dm.train_examples)  # chosen is longer
+    # chosen is the longer side
+    assert all(lengths[e["example_index"]] == len(e["chosen"]["input_ids"]) for e in dm.train_examples)
     batches = [[lengths[int(i)] for i in batch["example_index"]] for batch in dm.train_dataloader()]
     assert sorted(n for batch in batches for n in batch) == sorted(lengths.values())  # every pair once
     # grouped: a batch's lengths lie close together (a random order spreads them over most of the range)
