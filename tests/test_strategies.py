@@ -34,9 +34,9 @@ from lit_ft.strategies import (
     end_processes,
     hydra_job_command,
 )
-from lit_ft.strategies.consolidate import unwrapped_name
 from lit_ft.strategies.fsdp2 import shard_model
 from lit_ft.strategies.launch import LAUNCH_ENV
+from lit_ft.utils.distributed import unwrapped_name
 from tests.helpers import REPO, compose_config
 
 

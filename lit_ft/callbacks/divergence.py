@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from lit_ft.strategies.consolidate import local_part
+from lit_ft.utils.distributed import local_part
 
 log = logging.getLogger(__name__)
 

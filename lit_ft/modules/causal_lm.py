@@ -35,7 +35,7 @@ from lit_ft.modules.optim import (
     upcast_trainable,
 )
 from lit_ft.modules.schedules import warmup_cosine_schedule
-from lit_ft.strategies.consolidate import full_state_dict, is_sharded, unwrapped_name
+from lit_ft.utils.distributed import full_state_dict, is_sharded, unwrapped_name
 from lit_ft.utils.rng import capture_rng_states, restore_rng_states
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from torch.optim import Optimizer
 from torchmetrics import Metric
 
 from lit_ft.models.layers import decoder_layer_classes
-from lit_ft.strategies.consolidate import unwrapped_name
 from lit_ft.strategies.launch import HydraSafeLaunch
+from lit_ft.utils.distributed import unwrapped_name
 from lit_ft.utils.io import replace_directory
 
 
