@@ -36,7 +36,7 @@ from lit_ft.modules.optim import (
 )
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.utils.distributed import full_state_dict, is_sharded, unwrapped_name
-from lit_ft.utils.rng import capture_rng_states, restore_rng_states
+from lit_ft.utils.rng import ResumableRNG
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class CausalLMModule(L.LightningModule):
         self._window_loss = torch.zeros(())
         self._window_tokens = torch.zeros(())
         self.train_loss_tokens = 0  # loss-carrying tokens optimised so far, all ranks; kept in checkpoints
-        self._rng_states_to_restore: dict[str, Any] | None = None
+        self.rng = ResumableRNG()  # dropout continues after a resume as if the run had not stopped
         self.trainable_params = self.total_params = 0  # counted before a strategy shards the model
         self.base_model_name: str | None = None
 
@@ -353,20 +353,16 @@ class CausalLMModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["train_loss_tokens"] = self.train_loss_tokens
-        checkpoint["rng_states"] = capture_rng_states()  # dropout continues as if the run had not stopped
+        self.rng.save(checkpoint)
         if not self.strict_loading:  # frozen weights come from the pretrained model on resume
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in self.trainable_names}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.train_loss_tokens = checkpoint.get("train_loss_tokens", 0)
-        self._rng_states_to_restore = checkpoint.get("rng_states")
+        self.rng.load(checkpoint)
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        # Restored at the first step after a resume, once everything that happens between loading and training
-        # (building loaders, the first prefetch) is done, so the next draw is the one the interrupted run made.
-        if self._rng_states_to_restore is not None:
-            restore_rng_states(self._rng_states_to_restore)
-            self._rng_states_to_restore = None
+        self.rng.restore_if_pending()
 
     # --- optimisation --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
