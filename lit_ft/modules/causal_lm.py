@@ -25,8 +25,8 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_ft.losses import IGNORE_INDEX, l2_sp_penalty, masked_head_cross_entropy, shift_labels, token_cross_entropy
+from lit_ft.models.export import consolidated_model, export_model
 from lit_ft.models.layers import decoder_layers
-from lit_ft.models.saving import save_pretrained
 from lit_ft.modules.optim import (
     LRScaling,
     OptimizerInBackward,
@@ -35,7 +35,7 @@ from lit_ft.modules.optim import (
     upcast_trainable,
 )
 from lit_ft.modules.schedules import warmup_cosine_schedule
-from lit_ft.utils.distributed import full_state_dict, is_sharded, unwrapped_name
+from lit_ft.utils.distributed import is_sharded, unwrapped_name
 from lit_ft.utils.rng import ResumableRNG
 
 log = logging.getLogger(__name__)
@@ -423,43 +423,10 @@ class CausalLMModule(L.LightningModule):
 
     # --- export ----------------------------------------------------------------------------------------------
     def export(self, output_dir: Path, tokenizer: PreTrainedTokenizerBase) -> dict[str, str | None]:
-        """Save the trained model with its tokenizer in Hugging Face format; return the folders written and the
-        base model's name (``base_model``: what the adapter applies to and the model was fine-tuned from).
-
-        Adapter runs write ``adapter/`` (peft format, small; ``base_model_name_or_path`` is the base's name as
-        users know it, see :func:`~lit_ft.models.loading.model_name`) and ``model/`` (adapters merged into the
-        base). Both are ready for inference (:func:`~lit_ft.models.saving.save_pretrained`). Each folder is
-        written to a temporary name and renamed, so it is never seen half-written. In a distributed run every
-        rank calls this (sharded weights are gathered first) and rank 0 writes.
-        """
-        paths: dict[str, str | None] = {"model_path": str(output_dir / "model")}
-        if self.adapter is not None:
-            paths["adapter_path"] = str(output_dir / "adapter")
-        paths["base_model"] = self.base_model_name
-        model = self.consolidated_model()
-        if model is None:
-            return paths
-        if self.adapter is not None:
-            # lit-ft never resizes the vocabulary; peft's "auto" would look the base's name up on the hub to check
-            save_pretrained(output_dir / "adapter", model, tokenizer, save_embedding_layers=False)
-            model = model.merge_and_unload()  # the last step of a run: the adapted model is not needed after
-            self.model = None
-        save_pretrained(output_dir / "model", model, tokenizer)
-        return paths
-
-    def consolidated_model(self) -> PreTrainedModel | None:
-        """The trained model, whole, on global rank 0 (``None`` on other ranks).
-
-        When a strategy has sharded it (FSDP2, FSDP, DeepSpeed ZeRO-3), the full weights are gathered to rank 0's
-        CPU (a collective: all ranks must call this) and loaded into a freshly built, unsharded copy.
-        """
-        trainer = self._trainer
-        if trainer is None or not is_sharded(trainer.model):
-            return self.model if trainer is None or trainer.is_global_zero else None
-        state = full_state_dict(trainer.model)
-        if not trainer.is_global_zero:
-            return None
-        prefix = "model."  # keys are relative to this LightningModule
-        model = self.build_model()
-        model.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
-        return model
+        """Save the trained model with its tokenizer in Hugging Face format (and the adapter, for adapter runs); return
+        the folders written and the base model's name (:func:`~lit_ft.models.export.export_model`). In a distributed
+        run every rank calls this (sharded weights are gathered first) and rank 0 writes."""
+        model = consolidated_model(self._trainer, self.model, self.build_model)
+        if model is not None and self.adapter is not None:
+            self.model = None  # the export merges the adapters into their base: the last step of a run
+        return export_model(output_dir, model, tokenizer, self.adapter is not None, self.base_model_name)
