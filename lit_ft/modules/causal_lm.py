@@ -18,8 +18,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.plugins import MixedPrecision
-from lightning.pytorch.strategies import FSDPStrategy
 from torch.distributed.fsdp import FSDPModule
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -27,13 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lit_ft.losses import IGNORE_INDEX, l2_sp_penalty, masked_head_cross_entropy, shift_labels, token_cross_entropy
 from lit_ft.models.export import consolidated_model, export_model
 from lit_ft.models.layers import decoder_layers
-from lit_ft.modules.optim import (
-    LRScaling,
-    OptimizerInBackward,
-    decay_groups,
-    optimizer_in_backward_refusal,
-    upcast_trainable,
-)
+from lit_ft.modules.optim import LRScaling, OptimizerInBackward, build_optimizer, clip_by_global_norm, upcast_trainable
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.utils.distributed import is_sharded, unwrapped_name
 from lit_ft.utils.rng import ResumableRNG
@@ -268,8 +260,6 @@ class CausalLMModule(L.LightningModule):
                     stepping = True
             if self.l2sp and stepping:
                 self.add_l2sp_gradient()
-        elif self.l2sp:
-            raise ValueError("L2-SP is not supported under DeepSpeed (its engine owns the gradients)")
         self.train_loss_tokens += int(window_tokens) if stepping else 0
         self.log_step_metrics(window_loss / max(window_tokens, 1.0), optimizer)
         self._window_loss = torch.zeros((), device=self._window_loss.device)
@@ -281,22 +271,9 @@ class CausalLMModule(L.LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """Clip by global norm in the two setups where Lightning's precision plugins refuse to:
-
-        - bf16 autocast (``bf16-mixed``, ``trainer=gpu``) with a fused optimizer (AdamW's default here): Lightning
-          refuses because a fused step unscales gradients itself, after any clip; bf16 has no loss scaler, so there
-          is nothing to unscale and the plain clip is right.
-        - FSDP1 (``strategy=fsdp1``): the norm is over sharded gradients, which only the root FSDP wrapper's
-          ``clip_grad_norm_`` computes (Lightning's FSDP documentation recipe).
-        """
-        plugin = self.trainer.precision_plugin
-        by_norm = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm")
-        if by_norm and isinstance(self.trainer.strategy, FSDPStrategy):
-            self.trainer.model.clip_grad_norm_(gradient_clip_val)
-        elif by_norm and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
-            parameters = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
-        else:
+        """Clip by global norm where Lightning's plugins refuse to (:func:`~lit_ft.modules.optim.clip_by_global_norm`),
+        else as Lightning does."""
+        if not clip_by_global_norm(self.trainer, optimizer, gradient_clip_val, gradient_clip_algorithm):
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
@@ -366,60 +343,21 @@ class CausalLMModule(L.LightningModule):
 
     # --- optimisation --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        num_training_steps = int(self.trainer.estimated_stepping_batches)
-        groups = decay_groups(self, self.weight_decay, self.layer_lr_decay)
-        if self.optimizer_in_backward:
-            # Lightning keeps automatic optimization: to it this is one optimizer whose step() runs the closure
-            # (forward, backward: the per-parameter updates happen in there), so its hooks, logging, LR scheduler
-            # and checkpointing work unchanged. Manual optimization would need its own training_step in every
-            # module (SFT, reward, DPO) for the same result.
-            trainer = self.trainer
-            refusal = optimizer_in_backward_refusal(
-                trainer.accumulate_grad_batches,
-                trainer.gradient_clip_val,
-                distributed=trainer.world_size > 1 or trainer.strategy.handles_gradient_accumulation,
-                l2sp=self.l2sp,
-                fp16_scaling=getattr(trainer.precision_plugin, "scaler", None) is not None,
-            )
-            if refusal:
-                raise ValueError(refusal)
-            optimizer = OptimizerInBackward(groups, self.optimizer_factory)
-        else:
-            optimizer = self.optimizer_factory(groups)
-        batch_factor = self.batch_lr_factor()
-        for group in optimizer.param_groups:  # before the scheduler records each group's initial LR
-            group["lr"] *= batch_factor * group.get("lr_scale", 1.0)
-        if self.layer_lr_decay is not None:
-            lrs = ", ".join(f"{d}: {lr:.3g}" for d, lr in {g["depth"]: g["lr"] for g in optimizer.param_groups}.items())
-            log.info("Layer-wise learning rates (depth: lr, top first): %s", lrs)
-        scheduler = self.scheduler_factory(optimizer, num_training_steps=num_training_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return build_optimizer(
+            self,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.weight_decay,
+            self.layer_lr_decay,
+            self.lr_scaling,
+            self.l2sp,
+            self.optimizer_in_backward,
+        )
 
     def on_train_end(self) -> None:
         for optimizer in self.trainer.optimizers:  # later backward passes (another fit) must not update
             if isinstance(optimizer, OptimizerInBackward):
                 optimizer.remove_hooks()
-
-    def batch_lr_factor(self) -> float:
-        """The ``lr_scaling`` multiplier for this run's global batch (examples or packed sequences per optimizer
-        step over all ranks), logged when it applies; 1 without ``lr_scaling``."""
-        if self.lr_scaling is None:
-            return 1.0
-        if self.trainer.train_dataloader is None:  # not loaded yet when training is bounded by max_steps only
-            self.trainer.fit_loop.setup_data()
-        batch_size = getattr(self.trainer.train_dataloader, "batch_size", None)
-        if batch_size is None:
-            raise ValueError("lr_scaling needs a training DataLoader with a batch_size")
-        global_batch = batch_size * self.trainer.accumulate_grad_batches * self.trainer.world_size
-        factor = self.lr_scaling(global_batch)
-        log.info(
-            "LR scaling (%s rule): global batch %d, base batch %d -> LR x %.4g",
-            self.lr_scaling.rule,
-            global_batch,
-            self.lr_scaling.base_batch_size,
-            factor,
-        )
-        return factor
 
     # --- export ----------------------------------------------------------------------------------------------
     def export(self, output_dir: Path, tokenizer: PreTrainedTokenizerBase) -> dict[str, str | None]:
