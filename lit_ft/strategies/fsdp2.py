@@ -103,7 +103,7 @@ class FSDP2Strategy(HydraSafeLaunch, ModelParallelStrategy):
     Parameters become ``DTensor`` shards (dim 0) over the data-parallel mesh; before a layer runs its full
     weights are all-gathered, and gradients are reduce-scattered *averaged* over ranks, which the module's
     token-mean normalisation expects. Checkpoints are sharded (one file per rank, ``torch.distributed.checkpoint``)
-    unless ``save_distributed_checkpoint=False``; the final model is gathered by ``CausalLMModule.export``.
+    unless ``save_distributed_checkpoint=False``; the final model is gathered by ``FineTuneModule.export``.
 
     Args:
         data_parallel_size: ranks that shard the model; ``"auto"`` is all of them (nodes x devices).
