@@ -178,12 +178,13 @@ def run_litft(cfg: Config) -> dict[str, Any]:
     arguments = {
         "model": partial(load, cfg, gradient_checkpointing=cfg.gradient_checkpointing),
         "adapter": LoRA(**LORA, dropout=cfg.lora_dropout) if cfg.mode == "lora" else None,
-        "head_on_loss_tokens": cfg.head_on_loss_tokens,
         **litft_optimization(cfg),
     }
-    if cfg.task == "dpo":
+    if cfg.task == "dpo":  # a reward model has no LM head to restrict to loss tokens
         module_class = TimedDPOModule if cfg.reference == "precomputed" else DPOModule
-        module = module_class(beta=BETA, reference=cfg.reference, **arguments)
+        module = module_class(
+            beta=BETA, reference=cfg.reference, head_on_loss_tokens=cfg.head_on_loss_tokens, **arguments
+        )
     else:
         module = RewardModelModule(**arguments)
     litft_trainer(cfg, recorder, LITFT_METRICS).fit(module, datamodule=datamodule)

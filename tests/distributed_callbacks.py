@@ -25,7 +25,8 @@ sys.path.insert(0, str(REPO))
 from lit_ft.callbacks import EarlyStoppingWithRestore, ForgettingCheck, GenerationSamples  # noqa: E402
 from lit_ft.models import load_tokenizer, tiny_llama  # noqa: E402
 from lit_ft.modules import SFTModule  # noqa: E402
-from lit_ft.strategies import FSDP2Strategy, local_part, reshard  # noqa: E402
+from lit_ft.strategies import FSDP2Strategy  # noqa: E402
+from lit_ft.utils.distributed import local_part, reshard  # noqa: E402
 from tests.distributed_runs import PER_RANK_BATCH, WORLD, Rows, loader  # noqa: E402
 
 TIMEOUT = timedelta(seconds=60)

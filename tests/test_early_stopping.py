@@ -11,11 +11,12 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from lit_ft.callbacks import EarlyStoppingWithRestore
-from lit_ft.callbacks.early_stopping import trainable_state, weights_step
+from lit_ft.callbacks.early_stopping import weights_step
 from lit_ft.callbacks.history import MetricHistory
 from lit_ft.data import Collator
 from lit_ft.models import LoRA, tiny_llama
 from lit_ft.modules import SFTModule
+from lit_ft.utils.distributed import trainable_state
 
 # val/loss falls to its minimum at the third check, then rises
 SCRIPTED_VAL_LOSS = [3.0, 2.0, 1.0, 1.5, 2.0, 2.5]

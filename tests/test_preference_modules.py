@@ -230,6 +230,20 @@ def test_reward_model_head_trains_under_lora_and_frozen_backbone(tokenizer):
     assert {n for n, p in head_only.named_parameters() if p.requires_grad} == {"model.score.weight"}
 
 
+def test_reward_model_takes_no_lm_head_options(tokenizer):
+    """A reward model has a score head, no LM head: the LM-head options are not among its arguments, so a config
+    that sets one is refused before anything is built."""
+    from lit_ft.config import ConfigError, validate_config
+
+    with pytest.raises(TypeError, match="head_on_loss_tokens"):
+        reward_module(tokenizer, head_on_loss_tokens=False)
+    assert not hasattr(reward_module(tokenizer), "head_positions")  # Throughput then counts no skipped head
+    with pytest.raises(
+        ConfigError, match="module.head_chunk_tokens: not an option of lit_ft.modules.RewardModelModule"
+    ):
+        validate_config(compose_config(["experiment=rm_legal", "+module.head_chunk_tokens=512"]))
+
+
 def test_pair_gradient_is_the_mean_over_the_accumulation_window(tokenizer, datamodule):
     # micro-batches of 1 and 3 pairs: a mean of micro-batch means would weight the single pair 3 times more
     pairs = datamodule.train_examples[:4]

@@ -153,7 +153,7 @@ def test_lr_scaling_with_global_batch_is_applied_and_logged(tiny_model, caplog):
         scheduler=constant_lr,
         lr_scaling=LRScaling(base_batch_size=2, rule="sqrt"),
     )
-    with caplog.at_level(logging.INFO, logger="lit_ft.modules.causal_lm"):
+    with caplog.at_level(logging.INFO, logger="lit_ft.modules.optim"):
         trainer = fit(module, toy_examples(8), batch_size=4, accumulate_grad_batches=2)
     # global batch 4 x 2 = 8 = 4 x the base batch: LR x sqrt(4)
     assert all(math.isclose(g["lr"], 0.2) for g in trainer.optimizers[0].param_groups)

@@ -34,9 +34,9 @@ from lit_ft.strategies import (
     end_processes,
     hydra_job_command,
 )
-from lit_ft.strategies.consolidate import unwrapped_name
 from lit_ft.strategies.fsdp2 import shard_model
 from lit_ft.strategies.launch import LAUNCH_ENV
+from lit_ft.utils.distributed import unwrapped_name
 from tests.helpers import REPO, compose_config
 
 
@@ -171,32 +171,6 @@ def test_deepspeed_strategy_generates_its_config_from_the_trainer(tiny_model):
     assert "aio" in strategy.config and strategy.config["zero_optimization"]["stage"] == 3
     assert strategy.zero_stage_3 and strategy.handles_gradient_accumulation
     assert isinstance(strategy.launcher, HydraJobLauncher)
-
-
-def test_engine_owned_gradients_get_the_token_mean_before_backward():
-    """Simulate DeepSpeed: 2 ranks x 2 micro-batches; the engine averages over ranks and (with Lightning's closure)
-    divides each micro-batch loss by accumulate twice. The result must be the mean over micro-batches of each
-    micro-batch's token mean over all ranks."""
-    world, accumulate = 2, 2
-    sums = torch.tensor([[30.0, 8.0], [10.0, 12.0]])  # [rank, micro-batch] summed token losses
-    counts = torch.tensor([[5.0, 2.0], [3.0, 6.0]])  # [rank, micro-batch] loss tokens
-    modules = []
-    for _ in range(world):
-        module = SFTModule(model=lambda: None)
-        strategy = SimpleNamespace(handles_gradient_accumulation=True)
-        module.trainer = SimpleNamespace(strategy=strategy, world_size=world, accumulate_grad_batches=accumulate)
-        modules.append(module)
-    engine_objective = 0.0
-    for micro in range(accumulate):
-        for rank, module in enumerate(modules):
-            module.trainer.strategy.reduce = lambda t, reduce_op, m=micro: counts[:, m].sum()  # all_reduce(sum)
-            loss = module.loss_for_backward(sums[rank, micro], counts[rank, micro])
-            engine_objective += loss / accumulate / accumulate / world  # closure, engine, rank average
-    expected = ((30 + 10) / (5 + 3) + (8 + 12) / (2 + 6)) / 2
-    assert engine_objective.item() == pytest.approx(expected)
-    plain = SFTModule(model=lambda: None)
-    plain.trainer = SimpleNamespace(strategy=SimpleNamespace(handles_gradient_accumulation=False))
-    assert plain.loss_for_backward(torch.tensor(7.0), torch.tensor(3.0)).item() == 7.0  # DDP/FSDP: scaled later
 
 
 # --- FSDP1 -----------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from lit_ft.strategies.consolidate import local_part
+from lit_ft.utils.distributed import local_part
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,9 @@ class DivergenceGuard(L.Callback):
     A skipped step leaves the weights and the optimizer state untouched: the gradients are dropped (set to
     ``None``), and torch optimizers pass over parameters without a gradient (no moment update, no weight decay,
     no step count). The trainer still counts the step (global step, LR schedule), so the run ends where planned.
-    The decision is taken on all ranks together. Under fp16 mixed precision the GradScaler already skips steps
+    The decision is taken on all ranks together, and recorded on the module as ``step_dropped = True`` (a lit-ft
+    module then does not count the step's tokens as trained; it reads the flag after the step, so the order of
+    the hooks does not matter). Under fp16 mixed precision the GradScaler already skips steps
     whose gradients overflow (and lowers its scale), so the guard then counts only non-finite losses and leaves
     the gradients to the scaler.
 
@@ -63,6 +65,7 @@ class DivergenceGuard(L.Callback):
             return
         if scaler is None:
             optimizer.zero_grad(set_to_none=True)
+        pl_module.step_dropped = True
         step = trainer.global_step + 1
         self.skipped_step_numbers.append(step)
         self.consecutive += 1

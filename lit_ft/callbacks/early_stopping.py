@@ -8,29 +8,10 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
-from torch.distributed.tensor import DTensor, distribute_tensor
 
-from lit_ft.strategies.consolidate import is_sharded, local_part, reshard, unwrapped_name
+from lit_ft.utils.distributed import is_sharded, load_trainable_state, own_shards, trainable_state, whole_tensors
 
 log = logging.getLogger(__name__)
-
-
-def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """CPU copies of the parameters that train (all of them for full fine-tuning, the adapters for LoRA); of a
-    sharded (FSDP2 ``DTensor``) parameter, this rank's shard.
-
-    A lit-ft module names them when it builds the model (``trainable_names``): parameters that a callback freezes
-    for a while (gradual unfreezing) are copied too, so a restore never mixes weights of two steps. Any other
-    module: the parameters that require gradients now."""
-    reshard(module)
-    names = getattr(module, "trainable_names", None)
-
-    def trains(name: str, parameter: torch.nn.Parameter) -> bool:
-        return unwrapped_name(name) in names if names else parameter.requires_grad
-
-    return {
-        name: local_part(p.detach()).to("cpu", copy=True) for name, p in module.named_parameters() if trains(name, p)
-    }
 
 
 def weights_step(trainer: L.Trainer) -> int:
@@ -41,46 +22,6 @@ def weights_step(trainer: L.Trainer) -> int:
         if isinstance(callback, EarlyStoppingWithRestore) and callback.restored:
             return callback.best_step
     return trainer.global_step
-
-
-@torch.no_grad()
-def load_trainable_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy :func:`trainable_state`'s ``state`` back into the parameters (the next forward of a sharded model
-    gathers them anew)."""
-    reshard(module)
-    parameters = dict(module.named_parameters())
-    for name, value in state.items():
-        local_part(parameters[name]).copy_(value)
-
-
-@torch.no_grad()
-def whole_tensors(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` with the shards of sharded parameters gathered into whole tensors on CPU (a collective: every
-    rank calls it)."""
-    reshard(module)
-    parameters = dict(module.named_parameters())
-    whole = {}
-    for name, value in state.items():
-        p = parameters[name]
-        if isinstance(p, DTensor):
-            shard = value.to(local_part(p).device)
-            value = DTensor.from_local(shard, p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
-            value = value.full_tensor().cpu()
-        whole[name] = value
-    return whole
-
-
-def own_shards(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` with each whole tensor of a sharded parameter cut to this rank's shard (no communication)."""
-    reshard(module)
-    parameters = dict(module.named_parameters())
-    shards = {}
-    for name, value in state.items():
-        p = parameters[name]
-        if isinstance(p, DTensor) and value.shape == p.shape:
-            value = distribute_tensor(value, p.device_mesh, p.placements, src_data_rank=None).to_local().cpu()
-        shards[name] = value
-    return shards
 
 
 class EarlyStoppingWithRestore(EarlyStopping):

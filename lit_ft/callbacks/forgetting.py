@@ -15,7 +15,7 @@ from peft import PeftModel
 from lit_ft.callbacks.early_stopping import weights_step
 from lit_ft.eval.general import GeneralAbility, load_passages, load_questions
 from lit_ft.eval.harness import harness_available, run_harness
-from lit_ft.strategies.consolidate import local_part, reshard
+from lit_ft.utils.distributed import local_part, reshard
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,11 @@
-"""LightningModules: a causal-LM base and its SFT, reward-model and DPO specialisations."""
+"""LightningModules: a fine-tuning base, a causal-LM module on token losses and its SFT, reward-model and DPO
+specialisations."""
 
 from lit_ft.modules.causal_lm import CausalLMModule
 from lit_ft.modules.dpo import DPOModule
+from lit_ft.modules.fine_tune import FineTuneModule
 from lit_ft.modules.pairwise import PairwiseModule
 from lit_ft.modules.reward import RewardModelModule
 from lit_ft.modules.sft import SFTModule
 
-__all__ = ["CausalLMModule", "DPOModule", "PairwiseModule", "RewardModelModule", "SFTModule"]
+__all__ = ["CausalLMModule", "DPOModule", "FineTuneModule", "PairwiseModule", "RewardModelModule", "SFTModule"]

@@ -1,196 +1,43 @@
-"""Base LightningModule for causal-LM fine-tuning: model building, token-loss reduction, optimisation, logging.
+"""A causal LM trained on token-level next-token loss: the token losses (the LM head only where targets carry loss),
+their reduction to the mean over an optimizer step's loss tokens, and the validation loss and perplexity.
 
-Subclassing points (override one, keep the rest):
-- :meth:`pretrained_model` the model as the factory gives it (before freezing and adapters)
-- :meth:`build_model`     the ``transformers`` model (called from ``configure_model``, so strategies can shard it)
-- :meth:`forward`          batch -> logits
+Subclassing points, besides :class:`~lit_ft.modules.fine_tune.FineTuneModule`'s:
 - :meth:`token_losses`     batch -> per-token losses, loss mask and task ids
-- :meth:`log_step_metrics` what a training step logs
-- :meth:`export`           what is saved at the end (HF model; adapter and merged model for adapter runs)
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
-import lightning as L
 import torch
-from lightning.pytorch.plugins import MixedPrecision
-from lightning.pytorch.strategies import FSDPStrategy
 from torch.distributed.fsdp import FSDPModule
-from torchmetrics import MeanMetric
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
-from lit_ft.data.batch import IGNORE_INDEX
-from lit_ft.losses import l2_sp_penalty, masked_head_cross_entropy, shift_labels, token_cross_entropy
-from lit_ft.models.layers import decoder_layers
-from lit_ft.models.saving import save_pretrained
-from lit_ft.modules.optim import (
-    LRScaling,
-    OptimizerInBackward,
-    decay_groups,
-    optimizer_in_backward_refusal,
-    upcast_trainable,
-)
-from lit_ft.modules.schedules import warmup_cosine_schedule
-from lit_ft.strategies.consolidate import full_state_dict, is_sharded, unwrapped_name
-from lit_ft.utils.rng import capture_rng_states, restore_rng_states
-
-log = logging.getLogger(__name__)
+from lit_ft.data.batch import loss_tokens
+from lit_ft.losses import masked_head_cross_entropy, shift_labels, token_cross_entropy
+from lit_ft.modules.fine_tune import FineTuneModule, StepOutput
 
 
-ModelFactory = Callable[[], PreTrainedModel]
-ModelTransform = Callable[[PreTrainedModel], PreTrainedModel]
-StepOutput = dict[str, torch.Tensor]
-
-
-class CausalLMModule(L.LightningModule):
-    """Train a causal LM on token-level next-token loss.
-
-    The optimised loss is the mean over all loss-carrying tokens of an optimizer step: each micro-batch
-    back-propagates its summed token loss, and before the step the gradients are divided by the number of
-    loss tokens in the whole accumulation window (over all ranks). A plain mean of micro-batch means would
-    over-weight short examples.
+class CausalLMModule(FineTuneModule):
+    """Train a causal LM on token-level next-token loss, averaged over all the loss-carrying tokens of an
+    optimizer step (:meth:`~lit_ft.modules.fine_tune.FineTuneModule.normalize_gradients`).
 
     Args:
-        model: builds the pretrained model (for example ``partial(load_model, "smollm2-135m-instruct")``).
-        optimizer: ``partial`` of an optimizer class taking parameter groups (AdamW by default).
-        scheduler: ``partial`` taking ``(optimizer, num_training_steps)``; stepped every optimizer step.
-        weight_decay: applied to weight matrices only (see :func:`decay_groups`).
-        freeze: freezes part of the model (``lit_ft.models.Freeze``: train only the top layers / the head).
-        adapter: wraps the model in trainable adapters (``lit_ft.models.LoRA``); the base stays frozen.
         head_on_loss_tokens: compute the LM head only where targets carry loss (same loss and gradients, less
             compute and memory); turn off for models whose head does more than a linear projection
             (logit soft-capping or scaling).
-        layer_lr_decay: discriminative learning rates: each decoder layer's LR is this factor times the one
-            above it, the head at the base LR, the embeddings lowest (see :func:`decay_groups`).
-        lr_scaling: maps the global batch size to an LR multiplier (``lit_ft.modules.optim.LRScaling``).
-        l2sp: strength ``lambda`` of L2-SP, ``lambda * ||theta - theta_0||^2`` over the trainable weights, pulling
-            them toward their values when the model was built (the pretrained weights).
         head_chunk_tokens: with ``head_on_loss_tokens``, score more loss tokens than this in chunks whose logits
             are recomputed in backward (peak memory: one [chunk, vocabulary] block of logits).
-        compile: compile each decoder block with ``torch.compile`` (regional compilation: one block is compiled
-            once and reused by all, with dynamic sequence lengths); the first steps pay the compile time. A dict
-            is passed to ``torch.compile`` (for example ``{"mode": "max-autotune"}``).
-        optimizer_in_backward: update each parameter inside backward as soon as its gradient is complete, and free
-            that gradient (:class:`lit_ft.modules.optim.OptimizerInBackward`): the gradients of all the weights are
-            never alive together (each is divided by the step's loss tokens just before use). Single device,
-            no gradient accumulation, no gradient clipping (``trainer.gradient_clip_val=null``), no L2-SP, no fp16
-            loss scaling: each is refused with what to change (:func:`optimizer_in_backward_refusal`).
+        (others: see :class:`~lit_ft.modules.fine_tune.FineTuneModule`)
     """
 
-    # What the loss is averaged over, and what `train_loss_tokens` counts (preference modules: "pairs").
-    loss_unit = "tokens"
-
-    def __init__(
-        self,
-        model: ModelFactory,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
-        weight_decay: float = 0.0,
-        freeze: ModelTransform | None = None,
-        adapter: ModelTransform | None = None,
-        head_on_loss_tokens: bool = True,
-        layer_lr_decay: float | None = None,
-        lr_scaling: LRScaling | None = None,
-        l2sp: float = 0.0,
-        head_chunk_tokens: int | None = 1024,
-        compile: bool | dict[str, Any] = False,
-        optimizer_in_backward: bool = False,
-    ) -> None:
-        super().__init__()
-        # No save_hyperparameters: the arguments are factories, which would make checkpoints need pickle
-        # (no `weights_only` loading). The resolved Hydra config is saved beside the checkpoints instead.
-        self.model_factory = model
-        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=2e-5))
-        self.scheduler_factory = scheduler or warmup_cosine_schedule
-        self.weight_decay = weight_decay
-        self.freeze, self.adapter = freeze, adapter
-        self.head_on_loss_tokens = head_on_loss_tokens
-        if layer_lr_decay is not None and not 0 < layer_lr_decay <= 1:
-            raise ValueError(
-                f"layer_lr_decay={layer_lr_decay}: must be in (0, 1] (each layer's LR a fraction of the one above)"
-            )
-        self.layer_lr_decay, self.lr_scaling, self.l2sp = layer_lr_decay, lr_scaling, l2sp
-        self._l2sp_anchors: dict[str, torch.Tensor] = {}  # theta_0, not in the state dict (rebuilt on resume)
-        self.head_chunk_tokens = head_chunk_tokens
-        self.compile = compile
-        self.optimizer_in_backward = optimizer_in_backward
-        self._updated_in_backward = False  # whether the last backward ran (and so updated the weights)
-        # Checkpoints of partly frozen models hold only the trainable weights, so loading one is not strict.
-        self.strict_loading = freeze is None and adapter is None
-        self.model: PreTrainedModel | None = None
-        self.trainable_names: set[str] = set()
-        self.val_loss = MeanMetric()
-        self._window_loss = torch.zeros(())
-        self._window_tokens = torch.zeros(())
-        self.train_loss_tokens = 0  # loss-carrying tokens optimised so far, all ranks; kept in checkpoints
-        self._rng_states_to_restore: dict[str, Any] | None = None
-        self.trainable_params = self.total_params = 0  # counted before a strategy shards the model
-        self.base_model_name: str | None = None
-
-    # --- model ---------------------------------------------------------------------------------------------
-    def pretrained_model(self) -> PreTrainedModel:
-        """The pretrained model from the factory (a subclass may ask it for another head)."""
-        return self.model_factory()
-
-    def build_model(self) -> PreTrainedModel:
-        """The model to train: the pretrained model, partly frozen and/or wrapped in adapters as configured."""
-        model = self.pretrained_model()
-        # The name the exports record (peft's base_model_name_or_path, the model card): load_model's alias, hub id
-        # or folder; None for a model built in the run (a random tiny model, an earlier curriculum stage's).
-        self.base_model_name = getattr(model, "name_or_path", None) or None
-        if self.freeze is not None:
-            model = self.freeze(model)
-        if self.adapter is not None:
-            model = self.adapter(model)
-        upcast_trainable(model)
-        if self.compile:
-            options = {"dynamic": True, **(self.compile if isinstance(self.compile, dict) else {})}
-            for layer in decoder_layers(model):
-                layer.compile(**options)
-        return model.train()  # from_pretrained returns eval mode, which would switch off (LoRA) dropout
-
-    def configure_model(self) -> None:
-        if self.model is not None:
-            return
-        self.model = self.build_model()
-        trainable = self.trainable_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        total = self.total_params = sum(p.numel() for p in self.model.parameters())
-        # What trains, fixed at build: callbacks (gradual unfreezing) may freeze some of it for a while.
-        self.trainable_names = {unwrapped_name(n) for n, p in self.named_parameters() if p.requires_grad}
-        if self.l2sp:
-            self._l2sp_anchors = {
-                unwrapped_name(n): p.detach().clone() for n, p in self.named_parameters() if p.requires_grad
-            }
-        log.info("Trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
-
-    @staticmethod
-    def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        if "position_ids" in batch and "attention_mask" in batch:
-            # transformers takes example boundaries from position_ids only when no attention_mask is given
-            raise ValueError("a packed batch (position_ids) must not carry an attention_mask: attention would leak")
-        return {
-            "input_ids": batch["input_ids"],
-            "attention_mask": batch.get("attention_mask"),
-            "position_ids": batch.get("position_ids"),
-            "use_cache": False,  # a cache would disable transformers' packed-sequence masking
-        }
-
-    def forward(self, batch: dict[str, torch.Tensor], model: PreTrainedModel | None = None) -> torch.Tensor:
-        """Logits [B, T, V] of ``model`` (default: the trained one) for a padded (``attention_mask``) or packed
-        (``position_ids``) batch."""
-        return (model or self.model)(**self._model_inputs(batch)).logits
+    def __init__(self, *args, head_on_loss_tokens: bool = True, head_chunk_tokens: int | None = 1024, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_on_loss_tokens, self.head_chunk_tokens = head_on_loss_tokens, head_chunk_tokens
 
     def _causal_lm(self, model: PreTrainedModel | None = None) -> PreTrainedModel:
         """The ``*ForCausalLM`` model under any peft wrapper (adapters stay active inside it)."""
         model = model or self.model
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
-    # --- loss ------------------------------------------------------------------------------------------------
     def token_losses(self, batch: dict[str, torch.Tensor], model: PreTrainedModel | None = None) -> StepOutput:
         """``per_token_loss``, ``loss_mask`` and ``task_ids``, all [B, T-1] aligned with the shifted targets,
         of ``model`` (default: the trained one; a frozen reference model, say).
@@ -218,122 +65,12 @@ class CausalLMModule(L.LightningModule):
         ``head_on_loss_tokens``; None when it runs on every token. The ``Throughput`` callback counts FLOPs by it."""
         if not self._head_on_loss_tokens(self.model):
             return None
-        return (shift_labels(batch["labels"]) != IGNORE_INDEX).sum()
+        return loss_tokens(shift_labels(batch["labels"]))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         out = self.token_losses(batch)
         loss_sum = (out["per_token_loss"] * out["loss_mask"]).sum()
-        tokens = out["loss_mask"].sum()
-        self.add_to_window(loss_sum, tokens)
-        return {"loss": self.loss_for_backward(loss_sum, tokens), **out}
-
-    def loss_for_backward(self, loss_sum: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        """What a training step back-propagates, given its summed loss and the ``count`` it is a sum over.
-
-        Normally the sum itself: on_before_optimizer_step turns the window's gradients into a mean. Strategies
-        whose engine owns the gradients and the optimizer step (DeepSpeed: ZeRO keeps gradients in partitioned
-        buffers, so ``param.grad`` cannot be rescaled) get the sum divided now by this micro-batch's count over
-        all ranks. The engine averages over ranks, and the loss is divided by ``accumulate`` twice (Lightning's
-        closure and the engine), hence ``world_size * accumulate / global_count``: exact without accumulation,
-        a mean of per-micro-batch means with it.
-        """
-        if not self.trainer.strategy.handles_gradient_accumulation:
-            return loss_sum
-        global_count = self.trainer.strategy.reduce(count.detach().float(), reduce_op="sum")
-        factor = self.trainer.world_size * self.trainer.accumulate_grad_batches / global_count.clamp(min=1.0)
-        return loss_sum * factor
-
-    def add_to_window(self, loss_sum: torch.Tensor, count: torch.Tensor) -> None:
-        """Add a micro-batch's summed loss and its number of loss units (tokens here) to the accumulation window."""
-        self._window_loss = self._window_loss.to(loss_sum.device) + loss_sum.detach()
-        self._window_tokens = self._window_tokens.to(loss_sum.device) + count
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Divide gradients by the loss tokens of the accumulation window across ranks, and log the window loss.
-
-        Lightning scaled each micro-batch loss by 1/accumulate and DDP/FSDP average gradients over ranks,
-        so the factor is ``accumulate * world_size / global_tokens``. (Under DeepSpeed this runs after every
-        micro-batch and the loss was normalised before backward: see :meth:`loss_for_backward`.)
-        """
-        totals = torch.stack([self._window_loss, self._window_tokens.float()])
-        window_loss, window_tokens = self.trainer.strategy.reduce(totals, reduce_op="sum").tolist()
-        stepping = True
-        if self.optimizer_in_backward:  # backward has divided the gradients and updated the weights
-            stepping = self._updated_in_backward
-        elif not self.trainer.strategy.handles_gradient_accumulation:
-            scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / max(window_tokens, 1.0)
-            stepping = False  # no gradient left: a DivergenceGuard dropped this step, its tokens are not trained on
-            for parameter in self.parameters():
-                if parameter.grad is not None:
-                    parameter.grad.mul_(scale)
-                    stepping = True
-            if self.l2sp and stepping:
-                self.add_l2sp_gradient()
-        elif self.l2sp:
-            raise ValueError("L2-SP is not supported under DeepSpeed (its engine owns the gradients)")
-        self.train_loss_tokens += int(window_tokens) if stepping else 0
-        self.log_step_metrics(window_loss / max(window_tokens, 1.0), optimizer)
-        self._window_loss = torch.zeros((), device=self._window_loss.device)
-        self._window_tokens = torch.zeros((), device=self._window_tokens.device)
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Clip by global norm in the two setups where Lightning's precision plugins refuse to:
-
-        - bf16 autocast (``bf16-mixed``, ``trainer=gpu``) with a fused optimizer (AdamW's default here): Lightning
-          refuses because a fused step unscales gradients itself, after any clip; bf16 has no loss scaler, so there
-          is nothing to unscale and the plain clip is right.
-        - FSDP1 (``strategy=fsdp1``): the norm is over sharded gradients, which only the root FSDP wrapper's
-          ``clip_grad_norm_`` computes (Lightning's FSDP documentation recipe).
-        """
-        plugin = self.trainer.precision_plugin
-        by_norm = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm")
-        if by_norm and isinstance(self.trainer.strategy, FSDPStrategy):
-            self.trainer.model.clip_grad_norm_(gradient_clip_val)
-        elif by_norm and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
-            parameters = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
-        else:
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        """Back-propagate. With ``optimizer_in_backward`` backward also updates the weights, so what
-        :meth:`on_before_optimizer_step` does to gradients happens in it: each gradient is divided by the loss
-        tokens of the step (one micro-batch on one device: the rest is refused) just before its parameter's update,
-        the same operation as the normal path's. A step whose loss is NaN/inf skips backward, so no weight changes
-        (a DivergenceGuard counts the step as skipped); non-finite gradients of a finite loss cannot be caught."""
-        self._updated_in_backward = False
-        if self.optimizer_in_backward:
-            if not torch.isfinite(loss.detach()).all():
-                log.warning("Step %d: non-finite loss, backward and its update skipped.", self.trainer.global_step + 1)
-                return
-            self.trainer.optimizers[0].grad_scale = 1.0 / max(float(self._window_tokens), 1.0)
-        super().backward(loss, *args, **kwargs)
-        self._updated_in_backward = True
-
-    @torch.no_grad()
-    def add_l2sp_gradient(self) -> None:
-        """Add the gradient of ``l2sp * ||theta - theta_0||^2``, ``2 * l2sp * (theta - theta_0)``, to each trainable
-        weight's (already token-averaged) gradient, and log the penalty as ``train/l2sp``."""
-        if is_sharded(self):
-            raise ValueError("L2-SP needs whole parameters; it does not support sharded (FSDP/ZeRO-3) training")
-        named = ((unwrapped_name(n), p) for n, p in self.named_parameters() if p.requires_grad)
-        params = {n: p for n, p in named if n in self._l2sp_anchors}
-        for name, parameter in params.items():
-            self._l2sp_anchors[name] = self._l2sp_anchors[name].to(parameter.device)  # once, after device moves
-            pull = 2 * self.l2sp * (parameter - self._l2sp_anchors[name])
-            parameter.grad = pull if parameter.grad is None else parameter.grad.add_(pull)
-        penalty = l2_sp_penalty(list(params.values()), [self._l2sp_anchors[n] for n in params])
-        self.log("train/l2sp", self.l2sp * penalty, rank_zero_only=True)
-
-    def log_step_metrics(self, loss: float, optimizer: torch.optim.Optimizer) -> None:
-        self.log("train/loss", loss, prog_bar=True, rank_zero_only=True)
-        group = optimizer.param_groups[0]  # with layer_lr_decay, the top depth that trains: divide out its scale
-        self.log("lr", group["lr"] / group.get("lr_scale", 1.0), rank_zero_only=True)
+        return {"loss": self.loss_to_backward(loss_sum, out["loss_mask"].sum()), **out}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         out = self.token_losses(batch)
@@ -342,129 +79,7 @@ class CausalLMModule(L.LightningModule):
         self.val_loss.update(loss, weight=tokens)  # token-weighted over the whole validation set and all ranks
         return {"loss": loss, **out}
 
-    def on_validation_epoch_start(self) -> None:
-        # Reset here, under the same grad mode as the updates: states made under inference_mode (a
-        # `trainer.validate` before `fit`) cannot be updated in place later.
-        self.val_loss.reset()
-
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
         self.log("val/loss", loss, prog_bar=True, sync_dist=False)
         self.log("val/ppl", torch.exp(loss), sync_dist=False)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["train_loss_tokens"] = self.train_loss_tokens
-        checkpoint["rng_states"] = capture_rng_states()  # dropout continues as if the run had not stopped
-        if not self.strict_loading:  # frozen weights come from the pretrained model on resume
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in self.trainable_names}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.train_loss_tokens = checkpoint.get("train_loss_tokens", 0)
-        self._rng_states_to_restore = checkpoint.get("rng_states")
-
-    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        # Restored at the first step after a resume, once everything that happens between loading and training
-        # (building loaders, the first prefetch) is done, so the next draw is the one the interrupted run made.
-        if self._rng_states_to_restore is not None:
-            restore_rng_states(self._rng_states_to_restore)
-            self._rng_states_to_restore = None
-
-    # --- optimisation --------------------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        num_training_steps = int(self.trainer.estimated_stepping_batches)
-        groups = decay_groups(self, self.weight_decay, self.layer_lr_decay)
-        if self.optimizer_in_backward:
-            # Lightning keeps automatic optimization: to it this is one optimizer whose step() runs the closure
-            # (forward, backward: the per-parameter updates happen in there), so its hooks, logging, LR scheduler
-            # and checkpointing work unchanged. Manual optimization would need its own training_step in every
-            # module (SFT, reward, DPO) for the same result.
-            trainer = self.trainer
-            refusal = optimizer_in_backward_refusal(
-                trainer.accumulate_grad_batches,
-                trainer.gradient_clip_val,
-                distributed=trainer.world_size > 1 or trainer.strategy.handles_gradient_accumulation,
-                l2sp=self.l2sp,
-                fp16_scaling=getattr(trainer.precision_plugin, "scaler", None) is not None,
-            )
-            if refusal:
-                raise ValueError(refusal)
-            optimizer = OptimizerInBackward(groups, self.optimizer_factory)
-        else:
-            optimizer = self.optimizer_factory(groups)
-        batch_factor = self.batch_lr_factor()
-        for group in optimizer.param_groups:  # before the scheduler records each group's initial LR
-            group["lr"] *= batch_factor * group.get("lr_scale", 1.0)
-        if self.layer_lr_decay is not None:
-            lrs = ", ".join(f"{d}: {lr:.3g}" for d, lr in {g["depth"]: g["lr"] for g in optimizer.param_groups}.items())
-            log.info("Layer-wise learning rates (depth: lr, top first): %s", lrs)
-        scheduler = self.scheduler_factory(optimizer, num_training_steps=num_training_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def on_train_end(self) -> None:
-        for optimizer in self.trainer.optimizers:  # later backward passes (another fit) must not update
-            if isinstance(optimizer, OptimizerInBackward):
-                optimizer.remove_hooks()
-
-    def batch_lr_factor(self) -> float:
-        """The ``lr_scaling`` multiplier for this run's global batch (examples or packed sequences per optimizer
-        step over all ranks), logged when it applies; 1 without ``lr_scaling``."""
-        if self.lr_scaling is None:
-            return 1.0
-        if self.trainer.train_dataloader is None:  # not loaded yet when training is bounded by max_steps only
-            self.trainer.fit_loop.setup_data()
-        batch_size = getattr(self.trainer.train_dataloader, "batch_size", None)
-        if batch_size is None:
-            raise ValueError("lr_scaling needs a training DataLoader with a batch_size")
-        global_batch = batch_size * self.trainer.accumulate_grad_batches * self.trainer.world_size
-        factor = self.lr_scaling(global_batch)
-        log.info(
-            "LR scaling (%s rule): global batch %d, base batch %d -> LR x %.4g",
-            self.lr_scaling.rule,
-            global_batch,
-            self.lr_scaling.base_batch_size,
-            factor,
-        )
-        return factor
-
-    # --- export ----------------------------------------------------------------------------------------------
-    def export(self, output_dir: Path, tokenizer: PreTrainedTokenizerBase) -> dict[str, str | None]:
-        """Save the trained model with its tokenizer in Hugging Face format; return the folders written and the
-        base model's name (``base_model``: what the adapter applies to and the model was fine-tuned from).
-
-        Adapter runs write ``adapter/`` (peft format, small; ``base_model_name_or_path`` is the base's name as
-        users know it, see :func:`~lit_ft.models.loading.model_name`) and ``model/`` (adapters merged into the
-        base). Both are ready for inference (:func:`~lit_ft.models.saving.save_pretrained`). Each folder is
-        written to a temporary name and renamed, so it is never seen half-written. In a distributed run every
-        rank calls this (sharded weights are gathered first) and rank 0 writes.
-        """
-        paths: dict[str, str | None] = {"model_path": str(output_dir / "model")}
-        if self.adapter is not None:
-            paths["adapter_path"] = str(output_dir / "adapter")
-        paths["base_model"] = self.base_model_name
-        model = self.consolidated_model()
-        if model is None:
-            return paths
-        if self.adapter is not None:
-            # lit-ft never resizes the vocabulary; peft's "auto" would look the base's name up on the hub to check
-            save_pretrained(output_dir / "adapter", model, tokenizer, save_embedding_layers=False)
-            model = model.merge_and_unload()  # the last step of a run: the adapted model is not needed after
-            self.model = None
-        save_pretrained(output_dir / "model", model, tokenizer)
-        return paths
-
-    def consolidated_model(self) -> PreTrainedModel | None:
-        """The trained model, whole, on global rank 0 (``None`` on other ranks).
-
-        When a strategy has sharded it (FSDP2, FSDP, DeepSpeed ZeRO-3), the full weights are gathered to rank 0's
-        CPU (a collective: all ranks must call this) and loaded into a freshly built, unsharded copy.
-        """
-        trainer = self._trainer
-        if trainer is None or not is_sharded(trainer.model):
-            return self.model if trainer is None or trainer.is_global_zero else None
-        state = full_state_dict(trainer.model)
-        if not trainer.is_global_zero:
-            return None
-        prefix = "model."  # keys are relative to this LightningModule
-        model = self.build_model()
-        model.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
-        return model

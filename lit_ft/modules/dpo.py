@@ -13,9 +13,10 @@ import torch
 from peft import PeftModel
 from torch import nn
 
-from lit_ft.data.batch import IGNORE_INDEX
+from lit_ft.data.batch import loss_tokens
 from lit_ft.losses import completion_logps, dpo_loss, orpo_loss, shift_labels, simpo_loss
-from lit_ft.modules.causal_lm import StepOutput
+from lit_ft.modules.causal_lm import CausalLMModule
+from lit_ft.modules.fine_tune import StepOutput
 from lit_ft.modules.pairwise import REWARD_METRICS, PairwiseModule, reward_metrics
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-class DPOModule(PairwiseModule):
+class DPOModule(PairwiseModule, CausalLMModule):
     """Align a causal LM on preference pairs without a reward model: DPO, cDPO, robust DPO, IPO, SLiC hinge,
     and the reference-free SimPO and ORPO.
 
@@ -68,7 +69,7 @@ class DPOModule(PairwiseModule):
         sft_weight: weight of an added NLL term on the chosen answer (token mean per pair), as in RPO
             (Pang et al., 2024); 0 switches it off.
         reference: ``precomputed``, ``adapter`` or ``copy`` (ignored by SimPO and ORPO, which need none).
-        (others: see :class:`lit_ft.modules.CausalLMModule`)
+        (others: see :class:`lit_ft.modules.CausalLMModule`, whose token losses give the log-probs)
     """
 
     metric_names = (*REWARD_METRICS, "logps/chosen", "logps/rejected")
@@ -219,4 +220,4 @@ class DPOModule(PairwiseModule):
         if self.average:
             return -chosen_logps
         targets = shift_labels(batch["labels"][: len(chosen_logps)])
-        return -chosen_logps / (targets != IGNORE_INDEX).sum(-1).clamp(min=1)
+        return -chosen_logps / loss_tokens(targets, dim=-1).clamp(min=1)

@@ -1,5 +1,5 @@
-"""Optimizer parameter groups (weight decay, layer-wise learning rates), batch-size LR scaling, and the optimizer
-step fused into backward."""
+"""The optimizer of a run: parameter groups (weight decay, layer-wise learning rates), batch-size LR scaling, the
+optimizer step fused into backward, the LR schedule, and gradient clipping where Lightning's plugins refuse to."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
+import lightning as L
 import torch
+from lightning.pytorch.plugins import MixedPrecision
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 from lit_ft.models.layers import parameter_depths
@@ -184,3 +187,103 @@ class OptimizerInBackward(torch.optim.Optimizer):
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
+
+
+def build_optimizer(
+    module: L.LightningModule,
+    optimizer_factory: Callable[[list[dict]], torch.optim.Optimizer],
+    scheduler_factory: Callable[..., torch.optim.lr_scheduler.LRScheduler],
+    weight_decay: float,
+    layer_lr_decay: float | None,
+    lr_scaling: LRScaling | None,
+    l2sp: float,
+    in_backward: bool,
+) -> dict[str, Any]:
+    """What ``module.configure_optimizers`` returns: ``optimizer_factory`` over :func:`decay_groups` of the
+    module's trainable parameters (fused into backward with ``in_backward``: :class:`OptimizerInBackward`), each
+    group's LR times its ``lr_scale`` and the ``lr_scaling`` factor (:func:`batch_lr_factor`), and the schedule from
+    ``scheduler_factory(optimizer, num_training_steps)``, stepped every optimizer step.
+
+    Refused with what to change: ``in_backward`` with settings that need all gradients after backward
+    (:func:`optimizer_in_backward_refusal`), and L2-SP under DeepSpeed (its engine owns the gradients, to which
+    L2-SP adds its own).
+    """
+    trainer = module.trainer
+    num_training_steps = int(trainer.estimated_stepping_batches)
+    groups = decay_groups(module, weight_decay, layer_lr_decay)
+    if l2sp and trainer.strategy.handles_gradient_accumulation:
+        raise ValueError("L2-SP is not supported under DeepSpeed (its engine owns the gradients)")
+    if in_backward:
+        # Lightning keeps automatic optimization: to it this is one optimizer whose step() runs the closure
+        # (forward, backward: the per-parameter updates happen in there), so its hooks, logging, LR scheduler
+        # and checkpointing work unchanged. Manual optimization would need its own training_step in every
+        # module (SFT, reward, DPO) for the same result.
+        refusal = optimizer_in_backward_refusal(
+            trainer.accumulate_grad_batches,
+            trainer.gradient_clip_val,
+            distributed=trainer.world_size > 1 or trainer.strategy.handles_gradient_accumulation,
+            l2sp=l2sp,
+            fp16_scaling=getattr(trainer.precision_plugin, "scaler", None) is not None,
+        )
+        if refusal:
+            raise ValueError(refusal)
+        optimizer = OptimizerInBackward(groups, optimizer_factory)
+    else:
+        optimizer = optimizer_factory(groups)
+    batch_factor = batch_lr_factor(trainer, lr_scaling)
+    for group in optimizer.param_groups:  # before the scheduler records each group's initial LR
+        group["lr"] *= batch_factor * group.get("lr_scale", 1.0)
+    if layer_lr_decay is not None:
+        lrs = ", ".join(f"{d}: {lr:.3g}" for d, lr in {g["depth"]: g["lr"] for g in optimizer.param_groups}.items())
+        log.info("Layer-wise learning rates (depth: lr, top first): %s", lrs)
+    scheduler = scheduler_factory(optimizer, num_training_steps=num_training_steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def batch_lr_factor(trainer: L.Trainer, lr_scaling: LRScaling | None) -> float:
+    """The ``lr_scaling`` multiplier for the run's global batch (examples or packed sequences per optimizer step
+    over all ranks), logged when it applies; 1 without ``lr_scaling``."""
+    if lr_scaling is None:
+        return 1.0
+    if trainer.train_dataloader is None:  # not loaded yet when training is bounded by max_steps only
+        trainer.fit_loop.setup_data()
+    batch_size = getattr(trainer.train_dataloader, "batch_size", None)
+    if batch_size is None:
+        raise ValueError("lr_scaling needs a training DataLoader with a batch_size")
+    global_batch = batch_size * trainer.accumulate_grad_batches * trainer.world_size
+    factor = lr_scaling(global_batch)
+    log.info(
+        "LR scaling (%s rule): global batch %d, base batch %d -> LR x %.4g",
+        lr_scaling.rule,
+        global_batch,
+        lr_scaling.base_batch_size,
+        factor,
+    )
+    return factor
+
+
+def clip_by_global_norm(
+    trainer: L.Trainer, optimizer: torch.optim.Optimizer, clip_val: float | None, algorithm: str | None
+) -> bool:
+    """Clip the gradients by global norm in the two setups where Lightning's precision plugins refuse to; return
+    whether it did (otherwise the module leaves clipping to Lightning):
+
+    - bf16 autocast (``bf16-mixed``, ``trainer=gpu``) with a fused optimizer (AdamW's default here): Lightning
+      refuses because a fused step unscales gradients itself, after any clip; bf16 has no loss scaler, so there
+      is nothing to unscale and the plain clip is right.
+    - FSDP1 (``strategy=fsdp1``): the norm is over sharded gradients, which only the root FSDP wrapper's
+      ``clip_grad_norm_`` computes (Lightning's FSDP documentation recipe).
+
+    It lives with the optimizer setup, not in the module: which clip is right depends on the optimizer (fused or
+    not), the precision plugin and the strategy, never on what the module trains.
+    """
+    if not clip_val or algorithm not in (None, "norm"):
+        return False
+    plugin = trainer.precision_plugin
+    if isinstance(trainer.strategy, FSDPStrategy):
+        trainer.model.clip_grad_norm_(clip_val)
+    elif isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+        torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], clip_val)
+    else:
+        return False
+    return True

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from lit_ft.modules.causal_lm import CausalLMModule, StepOutput
+from lit_ft.modules.fine_tune import FineTuneModule, StepOutput
 
 REWARD_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
 
@@ -23,7 +23,7 @@ def reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor)
     }
 
 
-class PairwiseModule(CausalLMModule):
+class PairwiseModule(FineTuneModule):
     """Base of modules trained on batches of preference pairs (:class:`lit_ft.data.PairCollator`: B chosen
     sequences, then their B rejected ones).
 
@@ -58,11 +58,10 @@ class PairwiseModule(CausalLMModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         losses, out = self._step(batch, "train")
         pairs = torch.tensor(float(len(losses)), device=losses.device)
-        self.add_to_window(losses.sum(), pairs)
         for name in self.metric_names:
             value = out["example_metrics"][name].mean()
             self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=len(losses))
-        return {"loss": self.loss_for_backward(losses.sum(), pairs), **out}
+        return {"loss": self.loss_to_backward(losses.sum(), pairs), **out}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         losses, out = self._step(batch, "val")

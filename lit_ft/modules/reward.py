@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 from lit_ft.losses import reward_loss
 from lit_ft.models import LoRA
 from lit_ft.models.freeze import head_parameters
-from lit_ft.modules.causal_lm import StepOutput
+from lit_ft.modules.fine_tune import StepOutput
 from lit_ft.modules.pairwise import PairwiseModule, reward_metrics
 
 
@@ -30,7 +30,8 @@ class RewardModelModule(PairwiseModule):
     Args:
         use_margin: subtract each row's ``margin`` (0 where a row has none) inside the sigmoid.
         center_rewards_coefficient: weight of ``(r_c + r_r)^2``, keeping rewards centred on zero.
-        (others: see :class:`lit_ft.modules.CausalLMModule`)
+        (others: see :class:`lit_ft.modules.FineTuneModule`; not the LM-head options of
+            :class:`~lit_ft.modules.CausalLMModule`: a reward model has no LM head)
     """
 
     def __init__(self, *args, use_margin: bool = True, center_rewards_coefficient: float = 0.0, **kwargs) -> None:

@@ -2,7 +2,6 @@
 checkpoint I/O plugins."""
 
 from lit_ft.strategies.checkpoint_io import AtomicCheckpointIO
-from lit_ft.strategies.consolidate import full_state_dict, is_sharded, local_part, reshard
 from lit_ft.strategies.ddp import DDPStrategy
 from lit_ft.strategies.deepspeed import DeepSpeedStrategy, deepspeed_config
 from lit_ft.strategies.fsdp1 import FSDP1Strategy
@@ -18,9 +17,5 @@ __all__ = [
     "HydraJobLauncher",
     "deepspeed_config",
     "end_processes",
-    "full_state_dict",
     "hydra_job_command",
-    "is_sharded",
-    "local_part",
-    "reshard",
 ]

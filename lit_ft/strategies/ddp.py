@@ -13,7 +13,7 @@ class DDPStrategy(HydraSafeLaunch, LightningDDPStrategy):
     """Lightning's ``DDPStrategy``, started safely from Hydra sweeps (``train.py -m``).
 
     For models that fit on one device. Gradients are averaged over ranks, which the module's token-mean
-    normalisation expects (see ``CausalLMModule.on_before_optimizer_step``).
+    normalisation expects (see ``FineTuneModule.normalize_gradients``).
 
     Args:
         find_unused_parameters: let DDP handle trainable parameters that a step does not use (slower).

@@ -7,7 +7,7 @@ run starts, so it cannot drift from them. CUDA only (Lightning refuses DeepSpeed
 
 What differs from DDP/FSDP: the engine owns accumulation, clipping and the optimizer step, and its gradients
 live in partitioned buffers, so the module normalises the loss before backward instead of rescaling gradients
-after it (``CausalLMModule.loss_for_backward``).
+after it (the DeepSpeed route of ``FineTuneModule.normalize_gradients``).
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from torch.optim import Optimizer
 from torchmetrics import Metric
 
 from lit_ft.models.layers import decoder_layer_classes
-from lit_ft.strategies.consolidate import unwrapped_name
 from lit_ft.strategies.launch import HydraSafeLaunch
+from lit_ft.utils.distributed import unwrapped_name
 from lit_ft.utils.io import replace_directory
 
 
@@ -103,7 +103,7 @@ class FSDP2Strategy(HydraSafeLaunch, ModelParallelStrategy):
     Parameters become ``DTensor`` shards (dim 0) over the data-parallel mesh; before a layer runs its full
     weights are all-gathered, and gradients are reduce-scattered *averaged* over ranks, which the module's
     token-mean normalisation expects. Checkpoints are sharded (one file per rank, ``torch.distributed.checkpoint``)
-    unless ``save_distributed_checkpoint=False``; the final model is gathered by ``CausalLMModule.export``.
+    unless ``save_distributed_checkpoint=False``; the final model is gathered by ``FineTuneModule.export``.
 
     Args:
         data_parallel_size: ranks that shard the model; ``"auto"`` is all of them (nodes x devices).

@@ -29,3 +29,32 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class ResumableRNG:
+    """Carry the generators through a checkpoint, so dropout (and any other draw) continues after a resume as if
+    the run had not stopped.
+
+    The states are set back at the first training step after loading (:meth:`restore_if_pending`), not when the
+    checkpoint is loaded: everything that happens in between (building the loaders, the first prefetch) draws
+    from the generators too, and the interrupted run made those draws before it saved.
+    """
+
+    KEY = "rng_states"  # where the states live in a checkpoint
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def save(self, checkpoint: dict[str, Any]) -> None:
+        """Put the current states in ``checkpoint``."""
+        checkpoint[self.KEY] = capture_rng_states()
+
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        """Keep ``checkpoint``'s states (if it has any) for :meth:`restore_if_pending`."""
+        self._pending = checkpoint.get(self.KEY)
+
+    def restore_if_pending(self) -> None:
+        """Set the generators to the loaded states, once."""
+        if self._pending is not None:
+            restore_rng_states(self._pending)
+            self._pending = None
