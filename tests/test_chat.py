@@ -7,7 +7,7 @@ import json
 
 from lit_ft.eval.chat import chat, chat_turn
 from lit_ft.eval.run import run
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config
 
 
 def test_timing_counts_every_new_token(tokenizer, tiny_model):

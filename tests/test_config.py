@@ -9,7 +9,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
 from lit_ft.config import PACKING_SAFE_ATTENTION, ConfigError, validate_config
 from lit_ft.run import train
-from tests.helpers import compose_config, experiment_names
+from tests.support.helpers import compose_config, experiment_names
 
 
 @pytest.mark.parametrize("experiment", [None, *experiment_names()])

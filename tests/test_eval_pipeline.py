@@ -18,7 +18,7 @@ from lit_ft.eval.run import evaluate
 from lit_ft.losses import token_cross_entropy
 from lit_ft.run import train
 from tests.conftest import arithmetic_rows, chat, write_jsonl
-from tests.helpers import REPO, compose_config
+from tests.support.helpers import REPO, compose_config
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time(tokenizer, tiny_m
 def test_eval_config_has_every_group_of_the_training_config_and_composes_every_experiment(tmp_path):
     from omegaconf import OmegaConf
 
-    from tests.helpers import CONF, experiment_names
+    from tests.support.helpers import CONF, experiment_names
 
     def groups(name):
         return {

@@ -19,7 +19,7 @@ from lit_ft.eval.harness import flatten_results
 from lit_ft.models import LoRA
 from lit_ft.modules import SFTModule
 from tests.conftest import REPO
-from tests.helpers import tiny_trainer
+from tests.support.helpers import tiny_trainer
 
 MCQ, PROSE = REPO / "data/general/mcq.jsonl", REPO / "data/general/prose.jsonl"
 

@@ -19,8 +19,8 @@ from lit_ft.modules import SFTModule
 from lit_ft.modules.optim import OptimizerInBackward
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.run import train
-from tests.faults import read_step_log
-from tests.helpers import compose_config, step_logged_config
+from tests.support.faults import read_step_log
+from tests.support.helpers import compose_config, step_logged_config
 from tests.test_batching import random_examples
 
 

@@ -16,7 +16,7 @@ from lit_ft.models import LoRA, tiny_llama
 from lit_ft.modules import DPOModule, RewardModelModule
 from lit_ft.run import train
 from tests.conftest import write_jsonl
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config
 from tests.test_module import GradCapture
 
 

@@ -19,7 +19,7 @@ from lit_ft.losses import l2_sp_penalty
 from lit_ft.modules import SFTModule
 from lit_ft.modules.optim import LRScaling
 from lit_ft.modules.schedules import warmup_decay_schedule
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config
 
 
 def constant_lr(optimizer, num_training_steps):

@@ -17,7 +17,7 @@ from lit_ft.data.batch import example_task_ids, non_padding_tokens
 from lit_ft.losses import token_cross_entropy
 from lit_ft.models import tiny_llama
 from lit_ft.modules import SFTModule
-from tests.helpers import tiny_trainer
+from tests.support.helpers import tiny_trainer
 
 PAD = 2
 

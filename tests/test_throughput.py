@@ -20,7 +20,7 @@ from lit_ft.utils.perf import (
     peak_flops,
     training_flops_per_token,
 )
-from tests.helpers import tiny_trainer
+from tests.support.helpers import tiny_trainer
 from tests.test_task_metrics import packed_batch, padded_batch
 
 # tiny_llama: hidden 64, 4 heads of 16, 2 KV heads, FFN 128, vocabulary 49152 (tied head)

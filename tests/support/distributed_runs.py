@@ -1,6 +1,6 @@
 """Training on two CPU processes (gloo): DDP and FSDP2, full and LoRA, sharded checkpoints, export, the pipeline.
 
-Run by tests/test_distributed.py as ``python tests/distributed_runs.py OUT_DIR``; Lightning's launcher starts
+Run by tests/test_distributed.py as ``python tests/support/distributed_runs.py OUT_DIR``; Lightning's launcher starts
 rank 1 by re-running this script, and both ranks run every scenario below in the same process group (one
 process start-up for all of them). Rank 0 writes what the tests compare to ``OUT_DIR/results.json``.
 """
@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from lit_ft.data import Collator, PreferenceDataModule  # noqa: E402
@@ -187,7 +187,7 @@ def main(out: Path) -> None:
 
     # The whole pipeline from the Hydra config (last: it closes the process group)
     from lit_ft.run import train
-    from tests.helpers import compose_config
+    from tests.support.helpers import compose_config
 
     train_file, val_file = write_chat_data(out / "chat")
     overrides = [

@@ -1,7 +1,7 @@
 """The callbacks that run forwards of their own (forgetting check, generation samples) and early stopping with
 restore, under FSDP2 on two CPU processes (gloo), and the same run on one process.
 
-Run by tests/test_distributed_callbacks.py as ``python tests/distributed_callbacks.py OUT_DIR`` (two ranks); the
+Run by tests/test_distributed_callbacks.py as ``python tests/support/distributed_callbacks.py OUT_DIR`` (two ranks); the
 test runs :func:`run` itself for the one-process reference. Under FSDP2 every forward all-gathers each layer's
 weights, a collective: a rank that runs one forward more than another waits for it forever. The process group
 here times out after ``TIMEOUT`` so such a run fails instead of hanging.
@@ -19,14 +19,14 @@ import lightning as L
 import torch
 from torch.distributed.tensor import DTensor
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from lit_ft.callbacks import EarlyStoppingWithRestore, ForgettingCheck, GenerationSamples  # noqa: E402
 from lit_ft.models import load_tokenizer, tiny_llama  # noqa: E402
 from lit_ft.modules import SFTModule  # noqa: E402
 from lit_ft.strategies import FSDP2Strategy, local_part, reshard  # noqa: E402
-from tests.distributed_runs import PER_RANK_BATCH, WORLD, Rows, loader  # noqa: E402
+from tests.support.distributed_runs import PER_RANK_BATCH, WORLD, Rows, loader  # noqa: E402
 
 TIMEOUT = timedelta(seconds=60)
 STEPS, VAL_EVERY = 6, 2
