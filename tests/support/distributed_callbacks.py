@@ -27,6 +27,7 @@ from lit_ft.models import load_tokenizer, tiny_llama  # noqa: E402
 from lit_ft.modules import SFTModule  # noqa: E402
 from lit_ft.strategies import FSDP2Strategy, local_part, reshard  # noqa: E402
 from tests.support.distributed_runs import PER_RANK_BATCH, WORLD, Rows, loader  # noqa: E402
+from tests.support.helpers import tiny_trainer  # noqa: E402
 
 TIMEOUT = timedelta(seconds=60)
 STEPS, VAL_EVERY = 6, 2
@@ -97,8 +98,7 @@ def run(out: Path, strategy, devices: int, tokenizer, resume_from: Path | None =
     # checked after each validation (by default Lightning checks at epoch ends when validation runs once an epoch)
     stopper = EarlyStoppingWithRestore(monitor="val/loss", mode="min", patience=10, check_on_train_epoch_end=False)
     probe = Probe(None if resume_from else out / "step4.ckpt")
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = tiny_trainer(
         devices=devices,
         strategy=strategy,
         max_steps=STEPS,
@@ -106,10 +106,6 @@ def run(out: Path, strategy, devices: int, tokenizer, resume_from: Path | None =
         limit_val_batches=1,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[forgetting, samples, stopper, probe],
         default_root_dir=out,
     )
