@@ -1,5 +1,5 @@
-"""OmegaConf resolvers the configs use; registered when this module is imported (by ``train.py``, ``eval.py``,
-``generate.py`` and ``lit_ft.run``).
+"""OmegaConf resolvers the configs use; registered when this module is imported (by ``train.py``, ``eval.py``
+and ``lit_ft.run``).
 
 - ``${first_existing:a,b,...}``: the first argument that is an existing file or folder, else the last one. For
   example ``${first_existing:${paths.log_dir}/lora_legal/model,smollm2-135m-instruct}`` starts from an earlier
@@ -66,9 +66,9 @@ def default_attention(accelerator: str | None = "auto") -> str:
 
 
 def shipped_data_dir(checkout: str | None = None) -> str:
-    """``<checkout>/data`` when an entry point of a checkout set ``LIT_FT_ROOT`` (train.py, eval.py and generate.py
-    do), else the copy installed with lit-ft (package ``lit_ft.shipped_data``): the experiments and callbacks that
-    read the shipped data then work from any folder of a project that pip-installs lit-ft."""
+    """``<checkout>/data`` when an entry point of a checkout set ``LIT_FT_ROOT`` (train.py and eval.py do), else
+    the copy installed with lit-ft (package ``lit_ft.shipped_data``): the experiments and callbacks that read the
+    shipped data then work from any folder of a project that pip-installs lit-ft."""
     if checkout:
         return str(Path(checkout) / "data")
     try:

@@ -1,14 +1,17 @@
-"""Shared fixtures: the real SmolLM2 tokenizer, a tiny random Llama, small data files."""
+"""Shared fixtures: the real SmolLM2 tokenizer, a tiny random Llama, a CPU trainer for it, small data files."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
 from lit_ft.models import load_tokenizer, tiny_llama
+from tests.support import helpers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,6 +34,13 @@ def one_thread():
 @pytest.fixture
 def tiny_model(tokenizer):
     return tiny_llama(tokenizer, seed=0)
+
+
+@pytest.fixture
+def tiny_trainer() -> Callable[..., L.Trainer]:
+    """Builds the in-process CPU trainer of a test (:func:`tests.support.helpers.tiny_trainer`: no logger,
+    checkpoints, progress bar or model summary): ``tiny_trainer(max_steps=1, callbacks=[...])``."""
+    return helpers.tiny_trainer
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -14,6 +14,7 @@ from lit_ft.data import Collator
 from lit_ft.models import Freeze, LoRA, load_model
 from lit_ft.models.loading import nf4_quantization_config
 from lit_ft.modules import SFTModule
+from tests.support.helpers import tiny_trainer
 
 LINEAR_NAMES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
@@ -104,14 +105,7 @@ def make_trainer(tmp_path, max_steps: int, callbacks=()) -> L.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_on_train_epoch_end=True)
-    return L.Trainer(
-        max_steps=max_steps,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        callbacks=[checkpoint, *callbacks],
-        enable_model_summary=False,
-    )
+    return tiny_trainer(max_steps=max_steps, enable_checkpointing=True, callbacks=[checkpoint, *callbacks])
 
 
 class LossRecorder(L.Callback):

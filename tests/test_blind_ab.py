@@ -8,7 +8,7 @@ import time
 import pytest
 
 from lit_ft.eval.blind_ab import build_items, export, main, score
-from tests.browser import Chromium, find_chromium
+from tests.support.browser import Chromium, find_chromium
 
 ATTACK = "</script><script>window.pwned = true</script><b>bold</b>"
 

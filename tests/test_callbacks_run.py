@@ -14,7 +14,7 @@ from lit_ft.callbacks.generation import prompt_tail, prompts_from_records
 from lit_ft.data.readers import Record
 from lit_ft.run import train
 from tests.conftest import chat
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config
 
 
 def test_validation_prompts_take_turns_over_task_types():
@@ -110,7 +110,7 @@ def test_summary_holds_per_task_loss_forgetting_early_stopping_perf_and_samples(
 
 @pytest.mark.slow
 def test_a_resume_that_restores_after_setup_scores_the_baseline_and_samples_once(tmp_path, arithmetic_files, caplog):
-    """FSDP and DeepSpeed load a checkpoint after on_fit_start (tests.faults.RestoreAfterSetup does the same on
+    """FSDP and DeepSpeed load a checkpoint after on_fit_start (tests.support.faults.RestoreAfterSetup does the same on
     one CPU): the work before training must wait for it, or a resumed run scores and samples 'before' again."""
     train_file, val_file = arithmetic_files
     overrides = [
@@ -125,7 +125,7 @@ def test_a_resume_that_restores_after_setup_scores_the_baseline_and_samples_once
         "callbacks.generation_samples.val_prompts=2",
         "callbacks.generation_samples.max_new_tokens=2",
         "callbacks.last_checkpoint.every_n_train_steps=2",
-        "+trainer.strategy._target_=tests.faults.RestoreAfterSetup",
+        "+trainer.strategy._target_=tests.support.faults.RestoreAfterSetup",
         f"data.train_files={train_file}",
         f"data.val_files={val_file}",
         "data.batch_size=8",

@@ -1,4 +1,4 @@
-"""Terminal chat: streamed tokens, first-token latency and per-token time, history and /reset; generate.py."""
+"""Terminal chat: streamed tokens, first-token latency and per-token time, history and /reset; ``eval.py mode=chat``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 from lit_ft.eval.chat import chat, chat_turn
 from lit_ft.eval.run import run
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config
 
 
 def test_timing_counts_every_new_token(tokenizer, tiny_model):
@@ -36,11 +36,10 @@ def test_interactive_chat_keeps_history_until_reset(tokenizer, tiny_model):
     assert out.getvalue().count("assistant> ") == 3 and out.getvalue().count("first token") == 3
 
 
-def test_generate_config_answers_one_prompt_and_saves_the_turn(tmp_path):
+def test_chat_mode_answers_one_prompt_and_saves_the_turn(tmp_path):
     cfg = compose_config(
-        ["model=tiny", "chat.prompt=Hi", "chat.max_new_tokens=4"], output_dir=tmp_path, name="generate"
+        ["model=tiny", "mode=chat", "chat.prompt=Hi", "chat.max_new_tokens=4"], output_dir=tmp_path, name="eval"
     )
-    assert cfg.mode == "chat"
     transcript = run(cfg)
     saved = [json.loads(line) for line in (tmp_path / "chat.jsonl").read_text().splitlines()]
     assert saved == transcript and saved[0]["user"] == "Hi" and saved[0]["new_tokens"] == 4

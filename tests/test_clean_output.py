@@ -1,9 +1,9 @@
-"""A run that succeeds prints no ERROR and no warning a user can do nothing about (tests/helpers.noise_lines),
+"""A run that succeeds prints no ERROR and no warning a user can do nothing about (tests/support/helpers.noise_lines),
 so that the ones that do appear mean something. Run as users run it: ``python train.py``."""
 
 from __future__ import annotations
 
-from tests.helpers import noise_lines, run_entry_point
+from tests.support.helpers import noise_lines, run_entry_point
 
 
 def test_noise_lines_finds_errors_and_warnings():

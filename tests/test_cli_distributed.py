@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.helpers import noise_lines, run_entry_point
+from tests.support.helpers import noise_lines, run_entry_point
 
 
 def tiny_run(log_dir, train_file, val_file, *extra: str) -> dict:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
 from lit_ft.config import PACKING_SAFE_ATTENTION, ConfigError, validate_config
 from lit_ft.run import train
-from tests.helpers import compose_config, experiment_names
+from tests.support.helpers import CONF, compose_config, experiment_names
 
 
 @pytest.mark.parametrize("experiment", [None, *experiment_names()])
@@ -129,3 +132,54 @@ def test_a_run_with_a_typo_stops_before_building_anything(tmp_path):
         train(cfg)
     assert "data.bach_size" in str(error.value) and "module.optimizer.lr='fast': expected float" in str(error.value)
     assert not (tmp_path / "config.yaml").exists()
+
+
+def extended(path: Path) -> list[Path]:
+    """The configs ``path``'s defaults list extends by name (``- sft``, ``- /peft/lora``), not group choices; only
+    those in ``conf/`` (not a Hydra plugin's, such as ``submitit_slurm``) and not placed under another package."""
+    entries = (yaml.safe_load(path.read_text()) or {}).get("defaults", [])
+    names = [e for e in entries if isinstance(e, str) and e != "_self_" and "@" not in e]
+    paths = [CONF / f"{n[1:]}.yaml" if n.startswith("/") else path.parent / f"{n}.yaml" for n in names]
+    return [p for p in paths if p.exists()]
+
+
+def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer.lr": 2e-05, ...}``: every value of a config by its dotted key (the defaults list left out)."""
+    if isinstance(node, dict) and node:
+        items = ((key, value) for key, value in node.items() if not (prefix == "" and key == "defaults"))
+        return {k: v for key, value in items for k, v in leaves(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def inherited(path: Path) -> dict[str, Any]:
+    """What ``path`` gets from the configs it extends (and they from theirs), later ones winning, as Hydra merges."""
+    values: dict[str, Any] = {}
+    for base in extended(path):
+        values.update(inherited(base))
+        values.update(leaves(yaml.safe_load(base.read_text())))
+    return values
+
+
+EXTENDING = sorted(p.relative_to(CONF).as_posix() for p in CONF.rglob("*.yaml") if extended(p))
+
+
+def test_module_data_and_model_configs_extend_their_base_instead_of_copying_it():
+    groups = ("module", "data")
+    expected = {f"{g}/{p.name}" for g in groups for p in (CONF / g).glob("*.yaml") if p.name != "base.yaml"}
+    assert expected <= set(EXTENDING) and {"model/smollm2-135m-instruct.yaml", "eval.yaml"} <= set(EXTENDING)
+    # the reward model has no LM head: it extends the shared base, not sft.yaml and its LM-head options
+    assert extended(CONF / "module/reward.yaml") == [CONF / "module/base.yaml"]
+    assert "head_on_loss_tokens" in inherited(CONF / "module/dpo.yaml")
+    assert "head_on_loss_tokens" not in inherited(CONF / "module/reward.yaml")
+
+
+@pytest.mark.parametrize("name", [*EXTENDING, "entry/eval.yaml"])
+def test_a_config_repeats_no_value_it_inherits(name):
+    # eval.yaml's own settings are entry/eval.yaml, composed in place of entry/train.yaml on top of train.yaml
+    path = CONF / name
+    base = leaves(yaml.safe_load((CONF / "train.yaml").read_text())) if name == "entry/eval.yaml" else {}
+    base.update(inherited(path))
+    own = leaves(yaml.safe_load(path.read_text()) or {})
+    assert base, f"{name} inherits nothing"
+    repeated = {key: value for key, value in own.items() if key in base and base[key] == value}
+    assert not repeated, f"{name} repeats what it inherits: {repeated}"

@@ -14,7 +14,7 @@ from lit_ft.data.mixing import mixture_counts, sample_mixture
 from lit_ft.modules.schedules import warmup_decay_schedule
 from lit_ft.run import train
 from tests.conftest import chat, write_jsonl
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config
 from tests.test_recipes import lr_trace
 
 

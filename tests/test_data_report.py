@@ -11,7 +11,7 @@ import pytest
 from lit_ft.eval.data_report import near_duplicate_pairs, shingles
 from lit_ft.eval.run import report_data
 from tests.conftest import chat, write_jsonl
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config
 
 WORDS = [
     "alpha",

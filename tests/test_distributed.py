@@ -1,6 +1,6 @@
 """Two CPU processes (gloo) against one: DDP and FSDP2 loss curves, sharded checkpoints, export, the pipeline.
 
-All two-process scenarios run in one launch of tests/distributed_runs.py (one start-up, about a minute of CPU);
+All two-process scenarios run in one launch of tests/support/distributed_runs.py (one start-up, about a minute of CPU);
 the one-process references run here.
 """
 
@@ -18,8 +18,8 @@ from transformers import AutoModelForCausalLM
 
 from lit_ft.models import tiny_llama
 from lit_ft.utils.resume import resume_checkpoint
-from tests.distributed_runs import PER_RANK_BATCH, WORLD, Rows, dpo_module, dpo_run, fit, make_module, pair_data
-from tests.helpers import REPO
+from tests.support.distributed_runs import PER_RANK_BATCH, WORLD, Rows, dpo_module, dpo_run, fit, make_module, pair_data
+from tests.support.helpers import REPO
 
 # fp32 on one CPU: DDP and FSDP2 reduce the same per-token sums in another order (and pad per-rank batches to
 # other lengths). Measured over the 6 steps: max |difference| 9.5e-7 (full) and 1.9e-6 (LoRA) on losses of ~10.
@@ -30,7 +30,7 @@ LOSS_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed")
     done = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "distributed_runs.py"), str(out)],
+        [sys.executable, str(REPO / "tests" / "support" / "distributed_runs.py"), str(out)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -14,15 +14,15 @@ import sys
 import pytest
 import torch
 
-from tests.distributed_callbacks import BEST_STEP, run
-from tests.helpers import REPO
+from tests.support.distributed_callbacks import BEST_STEP, run
+from tests.support.helpers import REPO
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tokenizer):
     out = tmp_path_factory.mktemp("fsdp_callbacks")
     done = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "distributed_callbacks.py"), str(out)],
+        [sys.executable, str(REPO / "tests" / "support" / "distributed_callbacks.py"), str(out)],
         capture_output=True,
         text=True,
         timeout=400,  # the process group times out after 60 s: a deadlock fails well before
@@ -70,7 +70,8 @@ def test_forgetting_samples_and_early_stopping_under_fsdp2_equal_one_process(run
     assert final.keys() == expected.keys()
     # Two ranks sum gradients in another order than one process, and the difference depends on the thread count;
     # Adam divides by sqrt(v), so over six steps a weight can drift by ~1e-5 (1.3e-5 seen at OMP_NUM_THREADS=1).
-    # 1e-4 still fails any real divergence: one step moves a weight by up to lr = 3e-3 (tests/distributed_callbacks.py).
+    # 1e-4 still fails any real divergence: one step moves a weight by up to lr = 3e-3
+    # (tests/support/distributed_callbacks.py).
     for name, value in final.items():
         torch.testing.assert_close(value, expected[name], rtol=1e-4, atol=1e-4)
 

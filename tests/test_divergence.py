@@ -10,8 +10,8 @@ import torch
 
 from lit_ft.callbacks import DivergenceError
 from lit_ft.run import train
-from tests.faults import Trace
-from tests.helpers import compose_config
+from tests.support.faults import Trace
+from tests.support.helpers import compose_config
 
 
 def run(tmp_path, arithmetic_files, faults: list[str]):
@@ -28,14 +28,14 @@ def run(tmp_path, arithmetic_files, faults: list[str]):
             "callbacks.model_checkpoint=null",
             "callbacks.last_checkpoint=null",
             "callbacks.divergence_guard.max_consecutive=2",
-            "+callbacks.trace._target_=tests.faults.Trace",
+            "+callbacks.trace._target_=tests.support.faults.Trace",
             "+trainer.enable_progress_bar=false",
             "trainer.max_steps=6",
             "trainer.max_epochs=-1",
             "+trainer.limit_val_batches=1",
             "validate_before=false",
             "export=false",
-            "module._target_=tests.faults.InjectedFaults",
+            "module._target_=tests.support.faults.InjectedFaults",
             "module.optimizer.lr=1e-3",
             *faults,
         ],

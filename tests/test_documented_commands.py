@@ -1,4 +1,4 @@
-"""Every command the docs show is run as a user types it (issue 15): ``python train.py|eval.py|generate.py ...`` and
+"""Every command the docs show is run as a user types it (issue 15): ``python train.py|eval.py ...`` and
 ``python -m lit_ft...`` in README.md and docs/*.md, read from the docs themselves, so a changed doc is a changed test.
 
 Each runs as a subprocess in a folder that looks like a checkout (``tests/support/doc_runs.py``), with the tiny
@@ -93,7 +93,6 @@ TINY = {
         "chat.max_new_tokens": 8,
     },
 }
-TINY["generate.py"] = TINY["eval.py"]
 # The judge defaults to the 135M embedded model: judge with a tiny run's export instead.
 TINY_MODULE_ARGS = {"lit_ft.eval.judge": ["--judge", "logs/lora_legal/model"]}
 # Multi-process commands run with two processes on this CPU (gloo).

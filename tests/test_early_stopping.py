@@ -17,6 +17,7 @@ from lit_ft.data import Collator
 from lit_ft.models import LoRA, tiny_llama
 from lit_ft.modules import SFTModule
 from lit_ft.utils.distributed import trainable_state
+from tests.support.helpers import tiny_trainer
 
 # val/loss falls to its minimum at the third check, then rises
 SCRIPTED_VAL_LOSS = [3.0, 2.0, 1.0, 1.5, 2.0, 2.5]
@@ -54,16 +55,7 @@ def train_with_scripted_loss(tokenizer, patience: int, adapter=None):
     )
     stopper = EarlyStoppingWithRestore(monitor="val/loss", mode="min", patience=patience)
     recorder = WeightsAtChecks()
-    trainer = L.Trainer(
-        max_epochs=len(SCRIPTED_VAL_LOSS),
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[recorder, stopper],
-    )
+    trainer = tiny_trainer(max_epochs=len(SCRIPTED_VAL_LOSS), num_sanity_val_steps=0, callbacks=[recorder, stopper])
     trainer.fit(module, loader, loader)
     return module, stopper, recorder, trainer
 

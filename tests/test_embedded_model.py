@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -35,7 +34,7 @@ def test_embedded_model_answers_a_question(smollm2, tokenizer):
     assert "Paris" in tokenizer.decode(out[0, ids["input_ids"].shape[1] :])
 
 
-def test_one_real_training_step_updates_weights(smollm2, tokenizer):
+def test_one_real_training_step_updates_weights(smollm2, tokenizer, tiny_trainer):
     messages = [
         {"role": "user", "content": "Classify: The Tenant shall pay rent monthly."},
         {"role": "assistant", "content": "TYPE: payment"},
@@ -45,9 +44,7 @@ def test_one_real_training_step_updates_weights(smollm2, tokenizer):
     loader = DataLoader([example, example], batch_size=2, collate_fn=Collator(tokenizer.pad_token_id))
     before = smollm2.model.layers[0].mlp.down_proj.weight.detach().clone()
     module = SFTModule(model=lambda: smollm2, optimizer=lambda groups: torch.optim.AdamW(groups, lr=1e-4))
-    trainer = L.Trainer(
-        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False
-    )
+    trainer = tiny_trainer(max_steps=1)
     trainer.fit(module, loader)
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     assert not torch.equal(before, smollm2.model.layers[0].mlp.down_proj.weight)

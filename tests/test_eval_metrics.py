@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from lit_ft.config import ConfigError, validate_config
 from lit_ft.eval import LabelMetrics, LabelParser, TextOverlap, exact_match, rouge_l, score_generations, token_f1
 from tests.conftest import REPO
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config
 
 
 def test_exact_match_and_token_f1_use_squad_normalisation():

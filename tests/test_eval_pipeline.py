@@ -18,7 +18,7 @@ from lit_ft.eval.run import evaluate
 from lit_ft.losses import token_cross_entropy
 from lit_ft.run import train
 from tests.conftest import arithmetic_rows, chat, write_jsonl
-from tests.helpers import REPO, compose_config
+from tests.support.helpers import REPO, compose_config, experiment_names
 
 
 @pytest.fixture(scope="module")
@@ -165,23 +165,19 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time(tokenizer, tiny_m
     assert batched == alone and all(batched[1:])  # (the random model ends its chat answer at once)
 
 
-def test_eval_config_has_every_group_of_the_training_config_and_composes_every_experiment(tmp_path):
-    from omegaconf import OmegaConf
-
-    from tests.helpers import CONF, experiment_names
-
-    def groups(name):
-        return {
-            next(iter(entry)) for entry in OmegaConf.load(CONF / f"{name}.yaml").defaults if isinstance(entry, dict)
-        }
-
-    assert groups("train") <= groups("eval")
+def test_an_experiment_names_its_evaluation_and_keeps_its_callbacks(tmp_path):
+    # eval.py's own settings (conf/entry/eval.yaml) come before the experiment in the composition, so the
+    # experiment's task_name and callbacks win over eval's defaults (task_name=base, callbacks=none)
+    assert compose_config([], output_dir=tmp_path, name="eval").run_name == "eval_base"
     for experiment in experiment_names():
         cfg = compose_config([f"experiment={experiment}"], output_dir=tmp_path, name="eval")
         assert cfg.mode == "eval" and cfg.run_name == f"eval_{experiment}"
+    lora = compose_config(["experiment=lora_legal"], output_dir=tmp_path, name="eval")
+    assert {"early_stopping", "generation_samples"} <= set(lora.callbacks) and lora.logger == {}
+    assert compose_config(["debug=tiny"], output_dir=tmp_path, name="eval").run_name == "debug_tiny"
 
 
-@pytest.mark.parametrize("script", ["train.py", "eval.py", "generate.py"])
+@pytest.mark.parametrize("script", ["train.py", "eval.py"])
 def test_every_entry_point_resolves_an_experiment_that_uses_lit_fts_resolvers(script):
     # dpo_legal's model is ${first_existing:...}: the entry point must register the resolver before Hydra composes
     done = subprocess.run(

@@ -12,7 +12,7 @@ import pytest
 from safetensors import safe_open
 
 from lit_ft.run import train
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config
 
 SHORT = [
     "experiment=lora_legal",

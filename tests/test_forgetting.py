@@ -8,7 +8,6 @@ import math
 import sys
 import types
 
-import lightning as L
 import pytest
 import torch
 
@@ -19,7 +18,6 @@ from lit_ft.eval.harness import flatten_results
 from lit_ft.models import LoRA
 from lit_ft.modules import SFTModule
 from tests.conftest import REPO
-from tests.helpers import tiny_trainer
 
 MCQ, PROSE = REPO / "data/general/mcq.jsonl", REPO / "data/general/prose.jsonl"
 
@@ -78,11 +76,7 @@ def test_ranks_run_the_same_forwards_and_their_sums_are_the_one_process_sums(tok
     assert per_rank[1][-1] == 0 and per_rank[0][-1] == one[-1]  # the passage is rank 0's
 
 
-def bare_trainer() -> L.Trainer:
-    return L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-
-
-def test_lora_baseline_scores_the_base_model_with_the_adapter_disabled(tokenizer, tiny_model):
+def test_lora_baseline_scores_the_base_model_with_the_adapter_disabled(tokenizer, tiny_model, tiny_trainer):
     base = copy.deepcopy(tiny_model).eval()
     adapted = LoRA(r=4, alpha=8, dropout=0.0)(tiny_model)
     with torch.no_grad():  # adapters that changed the model, as training would
@@ -93,7 +87,7 @@ def test_lora_baseline_scores_the_base_model_with_the_adapter_disabled(tokenizer
     module.configure_model()
     callback = ForgettingCheck(mcq_file=str(MCQ), prose_file=str(PROSE), max_questions=5, max_passages=1)
     callback.scorer = GeneralAbility(tokenizer, callback.questions, callback.passages)
-    trainer = bare_trainer()
+    trainer = tiny_trainer()
     expected_base = callback.scorer.score(base)
     assert callback.score(trainer, module, base=True) == expected_base
     assert callback.score(trainer, module)["prose_ppl"] != pytest.approx(expected_base["prose_ppl"])
@@ -117,7 +111,9 @@ class CountingScorer(GeneralAbility):
         return super().sums(*args, **kwargs)
 
 
-def test_check_logs_deltas_and_stops_training_when_a_threshold_is_crossed(tokenizer, tiny_model, arithmetic_files):
+def test_check_logs_deltas_and_stops_training_when_a_threshold_is_crossed(
+    tokenizer, tiny_model, arithmetic_files, tiny_trainer
+):
     train_file, val_file = arithmetic_files
     data = SFTDataModule(tokenizer, train_file, val_file, max_length=64, batch_size=8)
     module = SFTModule(model=lambda: tiny_model, optimizer=lambda groups: torch.optim.AdamW(groups, lr=1e-2))
@@ -171,15 +167,12 @@ def test_lm_eval_results_are_flattened_to_scalars(monkeypatch):
     assert calls == {"model": ("HFLM", "model", "tokenizer"), "tasks": ["arc_easy"]}
 
 
-def test_a_fit_with_no_step_to_take_still_reports_a_baseline(tokenizer, tiny_model, arithmetic_files):
+def test_a_fit_with_no_step_to_take_still_reports_a_baseline(tokenizer, tiny_model, arithmetic_files, tiny_trainer):
     # max_steps=0 (or a resumed run already at max_steps): Lightning never starts training, but the fit ends
     train_file, val_file = arithmetic_files
     data = SFTDataModule(tokenizer, train_file, val_file, max_length=64, batch_size=8)
     callback = ForgettingCheck(mcq_file=str(MCQ), prose_file=str(PROSE), max_questions=4, max_passages=1)
-    trainer = L.Trainer(
-        max_steps=0, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        callbacks=[callback],
-    )  # fmt: skip
+    trainer = tiny_trainer(max_steps=0, callbacks=[callback])
     trainer.fit(SFTModule(model=lambda: tiny_model), datamodule=data)
     summary = callback.summary()["forgetting"]
     assert [c["stage"] for c in summary["checks"]] == ["baseline", "final"]

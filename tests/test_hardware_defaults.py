@@ -11,7 +11,7 @@ import yaml
 
 import lit_ft.resolvers
 from lit_ft.config import validate_config
-from tests.helpers import REPO, compose_config
+from tests.support.helpers import REPO, compose_config
 
 
 def fake_machine(monkeypatch, cuda: bool, bf16: bool = False, flash_attn: bool = False) -> None:

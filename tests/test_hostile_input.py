@@ -21,7 +21,7 @@ from lit_ft.data.batch import IGNORE_INDEX
 from lit_ft.data.tokenize import tokenize_conversation
 from lit_ft.run import train
 from tests.conftest import REPO, chat, write_jsonl
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config
 from tests.test_tokenize import labelled_segments
 
 
@@ -121,7 +121,12 @@ def test_a_corrupted_line_in_the_legal_data_stops_the_run_at_start(tmp_path):
     lines[179] = lines[179][: len(lines[179]) // 2] + "\n"  # line 180 of 359, cut in the middle
     corrupted.write_text("".join(lines))
     cfg = compose_config(
-        ["data=legal", f"data.train_files={corrupted}", "model._target_=tests.faults.refuse_to_load", "logger=none"],
+        [
+            "data=legal",
+            f"data.train_files={corrupted}",
+            "model._target_=tests.support.faults.refuse_to_load",
+            "logger=none",
+        ],
         output_dir=tmp_path / "run",
     )
     with pytest.raises(DataError, match=rf"^{corrupted}:180: malformed JSON: "):

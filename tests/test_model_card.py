@@ -17,7 +17,7 @@ from lit_ft.models import LoRA, load_model, model_name, resolve_model_path, tiny
 from lit_ft.modules import SFTModule
 from lit_ft.run import train
 from tests.conftest import arithmetic_rows, write_jsonl
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config
 
 ALIAS = "smollm2-135m-instruct"
 

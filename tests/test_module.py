@@ -21,7 +21,7 @@ class GradCapture(L.Callback):
         self.grads = {n: p.grad.clone() for n, p in pl_module.named_parameters() if p.grad is not None}
 
 
-def test_accumulated_gradient_is_token_mean_over_the_window(tokenizer, tiny_model):
+def test_accumulated_gradient_is_token_mean_over_the_window(tokenizer, tiny_model, tiny_trainer):
     # micro-batch 1 has 1 loss token, micro-batch 2 has 6: a mean of means would weight them equally
     examples = [
         {"input_ids": [11, 12, 13, 14], "labels": [-100, -100, -100, 14], "task_ids": [0] * 4},
@@ -31,16 +31,7 @@ def test_accumulated_gradient_is_token_mean_over_the_window(tokenizer, tiny_mode
     reference = copy.deepcopy(tiny_model)
     module = SFTModule(model=lambda: tiny_model, optimizer=lambda groups: torch.optim.SGD(groups, lr=0.0))
     capture = GradCapture()
-    trainer = L.Trainer(
-        max_steps=1,
-        accumulate_grad_batches=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[capture],
-        gradient_clip_val=None,
-    )
+    trainer = tiny_trainer(max_steps=1, accumulate_grad_batches=2, callbacks=[capture], gradient_clip_val=None)
     trainer.fit(module, loader)
 
     total, tokens = 0.0, 0

@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader
 from lit_ft.data import Collator
 from lit_ft.losses import token_cross_entropy
 from lit_ft.modules import FineTuneModule, SFTModule
-from tests.helpers import tiny_trainer
 from tests.test_batching import random_examples
 from tests.test_recipes import constant_lr
 
@@ -109,7 +108,7 @@ def test_deepspeed_scales_each_loss_before_backward_and_leaves_the_gradients(acc
     assert torch.equal(module.model.weight.grad, torch.ones(1, 2))
 
 
-def test_optimizer_in_backward_updates_with_the_token_mean_gradient(tokenizer, tiny_model):
+def test_optimizer_in_backward_updates_with_the_token_mean_gradient(tokenizer, tiny_model, tiny_trainer):
     """One SGD step (lr 1) fused into backward: the update is minus the token-mean gradient of the batch."""
     batch = Collator(tokenizer.pad_token_id)(random_examples([12, 7], seed=2))
     expected = token_mean_gradients(copy.deepcopy(tiny_model), [batch])
@@ -145,7 +144,7 @@ class DropFirstStep(L.Callback):
         self.weights.append({n: p.detach().clone() for n, p in pl_module.named_parameters()})
 
 
-def test_a_dropped_step_changes_nothing_and_its_tokens_are_not_trained_on(tokenizer, tiny_model):
+def test_a_dropped_step_changes_nothing_and_its_tokens_are_not_trained_on(tokenizer, tiny_model, tiny_trainer):
     examples = random_examples([9, 14, 6, 11], seed=4)
     loader = DataLoader(examples, batch_size=2, collate_fn=Collator(tokenizer.pad_token_id))
     batches = list(loader)

@@ -19,8 +19,8 @@ from lit_ft.modules import SFTModule
 from lit_ft.modules.optim import OptimizerInBackward
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.run import train
-from tests.faults import read_step_log
-from tests.helpers import compose_config, step_logged_config
+from tests.support.faults import read_step_log
+from tests.support.helpers import compose_config, step_logged_config, tiny_trainer
 from tests.test_batching import random_examples
 
 
@@ -56,16 +56,7 @@ def fit(tokenizer, in_backward: bool, steps: int = 4, callbacks=(), **trainer_kw
     )
     probe = Probe()
     options = {"gradient_clip_val": None, **trainer_kwargs}
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[probe, *callbacks],
-        **options,
-    )
+    trainer = tiny_trainer(max_steps=steps, callbacks=[probe, *callbacks], **options)
     trainer.fit(module, loader)
     return module, probe
 
@@ -105,7 +96,7 @@ def test_refuses_accumulation_clipping_and_l2sp_with_what_to_change(tokenizer):
         fit(tokenizer, in_backward=True, steps=1, gradient_clip_val=1.0)
     module = SFTModule(model=lambda: tiny_llama(tokenizer, seed=0), l2sp=0.1, optimizer_in_backward=True)
     loader = DataLoader(random_examples([9, 6]), batch_size=2, collate_fn=Collator(tokenizer.pad_token_id))
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, gradient_clip_val=None, enable_progress_bar=False)
+    trainer = tiny_trainer(max_steps=1, gradient_clip_val=None)
     with pytest.raises(ValueError, match=r"module.l2sp=0.1.*set module.l2sp=0"):
         trainer.fit(module, loader)
     # A config is refused before anything is built (the default trainer clips at 1.0).

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import REPO
+from tests.support.helpers import REPO
 
 # A user's entry point, as lit-ft's own train.py is written: resolvers registered at import, the run inside.
 USER_TRAIN_PY = """\

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from lit_ft.data import Collator
 from lit_ft.models import SDPA_VARLEN, LoRA, decoder_layers, tiny_llama
 from lit_ft.modules import SFTModule
+from tests.support.helpers import tiny_trainer
 from tests.test_batching import random_examples
 
 
@@ -43,17 +44,7 @@ def fit(
         **module_kwargs,
     )
     record = Record()
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        precision=precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=clip,
-        callbacks=[record],
-    )
+    trainer = tiny_trainer(max_steps=steps, precision=precision, gradient_clip_val=clip, callbacks=[record])
     torch.manual_seed(0)  # the same adapter initialisation in every run
     trainer.fit(module, loader)
     return module, record

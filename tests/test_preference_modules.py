@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import lightning as L
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
@@ -16,7 +15,7 @@ from lit_ft.models import LoRA, tiny_llama
 from lit_ft.modules import DPOModule, RewardModelModule
 from lit_ft.run import train
 from tests.conftest import write_jsonl
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config
 from tests.test_module import GradCapture
 
 
@@ -53,18 +52,6 @@ def datamodule(tmp_path_factory, tokenizer):
     return dm
 
 
-def trainer(max_steps: int = 1, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        max_steps=max_steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
-
-
 def dpo(tokenizer, reference: str = "precomputed", lr: float = 0.0, **kwargs) -> DPOModule:
     return DPOModule(
         model=lambda: tiny_llama(tokenizer, seed=0),
@@ -80,8 +67,8 @@ def val_batch(datamodule) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("reference", ["precomputed", "adapter", "copy"])
-def test_dpo_at_step_zero_is_log_2_with_zero_rewards(tokenizer, datamodule, reference):
-    metrics = trainer().validate(dpo(tokenizer, reference), datamodule=datamodule, verbose=False)[0]
+def test_dpo_at_step_zero_is_log_2_with_zero_rewards(tokenizer, datamodule, reference, tiny_trainer):
+    metrics = tiny_trainer().validate(dpo(tokenizer, reference), datamodule=datamodule, verbose=False)[0]
     assert metrics["val/loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert metrics["val/rewards/accuracies"] == 0.0 and metrics["val/rewards/margins"] == pytest.approx(0, abs=1e-6)
     assert metrics["val/logps/chosen"] < 0 and metrics["val/logps/rejected"] < metrics["val/logps/chosen"] * 0.5
@@ -159,18 +146,18 @@ def logps_of(module: DPOModule, batch, reference: str) -> torch.Tensor:
         return module.logps(batch)
 
 
-def test_precomputed_reference_equals_on_the_fly_and_stays_fixed(tokenizer, datamodule):
+def test_precomputed_reference_equals_on_the_fly_and_stays_fixed(tokenizer, datamodule, tiny_trainer):
     module = dpo(tokenizer, "precomputed", lr=1e-2)
-    trainer(max_steps=2).fit(module, datamodule=datamodule)
+    tiny_trainer(max_steps=2).fit(module, datamodule=datamodule)
     batch = val_batch(datamodule)
     cached = module.reference_logps(batch, "val")
     torch.testing.assert_close(cached, logps_of(module, batch, "adapter"), atol=1e-5, rtol=1e-5)
     assert (logps_of(module, batch, "policy") - cached).abs().max() > 1e-2  # the policy has moved
 
 
-def test_adapter_disabled_reference_equals_frozen_copy(tokenizer, datamodule):
+def test_adapter_disabled_reference_equals_frozen_copy(tokenizer, datamodule, tiny_trainer):
     module = dpo(tokenizer, "copy", lr=1e-2)
-    trainer(max_steps=2).fit(module, datamodule=datamodule)
+    tiny_trainer(max_steps=2).fit(module, datamodule=datamodule)
     assert not any(p.requires_grad for p in module.reference_model.parameters())
     assert not module.reference_model.training
     batch = val_batch(datamodule)
@@ -183,16 +170,16 @@ def test_adapter_disabled_reference_equals_frozen_copy(tokenizer, datamodule):
     assert checkpoint["state_dict"] and not any("reference_model" in k for k in checkpoint["state_dict"])
 
 
-def test_an_on_the_fly_reference_trains_from_plain_dataloaders(tokenizer, datamodule):
+def test_an_on_the_fly_reference_trains_from_plain_dataloaders(tokenizer, datamodule, tiny_trainer):
     datamodule.setup("fit")  # the loaders alone reach the trainer: no datamodule to precompute from
     module = dpo(tokenizer, "copy", lr=1e-2)
-    trainer(max_steps=2).fit(module, datamodule.train_dataloader(), datamodule.val_dataloader())
+    tiny_trainer(max_steps=2).fit(module, datamodule.train_dataloader(), datamodule.val_dataloader())
     assert module.cached_reference_logps == {} and module.trainer.global_step == 2
 
 
-def test_cached_reference_round_trips_through_a_checkpoint(tokenizer, datamodule):
+def test_cached_reference_round_trips_through_a_checkpoint(tokenizer, datamodule, tiny_trainer):
     module = dpo(tokenizer)
-    trainer().validate(module, datamodule=datamodule, verbose=False)
+    tiny_trainer().validate(module, datamodule=datamodule, verbose=False)
     checkpoint = {"state_dict": {}}
     module.on_save_checkpoint(checkpoint)
     resumed = dpo(tokenizer)
@@ -244,14 +231,16 @@ def test_reward_model_takes_no_lm_head_options(tokenizer):
         validate_config(compose_config(["experiment=rm_legal", "+module.head_chunk_tokens=512"]))
 
 
-def test_pair_gradient_is_the_mean_over_the_accumulation_window(tokenizer, datamodule):
+def test_pair_gradient_is_the_mean_over_the_accumulation_window(tokenizer, datamodule, tiny_trainer):
     # micro-batches of 1 and 3 pairs: a mean of micro-batch means would weight the single pair 3 times more
     pairs = datamodule.train_examples[:4]
     loader = torch.utils.data.DataLoader([pairs[:1], pairs[1:]], batch_size=None, collate_fn=datamodule.collate_fn())
     reference = tiny_llama(tokenizer, seed=0, head="score")
     module = reward_module(tokenizer, optimizer=lambda groups: torch.optim.SGD(groups, lr=0.0))
     capture = GradCapture()
-    trainer(max_steps=1, accumulate_grad_batches=2, callbacks=[capture], gradient_clip_val=None).fit(module, loader)
+    tiny_trainer(max_steps=1, accumulate_grad_batches=2, callbacks=[capture], gradient_clip_val=None).fit(
+        module, loader
+    )
     total = 0.0
     for batch in loader:
         chosen, rejected = (

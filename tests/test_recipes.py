@@ -19,7 +19,7 @@ from lit_ft.losses import l2_sp_penalty
 from lit_ft.modules import SFTModule
 from lit_ft.modules.optim import LRScaling
 from lit_ft.modules.schedules import warmup_decay_schedule
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config, tiny_trainer
 
 
 def constant_lr(optimizer, num_training_steps):
@@ -66,16 +66,7 @@ def test_warmup_in_steps_and_sqrt_decay():
 
 def fit(module, examples, callbacks=(), batch_size=1, **trainer_kwargs):
     loader = DataLoader(examples, batch_size=batch_size, collate_fn=Collator(pad_token_id=0))
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=None,
-        callbacks=list(callbacks),
-        **{"max_steps": 1, **trainer_kwargs},
-    )
+    trainer = tiny_trainer(gradient_clip_val=None, callbacks=list(callbacks), **{"max_steps": 1, **trainer_kwargs})
     trainer.fit(module, loader)
     return trainer
 
@@ -240,15 +231,8 @@ def test_neftune_noises_embeddings_only_in_training(tiny_model):
     probe = EmbeddingProbe()
     examples = toy_examples(2)
     loader = DataLoader(examples, batch_size=2, collate_fn=Collator(pad_token_id=0))
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        max_steps=2,
-        limit_val_batches=1,
-        val_check_interval=1,
-        callbacks=[NEFTune(noise_alpha=5.0), probe],
+    trainer = tiny_trainer(
+        max_steps=2, limit_val_batches=1, val_check_interval=1, callbacks=[NEFTune(noise_alpha=5.0), probe]
     )
     trainer.fit(module, loader, loader)
     bound = 5.0 / math.sqrt(6 * tiny_model.config.hidden_size)  # alpha / sqrt(L * d)

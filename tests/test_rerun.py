@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lit_ft.utils.run_folder import RunFolderInUse, claim_run_folder
-from tests.helpers import run_entry_point
+from tests.support.helpers import run_entry_point
 
 
 def tiny_lora(log_dir: Path, train_file: Path, val_file: Path) -> list[str]:

@@ -19,8 +19,8 @@ from lit_ft.data.sampler import ResumableSampler
 from lit_ft.run import train
 from lit_ft.utils.resume import resume_checkpoint
 from tests.conftest import write_jsonl
-from tests.faults import read_step_log
-from tests.helpers import step_logged_config
+from tests.support.faults import read_step_log
+from tests.support.helpers import step_logged_config
 from tests.test_preference_modules import toy_pairs
 
 VARIANTS = {
@@ -28,8 +28,8 @@ VARIANTS = {
     # step 8, resumed from step 6 (mid-epoch) through an epoch boundary, by a strategy that restores after setup.
     "full": {
         "overrides": ["trainer.accumulate_grad_batches=2", "trainer.max_steps=12", "+trainer.strategy._target_="
-                      "tests.faults.RestoreAfterSetup", "callbacks.last_checkpoint.every_n_train_steps=3"],
-        "kill": lambda marker: ["+callbacks.hang._target_=tests.faults.HangAfterStep",
+                      "tests.support.faults.RestoreAfterSetup", "callbacks.last_checkpoint.every_n_train_steps=3"],
+        "kill": lambda marker: ["+callbacks.hang._target_=tests.support.faults.HangAfterStep",
                                 "+callbacks.hang.step=8", f"+callbacks.hang.marker={marker}"],
         "resumed_from_step": 6,
     },
@@ -39,7 +39,7 @@ VARIANTS = {
         "overrides": ["peft=lora", "peft.r=4", "peft.dropout=0.1", "trainer.max_steps=14",
                       "callbacks.last_checkpoint.every_n_train_steps=4"],
         "kill": lambda marker: [
-            f"trainer.plugins=[{{_target_:tests.faults.HangingCheckpointIO,step:12,marker:'{marker}'}}]"
+            f"trainer.plugins=[{{_target_:tests.support.faults.HangingCheckpointIO,step:12,marker:'{marker}'}}]"
         ],
         "resumed_from_step": 8,
     },
@@ -51,8 +51,8 @@ VARIANTS = {
         "data": "preference",
         "overrides": ["module=dpo", "module.reference=precomputed", "peft=lora", "peft.r=4", "peft.dropout=0.1",
                       "trainer.max_steps=10", "callbacks.last_checkpoint.every_n_train_steps=3",
-                      "+trainer.strategy._target_=tests.faults.RestoreAfterSetup"],
-        "kill": lambda marker: ["+callbacks.hang._target_=tests.faults.HangAfterStep",
+                      "+trainer.strategy._target_=tests.support.faults.RestoreAfterSetup"],
+        "kill": lambda marker: ["+callbacks.hang._target_=tests.support.faults.HangAfterStep",
                                 "+callbacks.hang.step=7", f"+callbacks.hang.marker={marker}"],
         "resumed_from_step": 6,
     },

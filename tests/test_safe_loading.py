@@ -9,7 +9,7 @@ import json
 import pytest
 
 from lit_ft.models import load_model, load_tokenizer, tiny_llama
-from tests.helpers import compose_config
+from tests.support.helpers import compose_config
 
 REMOTE_CODE = """
 from pathlib import Path

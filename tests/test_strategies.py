@@ -37,7 +37,7 @@ from lit_ft.strategies import (
 from lit_ft.strategies.fsdp2 import shard_model
 from lit_ft.strategies.launch import LAUNCH_ENV
 from lit_ft.utils.distributed import unwrapped_name
-from tests.helpers import REPO, compose_config
+from tests.support.helpers import REPO, compose_config
 
 
 # --- config wiring -------------------------------------------------------------------------------------------

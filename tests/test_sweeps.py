@@ -10,9 +10,9 @@ import subprocess
 import pytest
 
 from lit_ft.sweep_report import REPORT_FILES, main
-from tests.helpers import run_entry_point
+from tests.support.helpers import run_entry_point
+from tests.support.wandb_records import logged_run
 from tests.test_wandb import wandb_offline_env  # noqa: F401  (fixture)
-from tests.wandb_records import logged_run
 
 
 def run_train(args: list[str]) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ import copy
 import functools
 import math
 
-import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -17,7 +16,7 @@ from lit_ft.data.batch import example_task_ids, non_padding_tokens
 from lit_ft.losses import token_cross_entropy
 from lit_ft.models import tiny_llama
 from lit_ft.modules import SFTModule
-from tests.helpers import tiny_trainer
+from tests.support.helpers import tiny_trainer
 
 PAD = 2
 
@@ -169,16 +168,11 @@ def per_task_metrics(tokenizer, devices: int) -> dict[str, float]:
         optimizer=functools.partial(torch.optim.SGD, lr=0.0),
     )
     steps = 8 // (2 * devices)
-    trainer = L.Trainer(
+    trainer = tiny_trainer(
         max_epochs=1,
-        accelerator="cpu",
         devices=devices,
         strategy="ddp_spawn" if devices > 1 else "auto",
         log_every_n_steps=steps,  # one training window = the whole epoch
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[TaskMetrics(task_names=["even", "odd"])],
     )
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)

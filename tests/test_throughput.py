@@ -20,7 +20,6 @@ from lit_ft.utils.perf import (
     peak_flops,
     training_flops_per_token,
 )
-from tests.helpers import tiny_trainer
 from tests.test_task_metrics import packed_batch, padded_batch
 
 # tiny_llama: hidden 64, 4 heads of 16, 2 KV heads, FFN 128, vocabulary 49152 (tied head)
@@ -67,7 +66,7 @@ def test_compute_dtype_and_matmul_peak():
     assert measure_matmul_flops(torch.device("cpu"), size=64, seconds=0.05) > 1e6
 
 
-def test_throughput_counts_non_padding_tokens_and_examples(tokenizer, tiny_model):
+def test_throughput_counts_non_padding_tokens_and_examples(tokenizer, tiny_model, tiny_trainer):
     batches = [padded_batch(), packed_batch(), padded_batch(), packed_batch()]
     module = SFTModule(model=lambda: tiny_model, optimizer=lambda groups: torch.optim.SGD(groups, lr=0.0))
     throughput = Throughput(peak_flops=1e12, warmup_steps=1)
@@ -102,7 +101,7 @@ def test_progress_bar_shows_loss_val_loss_and_tokens_per_second():
     assert ProgressBar().get_metrics(trainer, None) == {"loss": "1.2346", "tok/s": "142"}
 
 
-def test_mfu_on_cpu_is_against_a_measured_matmul(tiny_model, monkeypatch):
+def test_mfu_on_cpu_is_against_a_measured_matmul(tiny_model, monkeypatch, tiny_trainer):
     measured = []
     monkeypatch.setattr(lit_ft.utils.perf, "measure_matmul_flops", lambda device, dtype: measured.append(dtype) or 5e9)
     module = SFTModule(model=lambda: tiny_model, optimizer=lambda groups: torch.optim.SGD(groups, lr=0.0))

@@ -8,7 +8,7 @@ import pytest
 from hydra.utils import instantiate
 
 from lit_ft.run import train
-from tests.helpers import compose_config, experiment_names
+from tests.support.helpers import compose_config, experiment_names
 
 TINY_FAST = ["model=tiny", "logger=csv", "callbacks=none", "+trainer.enable_progress_bar=false"]
 

@@ -11,8 +11,8 @@ import torch
 
 from lit_ft.loggers import wandb_api_key_configured
 from lit_ft.run import train
-from tests.helpers import compose_config
-from tests.wandb_records import logged_run
+from tests.support.helpers import compose_config
+from tests.support.wandb_records import logged_run
 
 
 @pytest.fixture

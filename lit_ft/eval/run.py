@@ -1,4 +1,4 @@
-"""The pipelines behind ``eval.py`` and ``generate.py``: evaluate a saved model, chat with it, or report on data.
+"""The pipelines behind ``eval.py``: evaluate a saved model, chat with it (``mode=chat``), or report on data.
 
 Kept in the package (not in the scripts) so tests and other entry points call them directly.
 """

@@ -1,6 +1,6 @@
 """Read the commands the documentation shows, as a user would type them.
 
-A command is a ``python train.py|eval.py|generate.py ...`` or ``python -m lit_ft...`` invocation, alone or behind
+A command is a ``python train.py|eval.py ...`` or ``python -m lit_ft...`` invocation, alone or behind
 a launcher (``srun python ...``, ``torchrun ... train.py ...``), found in a shell code block (```` ```bash ````,
 ```` ```sh ````, or a block with no language) or in an inline code span. In code blocks, ``\\`` continuations are
 joined and trailing ``# comments`` dropped; a line such as ``bash scripts/setup.sh && python train.py ...`` gives
@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-ENTRY_SCRIPTS = ("train.py", "eval.py", "generate.py")
+ENTRY_SCRIPTS = ("train.py", "eval.py")
 SHELL_LANGUAGES = ("", "bash", "sh", "shell", "console")
 LAUNCHERS = ("srun", "torchrun")
 _FENCE = re.compile(r"^ {0,3}```\s*([\w+-]*)")

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 
 
@@ -66,7 +66,7 @@ def step_logged_config(
     files: tuple[Path, Path], step_log: Path, output_dir: Path, overrides: list[str], data: str = "sft"
 ) -> DictConfig:
     """A tiny-model run on ``files`` (train, val) with no logger or progress bar that writes every step's loss
-    to ``step_log`` (``tests.faults.StepLog``): the runs that resume tests compare step by step."""
+    to ``step_log`` (``tests.support.faults.StepLog``): the runs that resume tests compare step by step."""
     train_file, val_file = files
     return compose_config(
         [
@@ -81,7 +81,7 @@ def step_logged_config(
             "+trainer.enable_progress_bar=false",
             "trainer.max_epochs=-1",
             "module.optimizer.lr=3e-3",
-            "+callbacks.step_log._target_=tests.faults.StepLog",
+            "+callbacks.step_log._target_=tests.support.faults.StepLog",
             f"+callbacks.step_log.path={step_log}",
             *overrides,
         ],

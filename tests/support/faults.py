@@ -1,4 +1,4 @@
-"""Faults and probes that tests put into runs through their config (``_target_: tests.faults...``)."""
+"""Faults and probes that tests put into runs through their config (``_target_: tests.support.faults...``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The callbacks that run forwards of their own (forgetting check, generation samples) and early stopping with
 restore, under FSDP2 on two CPU processes (gloo), and the same run on one process.
 
-Run by tests/test_distributed_callbacks.py as ``python tests/distributed_callbacks.py OUT_DIR`` (two ranks); the
+Run by tests/test_distributed_callbacks.py as ``python tests/support/distributed_callbacks.py OUT_DIR`` (two ranks); the
 test runs :func:`run` itself for the one-process reference. Under FSDP2 every forward all-gathers each layer's
 weights, a collective: a rank that runs one forward more than another waits for it forever. The process group
 here times out after ``TIMEOUT`` so such a run fails instead of hanging.
@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch.distributed.tensor import DTensor
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from lit_ft.callbacks import EarlyStoppingWithRestore, ForgettingCheck, GenerationSamples  # noqa: E402
@@ -27,7 +27,8 @@ from lit_ft.models import load_tokenizer, tiny_llama  # noqa: E402
 from lit_ft.modules import SFTModule  # noqa: E402
 from lit_ft.strategies import FSDP2Strategy  # noqa: E402
 from lit_ft.utils.distributed import local_part, reshard  # noqa: E402
-from tests.distributed_runs import PER_RANK_BATCH, WORLD, Rows, loader  # noqa: E402
+from tests.support.distributed_runs import PER_RANK_BATCH, WORLD, Rows, loader  # noqa: E402
+from tests.support.helpers import tiny_trainer  # noqa: E402
 
 TIMEOUT = timedelta(seconds=60)
 STEPS, VAL_EVERY = 6, 2
@@ -98,8 +99,7 @@ def run(out: Path, strategy, devices: int, tokenizer, resume_from: Path | None =
     # checked after each validation (by default Lightning checks at epoch ends when validation runs once an epoch)
     stopper = EarlyStoppingWithRestore(monitor="val/loss", mode="min", patience=10, check_on_train_epoch_end=False)
     probe = Probe(None if resume_from else out / "step4.ckpt")
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = tiny_trainer(
         devices=devices,
         strategy=strategy,
         max_steps=STEPS,
@@ -107,10 +107,6 @@ def run(out: Path, strategy, devices: int, tokenizer, resume_from: Path | None =
         limit_val_batches=1,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[forgetting, samples, stopper, probe],
         default_root_dir=out,
     )

@@ -1,6 +1,6 @@
 """Training on two CPU processes (gloo): DDP and FSDP2, full and LoRA, sharded checkpoints, export, the pipeline.
 
-Run by tests/test_distributed.py as ``python tests/distributed_runs.py OUT_DIR``; Lightning's launcher starts
+Run by tests/test_distributed.py as ``python tests/support/distributed_runs.py OUT_DIR``; Lightning's launcher starts
 rank 1 by re-running this script, and both ranks run every scenario below in the same process group (one
 process start-up for all of them). Rank 0 writes what the tests compare to ``OUT_DIR/results.json``.
 """
@@ -16,13 +16,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from lit_ft.data import Collator, PreferenceDataModule  # noqa: E402
 from lit_ft.models import LoRA, load_tokenizer, tiny_llama  # noqa: E402
 from lit_ft.modules import DPOModule, SFTModule  # noqa: E402
 from lit_ft.strategies import DDPStrategy, FSDP2Strategy  # noqa: E402
+from tests.support.helpers import compose_config, tiny_trainer  # noqa: E402
 
 STEPS, PER_RANK_BATCH, WORLD = 6, 2, 2  # 16 rows: 4 global batches of 4 per epoch
 
@@ -88,17 +89,8 @@ class StopAtEpochEnd(L.Callback):
 def fit(module, strategy, data, ckpt_path: str | None = None, callbacks=(), devices: int = WORLD) -> list[float]:
     """Train ``module`` for STEPS optimizer steps (or until a callback stops it); return its loss curve."""
     recorder = LossRecorder()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy=strategy,
-        max_steps=STEPS,
-        gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder, *callbacks],
+    trainer = tiny_trainer(
+        devices=devices, strategy=strategy, max_steps=STEPS, gradient_clip_val=1.0, callbacks=[recorder, *callbacks]
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     module.fitted_trainer = trainer
@@ -126,17 +118,7 @@ def pair_data(tokenizer, folder: Path, batch_size: int) -> PreferenceDataModule:
 
 def dpo_run(module: DPOModule, strategy, data: PreferenceDataModule, devices: int = WORLD) -> dict[str, float]:
     """Validation loss before, then the validation metrics after 3 steps."""
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy=strategy,
-        max_steps=3,
-        gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = tiny_trainer(devices=devices, strategy=strategy, max_steps=3, gradient_clip_val=1.0)
     before = trainer.validate(module, datamodule=data, verbose=False)[0]["val/loss"]
     trainer.fit(module, datamodule=data)
     after = trainer.validate(module, datamodule=data, verbose=False)[0]
@@ -187,7 +169,6 @@ def main(out: Path) -> None:
 
     # The whole pipeline from the Hydra config (last: it closes the process group)
     from lit_ft.run import train
-    from tests.helpers import compose_config
 
     train_file, val_file = write_chat_data(out / "chat")
     overrides = [
