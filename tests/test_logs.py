@@ -18,17 +18,26 @@ class Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+
+
 def test_a_lightning_message_is_handled_once_by_the_root_handlers():
-    lightning_logger, root = logging.getLogger("lightning"), logging.getLogger()
-    own_handlers, root_handlers = list(lightning_logger.handlers), list(root.handlers)
+    """Whatever the import order left (``lightning.pytorch`` imported before any root handler existed has its own
+    handler and does not propagate), each message reaches the root handlers once."""
+    loggers, root = [logging.getLogger(name) for name in LIGHTNING_LOGGERS], logging.getLogger()
+    saved = [(list(logger.handlers), logger.propagate) for logger in loggers]
+    root_handlers = list(root.handlers)
     collect = Collect()
     root.handlers = [collect]  # what Hydra's job logging sets up: handlers on the root logger
     try:
-        assert lightning_logger.handlers  # before: a second, own console handler
+        loggers[1].addHandler(logging.StreamHandler())  # as `import lightning` does with no root handler yet
+        loggers[1].propagate = False
         lightning_logs_through_root()
-        assert lightning_logger.handlers == []
+        assert [logger.handlers for logger in loggers] == [[], [], []]
         logging.getLogger("lightning.pytorch.utilities.rank_zero").info("GPU available: False")
-        assert collect.messages == ["GPU available: False"]
+        logging.getLogger("lightning.fabric.utilities.seed").info("Seed set to 42")
+        assert collect.messages == ["GPU available: False", "Seed set to 42"]
     finally:
         root.handlers = root_handlers
-        lightning_logger.handlers = own_handlers
+        for logger, (handlers, propagate) in zip(loggers, saved):
+            logger.handlers, logger.propagate = handlers, propagate

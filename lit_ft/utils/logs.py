@@ -33,12 +33,17 @@ def lightning_logs_through_root() -> None:
     run's ``.log`` file), when the root logger has handlers.
 
     ``import lightning`` gives the ``lightning`` logger a console handler of its own and lets it propagate to
-    the root, so under Hydra every message ("GPU available", "Seed set to 42", ...) was printed twice.
+    the root, so under Hydra every message ("GPU available", "Seed set to 42", ...) was printed twice. Imported
+    before any root handler exists (a project's ``train.py`` importing lightning at its top), ``lightning.pytorch``
+    and ``lightning.fabric`` get their own handlers and stop propagating, so their messages would miss the run's
+    log file: all three print through the root.
     """
-    import lightning  # noqa: F401  (adds the handler removed here)
+    import lightning  # noqa: F401  (adds the handlers removed here)
 
     if not logging.getLogger().handlers:
         return
-    logger = logging.getLogger("lightning")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
