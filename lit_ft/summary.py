@@ -98,7 +98,9 @@ def _run_rows(summary: dict[str, Any]) -> tuple[list[tuple[str, str]], set[str]]
     train_data = (summary.get("data") or {}).get("train", {})
     if tokens is not None:
         per_epoch = [train_data.get(key) for key in ("tokens", "examples")]
-        data = f" (data: {per_epoch[0]:,} tokens in {per_epoch[1]:,} examples)" if None not in per_epoch else ""
+        blocks, documents = train_data.get("blocks"), train_data.get("documents_split")
+        cut = f", {blocks:,} of them blocks cut from {documents:,} long documents" if blocks else ""
+        data = f" (data: {per_epoch[0]:,} tokens in {per_epoch[1]:,} examples{cut})" if None not in per_epoch else ""
         rows.append(("trained on", f"{tokens:,} loss tokens{data}"))
     elif pairs is not None:
         rows.append(("trained on", f"{pairs:,} preference pairs"))

@@ -65,6 +65,8 @@ def test_split_stats_count_each_outcome_once():
         "truncated_tokens": 2,
         "dropped_too_long": 1,
         "dropped_no_loss_tokens": 1,
+        "documents_split": 0,
+        "blocks": 0,
         "unused_rows": 3,
         "examples_per_task": {"a": 1, "b": 1},
         "task_types_missing": ["c", "z"],

@@ -1,7 +1,8 @@
 """The machinery shared by lit-ft's DataModules: files -> rows -> tokenised, truncated examples -> loaders.
 
 Reads files (or a weighted mixture of sources), holds out validation rows, validates and tokenises each row,
-truncates or drops as configured (:func:`~lit_ft.data.truncation.truncate`, counted in :class:`SplitStats`),
+truncates or drops as configured (:func:`~lit_ft.data.truncation.truncate`, counted in :class:`SplitStats`; long raw
+text may be cut into blocks instead, :mod:`lit_ft.data.blocks`),
 numbers the task types, and serves batches following the batch contract (:mod:`lit_ft.data.batch`), resumable
 mid-epoch. :class:`~lit_ft.data.sft_datamodule.SFTDataModule` and
 :class:`~lit_ft.data.preference_datamodule.PreferenceDataModule` say what a row is and how it is batched.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,9 @@ class FineTuneDataModule(L.LightningDataModule):
     """Shared machinery of lit-ft DataModules: files -> validated rows -> tokenised examples -> loaders.
 
     Subclasses define :meth:`encode` (one raw record to a tokenised example with ``task_type``, or ``None`` when
-    dropped; through :meth:`tokenize`, which truncates and counts) and :meth:`collate_fn`, and name an example's
-    sequences in :meth:`sequences` when it has several.
+    dropped; through :meth:`tokenize` and :meth:`fit`, which truncates and counts), or :meth:`encode_source` when an
+    example may come from several records (CPT blocks), and :meth:`collate_fn`, and name an example's sequences in
+    :meth:`sequences` when it has several.
 
     Args:
         tokenizer: a tokenizer, or a model name/path to load one from.
@@ -102,8 +104,13 @@ class FineTuneDataModule(L.LightningDataModule):
 
     # --- subclass points -------------------------------------------------------------------------------
     def encode(self, record: Record, stats: SplitStats) -> Example | None:
-        """One raw record to an example (``None`` when dropped), counted in ``stats`` by :meth:`tokenize`."""
+        """One raw record to an example (``None`` when dropped), counted in ``stats`` by :meth:`fit`."""
         raise NotImplementedError
+
+    def encode_source(self, records: Iterable[Record], stats: SplitStats) -> list[Example]:
+        """A source's records to its examples, counted in ``stats``: by default each record by :meth:`encode`, the
+        dropped ones left out."""
+        return [example for record in records if (example := self.encode(record, stats)) is not None]
 
     def collate_fn(self) -> Callable:
         raise NotImplementedError
@@ -130,15 +137,17 @@ class FineTuneDataModule(L.LightningDataModule):
         padded to its longest chosen or rejected sequence)."""
         return max(len(tokens["input_ids"]) for tokens in self.sequences(example))
 
-    def tokenize(self, examples: Sequence[SFTExample], where: str, task_type: str, stats: SplitStats) -> Truncated:
-        """Tokenise an example's sequences (one, or a pair's two) and fit them to ``max_length`` by
-        :func:`truncate`, counting the outcome in ``stats``. A chat template that cannot render a conversation is a
-        :class:`DataError` naming the row."""
+    def tokenize(self, examples: Sequence[SFTExample], where: str) -> list[Tokens]:
+        """Tokenise an example's sequences (one, or a pair's two), whole. A chat template that cannot render a
+        conversation is a :class:`DataError` naming the row."""
         try:
-            tokens = [tokenize_example(self.tokenizer, example) for example in examples]
+            return [tokenize_example(self.tokenizer, example) for example in examples]
         except ValueError as error:
             raise DataError(where, str(error)) from error
-        truncated = truncate(tokens, self.max_length, self.truncation)
+
+    def fit(self, sequences: Sequence[Tokens], task_type: str, stats: SplitStats) -> Truncated:
+        """Fit an example's sequences to ``max_length`` by :func:`truncate`, counting the outcome in ``stats``."""
+        truncated = truncate(sequences, self.max_length, self.truncation)
         stats.count(truncated, task_type)
         return truncated
 
@@ -194,12 +203,8 @@ class FineTuneDataModule(L.LightningDataModule):
         stats = SplitStats()
         encoded = []
         for records in groups:
-            examples = []
-            for record in track(records, description=f"Tokenising {name}", transient=True, disable=len(records) < 500):
-                example = self.encode(record, stats)
-                if example is not None:
-                    examples.append(example)
-            encoded.append(examples)
+            progress = track(records, description=f"Tokenising {name}", transient=True, disable=len(records) < 500)
+            encoded.append(self.encode_source(progress, stats))
         self.stats[name] = stats
         log.info(stats.describe(name))
         return encoded

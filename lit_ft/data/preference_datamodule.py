@@ -42,7 +42,7 @@ class PreferenceDataModule(FineTuneDataModule):
 
     def encode(self, record: Record, stats: SplitStats) -> TokenizedPair | None:
         pair = parse_preference_row(record, forbidden=self.tokenizer.all_special_tokens)
-        truncated = self.tokenize([pair.chosen, pair.rejected], record.where, pair.task_type, stats)
+        truncated = self.fit(self.tokenize([pair.chosen, pair.rejected], record.where), pair.task_type, stats)
         if not truncated.kept:
             return None
         chosen, rejected = truncated.sequences

@@ -1,18 +1,19 @@
 """LightningDataModule for supervised fine-tuning and continual pre-training data.
 
-A row is one chat, prompt/completion or text example (:func:`~lit_ft.data.rows.parse_sft_row`); training
-examples can be packed, and training batches served padding-free. The rest is
-:class:`~lit_ft.data.datamodule.FineTuneDataModule`'s.
+A row is one chat, prompt/completion or text example (:func:`~lit_ft.data.rows.parse_sft_row`); raw text longer
+than ``max_length`` can be cut into blocks instead of truncated (:mod:`lit_ft.data.blocks`); training examples can be
+packed, and training batches served padding-free. The rest is :class:`~lit_ft.data.datamodule.FineTuneDataModule`'s.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, get_args
 
 from lit_ft.data.batch import Example, TokenizedExample
+from lit_ft.data.blocks import LongDocuments, check_stride, is_document, make_blocks
 from lit_ft.data.collate import Collator
 from lit_ft.data.datamodule import FineTuneDataModule
 from lit_ft.data.packing import pack_examples
@@ -34,6 +35,12 @@ class SFTDataModule(FineTuneDataModule):
             ``attention_mask``): the same examples and losses as padded batches, without computing on padding
             (with ``attn_implementation=sdpa_varlen`` or flash attention, attention stays per example too).
             Validation batches stay padded, so per-example outputs keep their [B, T] shape.
+        long_documents: what becomes of a raw-text row (``text``) longer than ``max_length``: ``truncate`` fits it
+            by ``truncation`` like any row; ``blocks`` concatenates such rows (EOS between them) and cuts them into
+            ``max_length`` blocks (:func:`~lit_ft.data.blocks.make_blocks`), for continual pre-training on long
+            documents. Rows that fit, and chat or prompt/completion rows, are the same examples either way.
+        block_stride: tokens each block repeats from the previous one as context without loss (``blocks`` only;
+            0 to ``max_length - 1``).
         (others: see :class:`FineTuneDataModule`)
     """
 
@@ -43,15 +50,37 @@ class SFTDataModule(FineTuneDataModule):
         packing: bool = False,
         pad_to_multiple_of: int | None = None,
         padding_free: bool = False,
+        long_documents: LongDocuments = "truncate",
+        block_stride: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if long_documents not in get_args(LongDocuments):
+            raise ValueError(f"long_documents={long_documents!r}: expected one of {get_args(LongDocuments)}")
+        check_stride(block_stride, self.max_length)
         self.packing, self.pad_to_multiple_of, self.padding_free = packing, pad_to_multiple_of, padding_free
+        self.long_documents, self.block_stride = long_documents, block_stride
 
-    def encode(self, record: Record, stats: SplitStats) -> TokenizedExample | None:
-        example = parse_sft_row(record, forbidden=self.tokenizer.all_special_tokens)
-        truncated = self.tokenize([example], record.where, example.task_type, stats)
-        return {**truncated.sequences[0], "task_type": example.task_type} if truncated.kept else None
+    def encode_source(self, records: Iterable[Record], stats: SplitStats) -> list[TokenizedExample]:
+        """A source's rows to examples in order, each fitted to ``max_length`` by the truncation rule; under
+        ``long_documents=blocks`` its raw-text rows longer than ``max_length`` are cut into blocks instead, which
+        follow the source's other examples (counted by :meth:`SplitStats.count_blocks`)."""
+        examples: list[TokenizedExample] = []
+        documents: list[TokenizedExample] = []
+        for record in records:
+            example = parse_sft_row(record, forbidden=self.tokenizer.all_special_tokens)
+            [tokens] = self.tokenize([example], record.where)
+            if self.long_documents == "blocks" and is_document(example) and len(tokens["input_ids"]) > self.max_length:
+                documents.append({**tokens, "task_type": example.task_type})
+                continue
+            truncated = self.fit([tokens], example.task_type, stats)
+            if truncated.kept:
+                examples.append({**truncated.sequences[0], "task_type": example.task_type})
+        if documents:
+            blocks = make_blocks(documents, self.max_length, self.block_stride)
+            stats.count_blocks(len(documents), blocks)
+            examples += blocks
+        return examples
 
     def finalize_train(self, examples: list[Example]) -> list[Example]:
         if not self.packing:

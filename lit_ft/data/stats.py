@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from lit_ft.data.batch import TokenizedExample, loss_tokens
 from lit_ft.data.truncation import Truncated
 
 
@@ -14,7 +15,8 @@ class SplitStats:
     """Per-split accounting: every row is either kept or counted under the reason it was dropped.
 
     Only these methods write the fields (training's DataModules and the data report alike): :meth:`count` for each
-    row, :meth:`count_unused_rows`, :meth:`note_missing_task_types` and :meth:`count_sources` once per split.
+    row, :meth:`count_blocks` for the long documents cut into blocks (``long_documents=blocks``) of a source,
+    :meth:`count_unused_rows`, :meth:`note_missing_task_types` and :meth:`count_sources` once per split.
     """
 
     rows: int = 0
@@ -25,6 +27,8 @@ class SplitStats:
     truncated_tokens: int = 0
     dropped_too_long: int = 0
     dropped_no_loss_tokens: int = 0
+    documents_split: int = 0  # rows longer than max_length cut into blocks (long_documents=blocks), not truncated
+    blocks: int = 0  # the examples cut from them (counted in `examples` too)
     unused_rows: int = 0  # left out by max_val_rows (not counted in `rows`)
     examples_per_task: Counter = field(default_factory=Counter)
     task_types_missing: list[str] = field(default_factory=list)  # training task types absent from this split
@@ -47,6 +51,18 @@ class SplitStats:
             if truncated.cut_tokens:
                 self.truncated_examples += 1
                 self.truncated_tokens += truncated.cut_tokens
+
+    def count_blocks(self, documents: int, blocks: Sequence[TokenizedExample]) -> None:
+        """``documents`` rows cut into ``blocks`` (:func:`~lit_ft.data.blocks.make_blocks`): the rows, and the blocks
+        as examples (their tokens, loss tokens and task types)."""
+        self.rows += documents
+        self.documents_split += documents
+        self.blocks += len(blocks)
+        self.examples += len(blocks)
+        for block in blocks:
+            self.examples_per_task[block["task_type"]] += 1
+            self.tokens += len(block["input_ids"])
+            self.loss_tokens += int(loss_tokens(block["labels"]))
 
     def count_unused_rows(self, rows: int) -> None:
         """Rows of the split left out (``max_val_rows``); they are not in :attr:`rows`."""
@@ -83,6 +99,8 @@ class SplitStats:
         )
         if self.truncated_examples:
             text += f"; truncated {self.truncated_examples} examples ({self.truncated_tokens} tokens cut)"
+        if self.documents_split:
+            text += f"; {self.documents_split} documents longer than max_length cut into {self.blocks} blocks"
         if self.dropped_too_long:
             text += f"; dropped {self.dropped_too_long} longer than max_length"
         if self.dropped_no_loss_tokens:

@@ -12,8 +12,10 @@ Definitions:
 - token lengths come from ``tokenize_example`` (no length limit): *answer* tokens are those that carry loss
   (assistant turns with their end-of-turn token, or completion + EOS), *prompt* tokens all the others (chat
   template, system, user turns);
-- truncation and drops are counted by the DataModule's own ``encode`` into :class:`SplitStats`, i.e. what training
-  would do;
+- truncation, drops and blocks are counted by the DataModule's own ``encode_source`` into :class:`SplitStats`,
+  i.e. what training would do; one row at a time, so under ``long_documents=blocks`` a long document is cut into
+  blocks on its own (training concatenates a source's long documents first: the same documents split into as many
+  blocks or fewer);
 - the *prompt text* of a row is its conversation before the last trained answer without the system message (or
   the text prompt; the text itself for raw-text rows). Exact duplicates are prompts equal after lower-casing and
   collapsing whitespace. Near duplicates are pairs whose sets of word ``shingle_size``-grams (lower-cased words)
@@ -124,7 +126,7 @@ def read_split(
             example = sft_view(record, forbidden=tokenizer.all_special_tokens)  # preference rows: the chosen side
             full = tokenize_example(tokenizer, example)
             task, task_stats = example.task_type, stats.get(example.task_type, SplitStats())
-            datamodule.encode(record, task_stats)  # training's own truncation and drop rules; counts only on success
+            datamodule.encode_source([record], task_stats)  # training's own rules; counts only on success
         except (DataError, ValueError) as error:
             invalid.append(str(error) if isinstance(error, DataError) else f"{record.where}: {error}")
             continue
@@ -147,6 +149,8 @@ def read_split(
             "truncated_tokens": s.truncated_tokens,
             "dropped_too_long": s.dropped_too_long,
             "dropped_no_loss_tokens": s.dropped_no_loss_tokens,
+            "documents_split": s.documents_split,
+            "blocks": s.blocks,
             "prompt_tokens": _percentiles([r.prompt_tokens for r in task_rows]),
             "answer_tokens": _percentiles([r.answer_tokens for r in task_rows]),
             "short_answers": len(short[task]),
@@ -251,10 +255,13 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
             "answer tokens": [_fmt(r["answer_tokens"]) for r in rows],
             "truncated": [r["truncated"] for r in rows],
             "dropped": [r["dropped_too_long"] + r["dropped_no_loss_tokens"] for r in rows],
+            "cut into blocks": [f"{r['documents_split']} -> {r['blocks']}" for r in rows],
             "exact dup prompts": [within.get("exact", {}).get(t, 0) for t in tasks],
             "near dup prompts": [within.get("near", {}).get(t, 0) for t in tasks],
             "very short answers": [r["short_answers"] for r in rows],
         }
+        if not any(r["documents_split"] for r in rows):
+            del lines["cut into blocks"]  # long_documents=truncate, or no row longer than max_length
         for name, values in lines.items():
             table.add_row(name, *map(str, values))
         console.print(table)
