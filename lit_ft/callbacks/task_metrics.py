@@ -6,12 +6,11 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from torchmetrics import Metric
 
 from lit_ft.callbacks.divergence import DivergenceGuard
 from lit_ft.callbacks.steps import StepTracker
 from lit_ft.data.batch import example_task_ids
+from lit_ft.eval.grouped_mean import GroupedMean
 
 STAGES = ("train", "val")
 Update = tuple[str, torch.Tensor, torch.Tensor]  # metric name, values [N], task ids [N]
@@ -22,34 +21,6 @@ def _name_and_task(key: str) -> tuple[str, str]:
     """``"val/rewards/accuracies/flag"`` -> ``("rewards/accuracies", "flag")``."""
     name, task = key.split("/", 1)[1].rsplit("/", 1)
     return name, task
-
-
-class GroupedMean(Metric):
-    """Mean of values per group: ``total[g] / count[g]``, with ``total`` and ``count`` summed over updates and ranks.
-
-    Fed with per-token losses grouped by task id it is the token-weighted loss per task type (every token of
-    every micro-batch counts once, so it is right under packing and gradient accumulation).
-    """
-
-    full_state_update = False
-
-    def __init__(self, num_groups: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.num_groups = num_groups
-        self.add_state("total", torch.zeros(num_groups, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros(num_groups, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, values: torch.Tensor, groups: torch.Tensor) -> None:
-        """``values`` and ``groups`` [N]; entries with a negative group (padding) are skipped."""
-        keep = groups >= 0
-        # one-hot sums instead of bincount/scatter: deterministic on every device
-        onehot = F.one_hot(groups[keep], self.num_groups).to(torch.float64)
-        self.total += values[keep].to(torch.float64) @ onehot
-        self.count += onehot.sum(0)
-
-    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mean, count)``, both [G]; the mean is NaN where a group had no values."""
-        return self.total / self.count, self.count
 
 
 class TaskMetrics(L.Callback):
