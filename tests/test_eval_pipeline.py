@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from lit_ft.callbacks.generation import prompts_from_records
+from lit_ft.data.prompts import prompts_from_records
 from lit_ft.data.readers import Record
 from lit_ft.eval.diff import load_run_metrics
 from lit_ft.eval.generation import generate_answers

@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedTokenizerBase
 
-from lit_ft.callbacks.generation import prompts_from_records
 from lit_ft.config import validate_config
 from lit_ft.data.datamodule import FineTuneDataModule
+from lit_ft.data.prompts import prompts_from_records
 from lit_ft.eval.chat import chat
 from lit_ft.eval.data_report import data_report, print_report
 from lit_ft.eval.general import GeneralAbility, load_passages, load_questions
