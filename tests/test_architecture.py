@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "lit_ft.resolvers",
             "lit_ft.stages",
             "lit_ft.run",
-            "lit_ft.eval.run",
+            "lit_ft.evaluate",
         ),
     ),
 ]

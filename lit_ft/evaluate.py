@@ -1,6 +1,7 @@
 """The pipelines behind ``eval.py``: evaluate a saved model, chat with it (``mode=chat``), or report on data.
 
-Kept in the package (not in the scripts) so tests and other entry points call them directly.
+Kept in the package (not in the scripts) so tests and other entry points call them directly; wiring beside
+:mod:`lit_ft.run`, outside the scoring library :mod:`lit_ft.eval` that it puts together.
 """
 
 from __future__ import annotations
