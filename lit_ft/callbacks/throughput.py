@@ -11,13 +11,8 @@ import torch
 
 from lit_ft.callbacks.steps import StepTracker
 from lit_ft.data.batch import example_task_ids, non_padding_tokens
-from lit_ft.utils.perf import (
-    compute_dtype,
-    head_flops_per_token,
-    peak_flops,
-    peak_memory_bytes,
-    training_flops_per_token,
-)
+from lit_ft.models.flops import head_flops_per_token, training_flops_per_token
+from lit_ft.utils.perf import compute_dtype, peak_flops, peak_memory_bytes
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +25,8 @@ class Throughput(L.Callback):
       padded row, one per packed segment);
     - time is wall time spent in the training loop (data loading included), validation and checks excluded;
     - MFU = ``training FLOPs/s / (peak_flops · world_size)``. A batch's FLOPs are
-      :func:`~lit_ft.utils.perf.training_flops_per_token` (6·N for full fine-tuning, about 4·N for LoRA) per
-      token, less the LM head's share (:func:`~lit_ft.utils.perf.head_flops_per_token`) on the tokens a module
+      :func:`~lit_ft.models.flops.training_flops_per_token` (6·N for full fine-tuning, about 4·N for LoRA) per
+      token, less the LM head's share (:func:`~lit_ft.models.flops.head_flops_per_token`) on the tokens a module
       skips it for (``head_positions``: with ``head_on_loss_tokens`` the head runs on loss tokens only, so
       counting it on every token would credit work never done, and can read above a measured peak);
       ``peak_flops`` is per device: a number, or ``"auto"``: on CUDA the GPU's datasheet peak for the training
