@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "lit_ft.resolvers",
             "lit_ft.stages",
             "lit_ft.run",
+            "lit_ft.fit",
             "lit_ft.evaluate",
         ),
     ),

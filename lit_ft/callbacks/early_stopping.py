@@ -31,7 +31,7 @@ class EarlyStoppingWithRestore(EarlyStopping):
     Lightning's callback only stops; the model then holds the weights of the last step, which are by construction
     worse than the best check. Here, at every check where the monitored value improves, the trainable parameters
     are copied to CPU memory (for LoRA only the adapters, a few MB; for full fine-tuning one copy of the model),
-    and when training ends, early or not, they are loaded back. The validation that ``lit_ft.run`` runs after
+    and when training ends, early or not, they are loaded back. The validation that ``lit_ft.fit`` runs after
     ``fit``, the final samples and forgetting scores (``on_fit_end``) and the exported model all see the best
     weights.
 

@@ -40,7 +40,7 @@ class TaskMetrics(L.Callback):
     ranks by torchmetrics before the division, so a DDP run logs what one process would over the same data.
 
     :meth:`summary` reports the per-task validation metrics of the first validation before training
-    (``before``; ``lit_ft.run`` runs one) and of the last validation (``after``).
+    (``before``; ``lit_ft.fit`` runs one) and of the last validation (``after``).
 
     Args:
         task_names: id -> name; by default ``trainer.datamodule.task_names``.

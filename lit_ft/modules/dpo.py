@@ -49,7 +49,7 @@ class DPOModule(PairwiseModule, CausalLMModule):
 
     The reference log-probs come, in order of preference, from:
     - ``precomputed``: one pass over the training and validation pairs before the first step (before the
-      validation that precedes training, in ``lit_ft.run``), with the model as training starts, dropout off.
+      validation that precedes training, in ``lit_ft.fit``), with the model as training starts, dropout off.
       Stored by example index (batches carry ``example_index``) and saved in checkpoints, so a resumed run
       keeps them. Costs one forward per pair, once; nothing extra in memory.
     - ``adapter``: the policy with its peft adapter switched off (``disable_adapter()``), on the fly: the
