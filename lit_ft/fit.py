@@ -21,6 +21,7 @@ from lit_ft.config import validate_config
 from lit_ft.model_card import write_model_cards
 from lit_ft.strategies import end_processes
 from lit_ft.summary import plot_loss_curves, print_summary, write_summary
+from lit_ft.utils.protocols import FinishingLogger, SummaryProvider, TaskData, TrainedModule
 from lit_ft.utils.resume import resume_checkpoint
 
 
@@ -39,9 +40,27 @@ def validation_metrics(
     return {k: float(v) for k, v in (results[0] if results else {}).items() if k.startswith("val/")}
 
 
+def training_record(trainer: L.Trainer, module: TrainedModule, datamodule: TaskData) -> dict[str, Any]:
+    """What a fit trained on: loss units (``train_tokens``, or ``train_pairs``), optimizer steps, epochs, parameter
+    counts (taken before any sharding) and the data's per-split stats."""
+    return {
+        f"train_{module.loss_unit}": module.train_loss_tokens,
+        "optimizer_steps": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "trainable_params": module.trainable_params,
+        "total_params": module.total_params,
+        "data": {name: stats.to_dict() for name, stats in datamodule.stats.items()},
+    }
+
+
 def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tuple[dict[str, Any], L.LightningModule]:
     """One fit: the summary and the trained module. ``model`` replaces the configured model factory (a curriculum
-    hands each stage the model the previous one trained)."""
+    hands each stage the model the previous one trained).
+
+    What it reads (:mod:`lit_ft.utils.protocols`): ``cfg.module`` builds a ``TrainedModule`` and ``cfg.data`` a
+    ``TaskData`` (lit-ft's own do); each callback that is a ``SummaryProvider`` reports into the summary, each
+    logger that is a ``FinishingLogger`` ends its run with it.
+    """
     started = time.perf_counter()
     validate_config(cfg)  # typos, wrong types and incompatible options fail here, naming the key
     if cfg.get("seed") is not None:
@@ -80,16 +99,9 @@ def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tupl
     summary["best_val_loss"] = min(trained, default=summary["val_loss_after"])
 
     if trainer.is_global_zero:
-        summary.update(
-            **{f"train_{module.loss_unit}": module.train_loss_tokens},
-            optimizer_steps=trainer.global_step,
-            epochs=trainer.current_epoch,
-            trainable_params=module.trainable_params,  # counted before sharding
-            total_params=module.total_params,
-            data={name: stats.to_dict() for name, stats in datamodule.stats.items()},
-        )
-        for callback in trainer.callbacks:  # callbacks report into the summary through a `summary()` method
-            if callable(getattr(callback, "summary", None)):
+        summary.update(training_record(trainer, module, datamodule))
+        for callback in trainer.callbacks:
+            if isinstance(callback, SummaryProvider):
                 summary.update(callback.summary())
         summary.update(exported)
         plot = plot_loss_curves(history, output_dir / "loss_curves.png", title=str(cfg.get("task_name", "")))
@@ -98,8 +110,8 @@ def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tupl
         write_summary(output_dir / "summary.json", summary)
         write_model_cards(summary, cfg)  # model/ and adapter/ README.md: needs the metrics, so after the summary
         print_summary(summary)
-        for logger in trainer.loggers:  # loggers that hold a run open end it (each multirun job gets its own)
-            if callable(getattr(logger, "finish", None)):
+        for logger in trainer.loggers:
+            if isinstance(logger, FinishingLogger):
                 logger.finish(summary)
     end_processes(trainer)  # lets the next job of a `-m` sweep start its own processes
     return summary, module

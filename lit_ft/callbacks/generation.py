@@ -10,9 +10,10 @@ import lightning as L
 from rich.console import Console
 from rich.table import Table
 
-from lit_ft.callbacks.early_stopping import weights_step
+from lit_ft.callbacks.steps import weights_step
 from lit_ft.data.prompts import Prompt, load_prompts, prompt_text, prompts_from_records
 from lit_ft.eval.generation import generate_answers
+from lit_ft.utils.protocols import TableLogger, TaskData
 
 
 def prompt_tail(text: str, max_chars: int = 160) -> str:
@@ -78,7 +79,8 @@ class GenerationSamples(L.Callback):
     def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not self.prompts:
             return
-        answers = self.generate(pl_module, trainer.datamodule.tokenizer, synced=trainer.world_size > 1)
+        datamodule: TaskData = trainer.datamodule
+        answers = self.generate(pl_module, datamodule.tokenizer, synced=trainer.world_size > 1)
         self.samples[stage] = answers
         if not trainer.is_global_zero:
             return
@@ -107,13 +109,14 @@ class GenerationSamples(L.Callback):
             table.add_row(row["task_type"] or "", prompt_tail(row["prompt"]), row["answer"], row["reference"] or "")
         Console().print(table)
         for logger in trainer.loggers:
-            if hasattr(logger, "log_table"):  # WandbLogger
+            if isinstance(logger, TableLogger):  # WandbLogger
                 columns = ["stage", "step", "task_type", "prompt", "answer", "reference"]
                 logger.log_table(key="samples", columns=columns, data=[[r[c] for c in columns] for r in rows])
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.val_prompts and not self._val_prompts_added:
-            self.prompts += prompts_from_records(trainer.datamodule.val_records(), self.val_prompts)
+            datamodule: TaskData = trainer.datamodule
+            self.prompts += prompts_from_records(datamodule.val_records(), self.val_prompts)
             self._val_prompts_added = True
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -7,10 +7,10 @@ from typing import Any
 import lightning as L
 import torch
 
-from lit_ft.callbacks.divergence import DivergenceGuard
 from lit_ft.callbacks.steps import StepTracker
 from lit_ft.data.batch import example_task_ids
 from lit_ft.eval.grouped_mean import GroupedMean
+from lit_ft.utils.protocols import TaskData, TrainedModule
 
 STAGES = ("train", "val")
 Update = tuple[str, torch.Tensor, torch.Tensor]  # metric name, values [N], task ids [N]
@@ -36,8 +36,10 @@ class TaskMetrics(L.Callback):
       one per row of a padded batch, one per ``position_ids`` run of a packed batch).
 
     Training metrics cover a logging window of ``trainer.log_every_n_steps`` optimizer steps (every micro-batch
-    of those steps, on every rank; not the steps a :class:`~lit_ft.callbacks.DivergenceGuard` skipped); validation metrics cover the whole validation epoch. Values are summed over
-    ranks by torchmetrics before the division, so a DDP run logs what one process would over the same data.
+    of those steps, on every rank; not the steps the module records as dropped, ``step_dropped``, such as those a
+    :class:`~lit_ft.callbacks.DivergenceGuard` skipped); validation metrics cover the whole validation epoch. Values
+    are summed over ranks by torchmetrics before the division, so a DDP run logs what one process would over the
+    same data.
 
     :meth:`summary` reports the per-task validation metrics of the first validation before training
     (``before``; ``lit_ft.fit`` runs one) and of the last validation (``after``).
@@ -58,7 +60,7 @@ class TaskMetrics(L.Callback):
 
     # --- state -----------------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        names = getattr(trainer.datamodule, "task_names", None) if trainer.datamodule is not None else None
+        names = trainer.datamodule.task_names if isinstance(trainer.datamodule, TaskData) else None
         if names and list(names) != self.task_names:
             self.task_names = list(names)
             self._metrics = {s: {} for s in STAGES}
@@ -122,21 +124,13 @@ class TaskMetrics(L.Callback):
         self._reset("train")
         self._step_updates = []
 
-    @staticmethod
-    def _skipped(trainer: L.Trainer) -> bool:
-        """Whether a :class:`DivergenceGuard` dropped the optimizer step that has just run."""
-        return any(
-            isinstance(c, DivergenceGuard) and c.skipped_step_numbers[-1:] == [trainer.global_step]
-            for c in trainer.callbacks
-        )
-
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         # The micro-batches of an optimizer step count once the step is taken: not those of a step skipped for a
         # non-finite loss or gradient (whose NaN would spoil the window's means; its tokens were not trained on).
         self._step_updates += self._updates(outputs, batch)
         stepped = self._steps.stepped(trainer)
         if stepped:
-            if not self._skipped(trainer):
+            if not (isinstance(pl_module, TrainedModule) and pl_module.step_dropped):
                 self._update("train", self._step_updates)
             self._step_updates = []
         # The window closes after an optimizer step, when Lightning also sends logged values to the loggers.

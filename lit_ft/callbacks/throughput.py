@@ -13,6 +13,7 @@ from lit_ft.callbacks.steps import StepTracker
 from lit_ft.data.batch import example_task_ids, non_padding_tokens
 from lit_ft.models.flops import head_flops_per_token, training_flops_per_token
 from lit_ft.utils.perf import compute_dtype, peak_flops, peak_memory_bytes
+from lit_ft.utils.protocols import HeadPositions
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class Throughput(L.Callback):
 
     def _skipped_head(self, pl_module: L.LightningModule, batch: dict[str, torch.Tensor], tokens: float) -> float:
         """Tokens of ``batch`` the LM head did not run on (0 unless the module says where it runs)."""
-        if not self.head_flops_per_token or not hasattr(pl_module, "head_positions"):
+        if not self.head_flops_per_token or not isinstance(pl_module, HeadPositions):
             return 0.0
         positions = pl_module.head_positions(batch)
         return 0.0 if positions is None else tokens - float(positions)
