@@ -18,7 +18,7 @@ os.environ.setdefault("LIT_FT_ROOT", str(Path(__file__).resolve().parent))
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from lit_ft.eval.run import run
+    from lit_ft.evaluate import run
     from lit_ft.utils.logs import setup_console
 
     setup_console()

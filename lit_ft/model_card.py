@@ -3,7 +3,7 @@ the before/after metrics, with the YAML front matter the Hugging Face hub reads 
 ``pipeline_tag``, ``tags``).
 
 Written after the run's summary exists (the metrics are known only then), from the summary and the resolved
-config, by one call at the end of :func:`lit_ft.run.train_stage`. It replaces the template card peft writes.
+config, by one call at the end of :func:`lit_ft.fit.train_stage`. It replaces the template card peft writes.
 """
 
 from __future__ import annotations

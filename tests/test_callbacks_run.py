@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lit_ft.callbacks import GenerationSamples
-from lit_ft.callbacks.generation import prompt_tail, prompts_from_records
+from lit_ft.callbacks.generation import prompt_tail
+from lit_ft.data.prompts import prompts_from_records
 from lit_ft.data.readers import Record
 from lit_ft.run import train
 from tests.conftest import chat

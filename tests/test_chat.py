@@ -6,7 +6,7 @@ import io
 import json
 
 from lit_ft.eval.chat import chat, chat_turn
-from lit_ft.eval.run import run
+from lit_ft.evaluate import run
 from tests.support.helpers import compose_config
 
 

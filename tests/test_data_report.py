@@ -9,7 +9,7 @@ import random
 import pytest
 
 from lit_ft.eval.data_report import near_duplicate_pairs, shingles
-from lit_ft.eval.run import report_data
+from lit_ft.evaluate import report_data
 from tests.conftest import chat, write_jsonl
 from tests.support.helpers import compose_config
 

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from lit_ft.callbacks import EarlyStoppingWithRestore
-from lit_ft.callbacks.early_stopping import weights_step
 from lit_ft.callbacks.history import MetricHistory
+from lit_ft.callbacks.steps import weights_step
 from lit_ft.data import Collator
 from lit_ft.models import LoRA, tiny_llama
 from lit_ft.modules import SFTModule
@@ -87,15 +87,15 @@ def test_training_ends_on_the_best_check_whether_it_stops_early_or_not(tokenizer
         assert torch.equal(value, best[name])
 
 
-def test_validation_of_the_restored_weights_is_recorded_at_their_step():
-    stopper = EarlyStoppingWithRestore(monitor="val/loss")
-    trainer = types.SimpleNamespace(sanity_checking=False, global_step=5, callbacks=[stopper], callback_metrics={})
+def test_validation_of_the_restored_weights_is_recorded_at_their_step(tokenizer):
+    module = SFTModule(model=lambda: tiny_llama(tokenizer, seed=0))
+    trainer = types.SimpleNamespace(sanity_checking=False, global_step=5, lightning_module=module, callback_metrics={})
     history = MetricHistory()
     for step, loss in [(0, 3.0), (2, 2.0), (4, 1.0), (6, 1.5)]:  # checks during training
         trainer.global_step, trainer.callback_metrics = step, {"val/loss": torch.tensor(loss)}
         history.on_validation_end(trainer, None)
     trainer.global_step = 7  # training ran on, then the best check's weights (step 4) were restored
-    stopper.restored, stopper.best_step = True, 4
+    module.restored_step = 4  # as EarlyStoppingWithRestore records it
     trainer.callback_metrics = {"val/loss": torch.tensor(1.0)}
     history.on_validation_end(trainer, None)  # the validation after training
     assert history.val["val/loss"] == [(0, 3.0), (2, 2.0), (4, 1.0), (6, 1.5)]  # one point per set of weights

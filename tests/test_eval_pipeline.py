@@ -9,12 +9,12 @@ import sys
 import pytest
 import torch
 
-from lit_ft.callbacks.generation import prompts_from_records
+from lit_ft.data.prompts import prompts_from_records
 from lit_ft.data.readers import Record
 from lit_ft.eval.diff import load_run_metrics
 from lit_ft.eval.generation import generate_answers
 from lit_ft.eval.loading import load_eval_model, model_kind
-from lit_ft.eval.run import evaluate
+from lit_ft.evaluate import evaluate
 from lit_ft.losses import token_cross_entropy
 from lit_ft.run import train
 from tests.conftest import arithmetic_rows, chat, write_jsonl

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import types
 
 import pytest
 import torch
@@ -153,6 +154,13 @@ def test_precomputed_reference_equals_on_the_fly_and_stays_fixed(tokenizer, data
     cached = module.reference_logps(batch, "val")
     torch.testing.assert_close(cached, logps_of(module, batch, "adapter"), atol=1e-5, rtol=1e-5)
     assert (logps_of(module, batch, "policy") - cached).abs().max() > 1e-2  # the policy has moved
+
+
+def test_a_precomputed_reference_needs_a_preference_datamodule(tokenizer):
+    module = dpo(tokenizer, "precomputed")
+    module.trainer = types.SimpleNamespace(datamodule=types.SimpleNamespace(train_examples=[1], val_examples=[1]))
+    with pytest.raises(ValueError, match="reference='precomputed' needs a PreferenceDataModule"):
+        module.precompute_reference_logps()  # splits of pairs, but no ordered loader over them
 
 
 def test_adapter_disabled_reference_equals_frozen_copy(tokenizer, datamodule, tiny_trainer):

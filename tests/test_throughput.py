@@ -12,14 +12,9 @@ import lit_ft.utils.perf
 from lit_ft.callbacks import ProgressBar, Throughput
 from lit_ft.data.batch import example_task_ids, non_padding_tokens
 from lit_ft.models import Freeze, LoRA, tiny_llama
+from lit_ft.models.flops import head_flops_per_token, training_flops_per_token
 from lit_ft.modules import SFTModule
-from lit_ft.utils.perf import (
-    compute_dtype,
-    head_flops_per_token,
-    measure_matmul_flops,
-    peak_flops,
-    training_flops_per_token,
-)
+from lit_ft.utils.perf import compute_dtype, measure_matmul_flops, peak_flops
 from tests.test_task_metrics import packed_batch, padded_batch
 
 # tiny_llama: hidden 64, 4 heads of 16, 2 KV heads, FFN 128, vocabulary 49152 (tied head)

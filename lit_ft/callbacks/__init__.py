@@ -8,7 +8,7 @@ from lit_ft.callbacks.generation import GenerationSamples
 from lit_ft.callbacks.history import MetricHistory
 from lit_ft.callbacks.neftune import NEFTune
 from lit_ft.callbacks.progress import ProgressBar
-from lit_ft.callbacks.task_metrics import GroupedMean, TaskMetrics
+from lit_ft.callbacks.task_metrics import TaskMetrics
 from lit_ft.callbacks.throughput import Throughput
 from lit_ft.callbacks.unfreezing import GradualUnfreezing
 
@@ -19,7 +19,6 @@ __all__ = [
     "ForgettingCheck",
     "GenerationSamples",
     "GradualUnfreezing",
-    "GroupedMean",
     "MetricHistory",
     "NEFTune",
     "ProgressBar",

@@ -25,8 +25,8 @@ class DivergenceGuard(L.Callback):
     ``None``), and torch optimizers pass over parameters without a gradient (no moment update, no weight decay,
     no step count). The trainer still counts the step (global step, LR schedule), so the run ends where planned.
     The decision is taken on all ranks together, and recorded on the module as ``step_dropped = True`` (a lit-ft
-    module then does not count the step's tokens as trained; it reads the flag after the step, so the order of
-    the hooks does not matter). Under fp16 mixed precision the GradScaler already skips steps
+    module then does not count the step's tokens as trained, nor ``TaskMetrics`` its micro-batches; both read the
+    flag after the step, so the order of the hooks does not matter). Under fp16 mixed precision the GradScaler already skips steps
     whose gradients overflow (and lowers its scale), so the guard then counts only non-finite losses and leaves
     the gradients to the scaler.
 

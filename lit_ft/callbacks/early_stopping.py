@@ -14,16 +14,6 @@ from lit_ft.utils.distributed import is_sharded, load_trainable_state, own_shard
 log = logging.getLogger(__name__)
 
 
-def weights_step(trainer: L.Trainer) -> int:
-    """The optimizer step whose weights the module holds: the best check's step once an
-    :class:`EarlyStoppingWithRestore` has put its weights back, else ``trainer.global_step``. Checks that run
-    after training (forgetting, samples) label their results with it."""
-    for callback in trainer.callbacks:
-        if isinstance(callback, EarlyStoppingWithRestore) and callback.restored:
-            return callback.best_step
-    return trainer.global_step
-
-
 class EarlyStoppingWithRestore(EarlyStopping):
     """Lightning's :class:`EarlyStopping` (``monitor``, ``mode``, ``patience``, ``min_delta``, ...) that also
     restores the best weights.
@@ -31,9 +21,10 @@ class EarlyStoppingWithRestore(EarlyStopping):
     Lightning's callback only stops; the model then holds the weights of the last step, which are by construction
     worse than the best check. Here, at every check where the monitored value improves, the trainable parameters
     are copied to CPU memory (for LoRA only the adapters, a few MB; for full fine-tuning one copy of the model),
-    and when training ends, early or not, they are loaded back. The validation that ``lit_ft.run`` runs after
-    ``fit``, the final samples and forgetting scores (``on_fit_end``) and the exported model all see the best
-    weights.
+    and when training ends, early or not, they are loaded back and their step is recorded on the module
+    (``restored_step``). The validation that ``lit_ft.fit`` runs after ``fit``, the final samples and forgetting
+    scores (``on_fit_end``) and the exported model all see the best weights, and label them with that step
+    (:func:`~lit_ft.callbacks.steps.weights_step`).
 
     Frozen weights and buffers are not copied: they do not change during training. Under FSDP2 each rank copies
     its own shard of the sharded weights; checkpoints (written by rank 0) get them gathered into whole tensors,
@@ -87,6 +78,7 @@ class EarlyStoppingWithRestore(EarlyStopping):
             return
         load_trainable_state(pl_module, self.best_state)
         self.restored = True
+        pl_module.restored_step = self.best_step  # what checks after training label their results with
         log.info(
             "Restored the weights of step %d (best %s = %.4f)", self.best_step, self.monitor, float(self.best_score)
         )

@@ -12,10 +12,11 @@ import lightning as L
 import torch
 from peft import PeftModel
 
-from lit_ft.callbacks.early_stopping import weights_step
+from lit_ft.callbacks.steps import weights_step
 from lit_ft.eval.general import GeneralAbility, load_passages, load_questions
 from lit_ft.eval.harness import harness_available, run_harness
 from lit_ft.utils.distributed import local_part, reshard
+from lit_ft.utils.protocols import TaskData
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ class ForgettingCheck(L.Callback):
     # --- scoring -------------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.scorer is None:
-            self.tokenizer = trainer.datamodule.tokenizer
+            datamodule: TaskData = trainer.datamodule
+            self.tokenizer = datamodule.tokenizer
             self.scorer = GeneralAbility(self.tokenizer, self.questions, self.passages, self.max_batch_tokens)
 
     @staticmethod

@@ -10,62 +10,10 @@ import lightning as L
 from rich.console import Console
 from rich.table import Table
 
-from lit_ft.callbacks.early_stopping import weights_step
-from lit_ft.data.preference_rows import sft_view
-from lit_ft.data.readers import Record, read_records
-from lit_ft.data.rows import ChatExample, parse_messages
+from lit_ft.callbacks.steps import weights_step
+from lit_ft.data.prompts import Prompt, load_prompts, prompt_text, prompts_from_records
 from lit_ft.eval.generation import generate_answers
-
-
-def load_prompts(path: str | Path) -> list[dict[str, Any]]:
-    """Rows ``{"messages": [...], "task_type"?, "reference"?}`` (the conversation up to the answer)."""
-    prompts = []
-    for record in read_records(path):
-        messages = parse_messages(record.row.get("messages"), record.where, "messages")
-        prompts.append(
-            {"messages": messages, "task_type": record.row.get("task_type"), "reference": record.row.get("reference")}
-        )
-    return prompts
-
-
-def prompt_id(where: str) -> str:
-    """``folder/file:line`` of a row's ``where`` (``path/to/folder/file:line``)."""
-    path = Path(where)
-    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
-
-
-def prompts_from_records(records: list[Record], limit: int | None = None) -> list[dict[str, Any]]:
-    """Up to ``limit`` prompts (all when ``None``) from training-format rows, taken in turn from each task type
-    (file order within).
-
-    A chat row becomes its conversation up to its last assistant turn (the reference); a prompt/completion
-    text row becomes ``{"text": prompt}`` (generated without the chat template); raw text rows are skipped.
-    Each prompt's ``id`` is its row's place with the file's own folder only (``legal/val.jsonl:12``): the same
-    for two runs on one data folder wherever it lies, so their answers can be paired, and apart for sources of a
-    mixture whose files share a name (``legal/val.jsonl``, ``general_chat/val.jsonl``).
-    """
-    by_task: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        example = sft_view(record)
-        if isinstance(example, ChatExample):
-            last = example.trainable_turns[-1]
-            prompt = {"messages": example.messages[:last], "reference": example.messages[last]["content"]}
-        elif example.prompt:
-            prompt = {"text": example.prompt, "reference": example.completion}
-        else:
-            continue
-        by_task.setdefault(example.task_type, []).append(
-            {"id": prompt_id(record.where), **prompt, "task_type": example.task_type}
-        )
-    queues = list(by_task.values())
-    chosen: list[dict[str, Any]] = []
-    for rank in range(max(map(len, queues), default=0)):
-        chosen += [queue[rank] for queue in queues if rank < len(queue)]
-    return chosen[:limit]
-
-
-def prompt_text(prompt: dict[str, Any]) -> str:
-    return prompt["messages"][-1]["content"] if "messages" in prompt else prompt["text"]
+from lit_ft.utils.protocols import TableLogger, TaskData
 
 
 def prompt_tail(text: str, max_chars: int = 160) -> str:
@@ -102,7 +50,7 @@ class GenerationSamples(L.Callback):
     def __init__(
         self,
         prompts_file: str | None = None,
-        prompts: list[dict[str, Any]] | None = None,
+        prompts: list[Prompt] | None = None,
         val_prompts: int = 0,
         max_new_tokens: int = 48,
         every_validation: bool = False,
@@ -131,7 +79,8 @@ class GenerationSamples(L.Callback):
     def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not self.prompts:
             return
-        answers = self.generate(pl_module, trainer.datamodule.tokenizer, synced=trainer.world_size > 1)
+        datamodule: TaskData = trainer.datamodule
+        answers = self.generate(pl_module, datamodule.tokenizer, synced=trainer.world_size > 1)
         self.samples[stage] = answers
         if not trainer.is_global_zero:
             return
@@ -160,13 +109,14 @@ class GenerationSamples(L.Callback):
             table.add_row(row["task_type"] or "", prompt_tail(row["prompt"]), row["answer"], row["reference"] or "")
         Console().print(table)
         for logger in trainer.loggers:
-            if hasattr(logger, "log_table"):  # WandbLogger
+            if isinstance(logger, TableLogger):  # WandbLogger
                 columns = ["stage", "step", "task_type", "prompt", "answer", "reference"]
                 logger.log_table(key="samples", columns=columns, data=[[r[c] for c in columns] for r in rows])
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.val_prompts and not self._val_prompts_added:
-            self.prompts += prompts_from_records(trainer.datamodule.val_records(), self.val_prompts)
+            datamodule: TaskData = trainer.datamodule
+            self.prompts += prompts_from_records(datamodule.val_records(), self.val_prompts)
             self._val_prompts_added = True
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

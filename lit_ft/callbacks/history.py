@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from lit_ft.callbacks.early_stopping import weights_step
+from lit_ft.callbacks.steps import weights_step
 
 
 def _scalar(value: torch.Tensor | float) -> float:

@@ -1,8 +1,21 @@
-"""Which training batches end an optimizer step, and which steps close a logging window."""
+"""Which training batches end an optimizer step, which steps close a logging window, and which step's weights the
+module holds."""
 
 from __future__ import annotations
 
 import lightning as L
+
+from lit_ft.utils.protocols import TrainedModule
+
+
+def weights_step(trainer: L.Trainer) -> int:
+    """The optimizer step whose weights the module holds: ``trainer.global_step``, unless something put back an
+    earlier step's weights and recorded it on the module (``restored_step``: early stopping restores the best
+    check's when training ends). Checks that run after training (validation, forgetting, samples) label their
+    results with it."""
+    module = trainer.lightning_module
+    restored = module.restored_step if isinstance(module, TrainedModule) else None
+    return trainer.global_step if restored is None else restored
 
 
 class StepTracker:

@@ -6,12 +6,11 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from torchmetrics import Metric
 
-from lit_ft.callbacks.divergence import DivergenceGuard
 from lit_ft.callbacks.steps import StepTracker
 from lit_ft.data.batch import example_task_ids
+from lit_ft.eval.grouped_mean import GroupedMean
+from lit_ft.utils.protocols import TaskData, TrainedModule
 
 STAGES = ("train", "val")
 Update = tuple[str, torch.Tensor, torch.Tensor]  # metric name, values [N], task ids [N]
@@ -22,34 +21,6 @@ def _name_and_task(key: str) -> tuple[str, str]:
     """``"val/rewards/accuracies/flag"`` -> ``("rewards/accuracies", "flag")``."""
     name, task = key.split("/", 1)[1].rsplit("/", 1)
     return name, task
-
-
-class GroupedMean(Metric):
-    """Mean of values per group: ``total[g] / count[g]``, with ``total`` and ``count`` summed over updates and ranks.
-
-    Fed with per-token losses grouped by task id it is the token-weighted loss per task type (every token of
-    every micro-batch counts once, so it is right under packing and gradient accumulation).
-    """
-
-    full_state_update = False
-
-    def __init__(self, num_groups: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.num_groups = num_groups
-        self.add_state("total", torch.zeros(num_groups, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros(num_groups, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, values: torch.Tensor, groups: torch.Tensor) -> None:
-        """``values`` and ``groups`` [N]; entries with a negative group (padding) are skipped."""
-        keep = groups >= 0
-        # one-hot sums instead of bincount/scatter: deterministic on every device
-        onehot = F.one_hot(groups[keep], self.num_groups).to(torch.float64)
-        self.total += values[keep].to(torch.float64) @ onehot
-        self.count += onehot.sum(0)
-
-    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mean, count)``, both [G]; the mean is NaN where a group had no values."""
-        return self.total / self.count, self.count
 
 
 class TaskMetrics(L.Callback):
@@ -65,11 +36,13 @@ class TaskMetrics(L.Callback):
       one per row of a padded batch, one per ``position_ids`` run of a packed batch).
 
     Training metrics cover a logging window of ``trainer.log_every_n_steps`` optimizer steps (every micro-batch
-    of those steps, on every rank; not the steps a :class:`~lit_ft.callbacks.DivergenceGuard` skipped); validation metrics cover the whole validation epoch. Values are summed over
-    ranks by torchmetrics before the division, so a DDP run logs what one process would over the same data.
+    of those steps, on every rank; not the steps the module records as dropped, ``step_dropped``, such as those a
+    :class:`~lit_ft.callbacks.DivergenceGuard` skipped); validation metrics cover the whole validation epoch. Values
+    are summed over ranks by torchmetrics before the division, so a DDP run logs what one process would over the
+    same data.
 
     :meth:`summary` reports the per-task validation metrics of the first validation before training
-    (``before``; ``lit_ft.run`` runs one) and of the last validation (``after``).
+    (``before``; ``lit_ft.fit`` runs one) and of the last validation (``after``).
 
     Args:
         task_names: id -> name; by default ``trainer.datamodule.task_names``.
@@ -87,7 +60,7 @@ class TaskMetrics(L.Callback):
 
     # --- state -----------------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        names = getattr(trainer.datamodule, "task_names", None) if trainer.datamodule is not None else None
+        names = trainer.datamodule.task_names if isinstance(trainer.datamodule, TaskData) else None
         if names and list(names) != self.task_names:
             self.task_names = list(names)
             self._metrics = {s: {} for s in STAGES}
@@ -151,21 +124,13 @@ class TaskMetrics(L.Callback):
         self._reset("train")
         self._step_updates = []
 
-    @staticmethod
-    def _skipped(trainer: L.Trainer) -> bool:
-        """Whether a :class:`DivergenceGuard` dropped the optimizer step that has just run."""
-        return any(
-            isinstance(c, DivergenceGuard) and c.skipped_step_numbers[-1:] == [trainer.global_step]
-            for c in trainer.callbacks
-        )
-
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         # The micro-batches of an optimizer step count once the step is taken: not those of a step skipped for a
         # non-finite loss or gradient (whose NaN would spoil the window's means; its tokens were not trained on).
         self._step_updates += self._updates(outputs, batch)
         stepped = self._steps.stepped(trainer)
         if stepped:
-            if not self._skipped(trainer):
+            if not (isinstance(pl_module, TrainedModule) and pl_module.step_dropped):
                 self._update("train", self._step_updates)
             self._step_updates = []
         # The window closes after an optimizer step, when Lightning also sends logged values to the loggers.

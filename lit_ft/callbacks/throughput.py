@@ -11,13 +11,9 @@ import torch
 
 from lit_ft.callbacks.steps import StepTracker
 from lit_ft.data.batch import example_task_ids, non_padding_tokens
-from lit_ft.utils.perf import (
-    compute_dtype,
-    head_flops_per_token,
-    peak_flops,
-    peak_memory_bytes,
-    training_flops_per_token,
-)
+from lit_ft.models.flops import head_flops_per_token, training_flops_per_token
+from lit_ft.utils.perf import compute_dtype, peak_flops, peak_memory_bytes
+from lit_ft.utils.protocols import HeadPositions
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +26,8 @@ class Throughput(L.Callback):
       padded row, one per packed segment);
     - time is wall time spent in the training loop (data loading included), validation and checks excluded;
     - MFU = ``training FLOPs/s / (peak_flops · world_size)``. A batch's FLOPs are
-      :func:`~lit_ft.utils.perf.training_flops_per_token` (6·N for full fine-tuning, about 4·N for LoRA) per
-      token, less the LM head's share (:func:`~lit_ft.utils.perf.head_flops_per_token`) on the tokens a module
+      :func:`~lit_ft.models.flops.training_flops_per_token` (6·N for full fine-tuning, about 4·N for LoRA) per
+      token, less the LM head's share (:func:`~lit_ft.models.flops.head_flops_per_token`) on the tokens a module
       skips it for (``head_positions``: with ``head_on_loss_tokens`` the head runs on loss tokens only, so
       counting it on every token would credit work never done, and can read above a measured peak);
       ``peak_flops`` is per device: a number, or ``"auto"``: on CUDA the GPU's datasheet peak for the training
@@ -119,7 +115,7 @@ class Throughput(L.Callback):
 
     def _skipped_head(self, pl_module: L.LightningModule, batch: dict[str, torch.Tensor], tokens: float) -> float:
         """Tokens of ``batch`` the LM head did not run on (0 unless the module says where it runs)."""
-        if not self.head_flops_per_token or not hasattr(pl_module, "head_positions"):
+        if not self.head_flops_per_token or not isinstance(pl_module, HeadPositions):
             return 0.0
         positions = pl_module.head_positions(batch)
         return 0.0 if positions is None else tokens - float(positions)

@@ -1,7 +1,8 @@
 """Evaluation: the general-ability (forgetting) set and lm-eval tasks, shared with the callbacks; per-task loss,
 generations and task metrics, pairwise judging, blind A/B pages for people, run-vs-run diffs, chat, data reports.
 
-Commands: ``python eval.py`` (``mode=eval|chat|data_report``) and ``python -m lit_ft.eval.judge|blind_ab|diff``. The command modules are imported on use; the task metrics are
+Commands: ``python eval.py`` (``mode=eval|chat|data_report``, wired in :mod:`lit_ft.evaluate`) and
+``python -m lit_ft.eval.judge|blind_ab|diff``. The command modules are imported on use; the task metrics are
 exported here because configs name them (``lit_ft.eval.TextOverlap``, ``lit_ft.eval.LabelMetrics``).
 """
 

@@ -1,8 +1,8 @@
 """Batched generation of answers to held-out prompts (greedy or sampled).
 
-Prompts are those of :func:`lit_ft.callbacks.generation.prompts_from_records`: a data row cut before the answer
-it was trained on, ``{"id", "task_type", "reference"}`` with ``"messages"`` (rendered with the chat template and
-the assistant header, as training tokenises it) or ``"text"`` (continued as it is).
+Prompts are those of :mod:`lit_ft.data.prompts`: a data row cut before the answer it was trained on, with
+``"messages"`` (rendered with the chat template and the assistant header, as training tokenises it) or ``"text"``
+(continued as it is).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lit_ft.data.prompts import Prompt
 from lit_ft.data.tokenize import render_ids
-
-Prompt = dict[str, Any]
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from lit_ft.callbacks.task_metrics import GroupedMean
+from lit_ft.eval.grouped_mean import GroupedMean
 from lit_ft.modules.causal_lm import CausalLMModule
 
 

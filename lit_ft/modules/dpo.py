@@ -14,6 +14,7 @@ from peft import PeftModel
 from torch import nn
 
 from lit_ft.data.batch import loss_tokens
+from lit_ft.data.preference_datamodule import PreferenceDataModule
 from lit_ft.losses import completion_logps, dpo_loss, orpo_loss, shift_labels, simpo_loss
 from lit_ft.modules.causal_lm import CausalLMModule
 from lit_ft.modules.fine_tune import StepOutput
@@ -49,7 +50,7 @@ class DPOModule(PairwiseModule, CausalLMModule):
 
     The reference log-probs come, in order of preference, from:
     - ``precomputed``: one pass over the training and validation pairs before the first step (before the
-      validation that precedes training, in ``lit_ft.run``), with the model as training starts, dropout off.
+      validation that precedes training, in ``lit_ft.fit``), with the model as training starts, dropout off.
       Stored by example index (batches carry ``example_index``) and saved in checkpoints, so a resumed run
       keeps them. Costs one forward per pair, once; nothing extra in memory.
     - ``adapter``: the policy with its peft adapter switched off (``disable_adapter()``), on the fly: the
@@ -137,9 +138,10 @@ class DPOModule(PairwiseModule, CausalLMModule):
         if self.reference != "precomputed":
             return
         datamodule = self.trainer.datamodule
-        if not hasattr(datamodule, "ordered_dataloader"):
+        if not isinstance(datamodule, PreferenceDataModule):
             raise ValueError("reference='precomputed' needs a PreferenceDataModule; use 'adapter' or 'copy' otherwise")
-        splits = [s for s, pairs in (("train", datamodule.train_examples), ("val", datamodule.val_examples)) if pairs]
+        pairs = {"train": datamodule.train_examples, "val": datamodule.val_examples}
+        splits = [split for split, examples in pairs.items() if examples]
         if all(s in self.cached_reference_logps for s in splits):
             return
         if self.trainer.ckpt_path is not None:
@@ -151,7 +153,7 @@ class DPOModule(PairwiseModule, CausalLMModule):
         # Lightning's validation runs under inference mode; the cache must stay usable in training steps.
         with torch.inference_mode(False), torch.no_grad(), eval_mode(self.model):
             for split in splits:
-                cache = torch.zeros(len(getattr(datamodule, f"{split}_examples")), 2)
+                cache = torch.zeros(len(pairs[split]), 2)
                 for batch in datamodule.ordered_dataloader(split):
                     batch = {key: value.to(self.device) for key, value in batch.items()}
                     chosen, rejected = self.logps(batch).float().cpu().chunk(2)

@@ -109,8 +109,12 @@ class FineTuneModule(L.LightningModule):
         self._window_loss = torch.zeros(())  # summed loss of the optimizer step's micro-batches so far
         self._window_units = torch.zeros(())  # and their loss units
         # Set by whatever drops this optimizer step's update (a DivergenceGuard, a non-finite loss under
-        # optimizer_in_backward): the step's units are then not counted as trained. Reset at every step.
+        # optimizer_in_backward): the step's units are then not counted as trained, nor its micro-batches in the
+        # per-task training metrics. Reset at every step.
         self.step_dropped = False
+        # Set by whatever puts back the weights of an earlier step (early stopping's best check, when training
+        # ends): checks after training label their results with it (lit_ft.callbacks.steps.weights_step).
+        self.restored_step: int | None = None
         self.train_loss_tokens = 0  # loss units optimised so far, all ranks; kept in checkpoints
         self.rng = ResumableRNG()  # dropout continues after a resume as if the run had not stopped
         self.trainable_params = self.total_params = 0  # counted before a strategy shards the model

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from lit_ft.utils.protocols import TrainedModule
+
 _WRAPPER_PARTS = re.compile(r"(_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.")
 
 
@@ -72,7 +74,7 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     for a while (gradual unfreezing) are copied too, so a restore never mixes weights of two steps. Any other
     module: the parameters that require gradients now."""
     reshard(module)
-    names = getattr(module, "trainable_names", None)
+    names = module.trainable_names if isinstance(module, TrainedModule) else None
 
     def trains(name: str, parameter: torch.nn.Parameter) -> bool:
         return unwrapped_name(name) in names if names else parameter.requires_grad

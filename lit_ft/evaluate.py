@@ -1,6 +1,7 @@
 """The pipelines behind ``eval.py``: evaluate a saved model, chat with it (``mode=chat``), or report on data.
 
-Kept in the package (not in the scripts) so tests and other entry points call them directly.
+Kept in the package (not in the scripts) so tests and other entry points call them directly; wiring beside
+:mod:`lit_ft.run`, outside the scoring library :mod:`lit_ft.eval` that it puts together.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedTokenizerBase
 
-from lit_ft.callbacks.generation import prompts_from_records
 from lit_ft.config import validate_config
 from lit_ft.data.datamodule import FineTuneDataModule
+from lit_ft.data.prompts import prompts_from_records
 from lit_ft.eval.chat import chat
 from lit_ft.eval.data_report import data_report, print_report
 from lit_ft.eval.general import GeneralAbility, load_passages, load_questions
