@@ -19,12 +19,11 @@ os.environ.setdefault("LIT_FT_ROOT", str(Path(__file__).resolve().parent))
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from lit_ft.run import train
-    from lit_ft.stages import train_stages
     from lit_ft.utils.logs import setup_console
 
     setup_console()
 
-    summary = train_stages(cfg) if cfg.get("stages") else train(cfg)  # a curriculum, or one fit
+    summary = train(cfg)
     # The value Hydra sweepers (Optuna) minimise.
     return summary.get(cfg.get("optimized_metric", "val_loss_after"))
 

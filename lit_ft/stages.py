@@ -1,7 +1,7 @@
 """Multi-stage curricula: several fits in one run, the model each stage trains being the one the next starts from.
 
-A config with a ``stages:`` list runs them in order (``train.py`` calls :func:`train_stages` for it, and
-:func:`lit_ft.run.train` for a config without one; each stage is one :func:`lit_ft.fit.train_stage`). Each stage is a partial config merged over the rest of the
+A config with a ``stages:`` list runs them in order (:func:`lit_ft.run.train` calls :func:`train_stages` for it;
+each stage is one :func:`lit_ft.fit.train_stage`). Each stage is a partial config merged over the rest of the
 run's config, so a stage can change anything: its data (files, a mixture), ``trainer.max_epochs``, the optimizer
 and LR schedule (``module.scheduler``), the adapter. For example (``experiment=curriculum_legal``)::
 
@@ -39,7 +39,6 @@ from transformers import PreTrainedModel
 
 from lit_ft.fit import train_stage
 from lit_ft.summary import write_summary
-from lit_ft.utils.run_folder import claim_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +81,7 @@ def hand_over(model: PreTrainedModel) -> PreTrainedModel:
 
 def train_stages(cfg: DictConfig) -> dict[str, Any]:
     """Run the stages in order; return the last stage's summary with a ``stages`` list and run totals.
-
-    An earlier run in the same folder is never written over unless the config says so (:func:`claim_run_folder`).
-    """
-    claim_run_folder(cfg.paths.output_dir, cfg.get("ckpt_path"), bool(cfg.get("overwrite", False)))
+    (:func:`lit_ft.run.train` claims the run folder first.)"""
     if cfg.get("ckpt_path"):
         raise ValueError(
             "resuming a multi-stage run is not supported; each stage keeps its checkpoints in "

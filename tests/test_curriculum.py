@@ -13,7 +13,6 @@ from lit_ft.data import IGNORE_INDEX, SFTDataModule
 from lit_ft.data.mixing import mixture_counts, sample_mixture
 from lit_ft.modules.schedules import warmup_decay_schedule
 from lit_ft.run import train
-from lit_ft.stages import train_stages
 from tests.conftest import chat, write_jsonl
 from tests.support.helpers import compose_config
 from tests.test_recipes import lr_trace
@@ -97,13 +96,6 @@ def metric_rows(stage_dir, key):
         return [(int(r["step"]), float(r[key])) for r in csv.DictReader(handle) if r.get(key)]
 
 
-def test_a_single_fit_refuses_a_curriculum_config_and_names_its_runner(tmp_path):
-    cfg = compose_config(["experiment=curriculum_legal", "model=tiny"], output_dir=tmp_path)
-    with pytest.raises(ValueError, match=r"lit_ft\.stages\.train_stages\(cfg\)"):
-        train(cfg)
-    assert list(tmp_path.iterdir()) == []  # refused before the run folder is claimed or anything is written
-
-
 def test_curriculum_legal_runs_its_stages_in_order_handing_the_model_on(tmp_path):
     cfg = compose_config(
         [
@@ -124,7 +116,7 @@ def test_curriculum_legal_runs_its_stages_in_order_handing_the_model_on(tmp_path
         OmegaConf.update(cfg.stages[0], "trainer.limit_train_batches", 2)
         for stage in cfg.stages[1:]:
             OmegaConf.update(stage, "data.train_samples", 8)
-    summary = train_stages(cfg)
+    summary = train(cfg)
 
     names = [s["stage"] for s in summary["stages"]]
     assert names == ["cpt", "mixed_sft", "legal_sft"]
