@@ -52,7 +52,8 @@ class FineTuneModule(L.LightningModule):
         scheduler: ``partial`` taking ``(optimizer, num_training_steps)``; stepped every optimizer step.
         weight_decay: applied to weight matrices only (see :func:`~lit_ft.modules.optim.decay_groups`).
         freeze: freezes part of the model (``lit_ft.models.Freeze``: train only the top layers / the head).
-        adapter: wraps the model in trainable adapters (``lit_ft.models.LoRA``); the base stays frozen.
+        adapter: wraps the model in trainable adapters (``lit_ft.models.LoRA``); the base stays frozen, so
+            ``freeze`` is refused beside it.
         layer_lr_decay: discriminative learning rates: each decoder layer's LR is this factor times the one
             above it, the head at the base LR, the embeddings lowest (see :func:`~lit_ft.modules.optim.decay_groups`).
         lr_scaling: maps the global batch size to an LR multiplier (``lit_ft.modules.optim.LRScaling``).
@@ -92,6 +93,11 @@ class FineTuneModule(L.LightningModule):
         self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=2e-5))
         self.scheduler_factory = scheduler or warmup_cosine_schedule
         self.weight_decay = weight_decay
+        if freeze is not None and adapter is not None:
+            raise ValueError(
+                "peft and freeze are both set: peft freezes the whole base model itself, so the freeze choice would "
+                "be lost. Use one of them (to train whole modules beside the adapters, set peft.modules_to_save)."
+            )
         self.freeze, self.adapter = freeze, adapter
         if layer_lr_decay is not None and not 0 < layer_lr_decay <= 1:
             raise ValueError(
