@@ -27,6 +27,7 @@ from lit_ft.modules.l2sp import L2SP
 from lit_ft.modules.optim import LRScaling, OptimizerInBackward, build_optimizer, clip_by_global_norm, upcast_trainable
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.utils.distributed import unwrapped_name
+from lit_ft.utils.lightning_compat import attached_trainer
 from lit_ft.utils.rng import ResumableRNG
 
 log = logging.getLogger(__name__)
@@ -328,7 +329,7 @@ class FineTuneModule(L.LightningModule):
         """Save the trained model with its tokenizer in Hugging Face format (and the adapter, for adapter runs); return
         the folders written and the base model's name (:func:`~lit_ft.models.export.export_model`). In a distributed
         run every rank calls this (sharded weights are gathered first) and rank 0 writes."""
-        model = consolidated_model(self._trainer, self.model, self.build_model)
+        model = consolidated_model(attached_trainer(self), self.model, self.build_model)
         if model is not None and self.adapter is not None:
             self.model = None  # the export merges the adapters into their base: the last step of a run
         return export_model(output_dir, model, tokenizer, self.adapter is not None, self.base_model_name)
