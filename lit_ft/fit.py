@@ -65,13 +65,15 @@ def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tupl
     validate_config(cfg)  # typos, wrong types and incompatible options fail here, naming the key
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    # Before anything is written or loaded: the constructor checks the module's own options (a model is built
+    # later, in configure_model), so a bad one fails as early as the config checks.
+    module: L.LightningModule = instantiate(cfg.module, **({"model": model} if model else {}))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), output_dir)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    module: L.LightningModule = instantiate(cfg.module, **({"model": model} if model else {}))
     history = MetricHistory()
     callbacks = [history, *instantiate_group(cfg.get("callbacks"))]
     loggers = instantiate_group(cfg.get("logger"))

@@ -12,7 +12,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
 from lit_ft.config import PACKING_SAFE_ATTENTION, ConfigError, validate_config
 from lit_ft.run import train
-from tests.support.helpers import CONF, compose_config, experiment_names
+from tests.support.helpers import CONF, compose_config, experiment_names, run_entry_point
 
 
 @pytest.mark.parametrize("experiment", [None, *experiment_names()])
@@ -106,7 +106,6 @@ def test_typos_and_wrong_types_name_the_key(overrides, message, tmp_path):
         (["model.attn_implementation=flash_attention_2"], "needs a CUDA GPU (trainer=gpu); on CPU use sdpa"),
         (["peft=qlora"], "On CPU use peft=lora"),
         (["model.quantization=nf4", "trainer=gpu"], "use peft=qlora"),
-        (["peft=lora", "freeze=top_layers"], "peft and freeze are both set"),
     ],
 )
 def test_incompatible_options_are_refused_with_the_fix(overrides, message, tmp_path):
@@ -132,6 +131,38 @@ def test_a_run_with_a_typo_stops_before_building_anything(tmp_path):
         train(cfg)
     assert "data.bach_size" in str(error.value) and "module.optimizer.lr='fast': expected float" in str(error.value)
     assert not (tmp_path / "config.yaml").exists()
+
+
+# Rules about one object's own options live in its constructor (lit_ft/config/checks.py holds only rules that span
+# objects); lit_ft.run builds the module before it writes or loads anything, so they stop a run as early.
+OWN_RULES = [
+    (["peft=lora", "freeze=top_layers"], "peft and freeze are both set"),
+    (["experiment=dpo_legal", "module.label_smoothing=0.5"], "label_smoothing=0.5: must be in [0, 0.5)."),
+    (
+        ["experiment=dpo_legal", "module.loss_type=ipo", "module.label_smoothing=0.1"],
+        "label_smoothing=0.1 has no meaning for loss_type=ipo",
+    ),
+    (
+        ["module=dpo", "data=preference_legal", "module.reference=adapter"],
+        "reference=adapter disables the LoRA adapter to get the reference, but there is none: add peft=lora",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), OWN_RULES)
+def test_an_objects_own_rule_stops_a_run_before_anything_is_written(overrides, message, tmp_path):
+    cfg = compose_config(overrides, output_dir=tmp_path / "run")
+    validate_config(cfg)  # no config check of it: one home per rule
+    with pytest.raises(Exception, match=re.escape(message)):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_command_line_stops_at_start_on_an_objects_own_rule(tmp_path):
+    overrides, message = OWN_RULES[2]
+    result = run_entry_point([*overrides, f"paths.log_dir={tmp_path}", "run_name=bad"], check=False)
+    assert result.returncode != 0 and message in result.stderr
+    assert not (tmp_path / "bad" / "config.yaml").exists()  # the run's own files: none (Hydra's .hydra/ is there)
 
 
 def extended(path: Path) -> list[Path]:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import lightning as L
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from lit_ft.data import Collator
 from lit_ft.losses import token_cross_entropy
+from lit_ft.models import Freeze, LoRA
 from lit_ft.modules import SFTModule
 from lit_ft.modules.optim import decay_groups
 from lit_ft.modules.schedules import warmup_cosine_schedule
@@ -44,6 +47,15 @@ def test_accumulated_gradient_is_token_mean_over_the_window(tokenizer, tiny_mode
         torch.testing.assert_close(capture.grads[f"model.{name}"], parameter.grad, atol=1e-5, rtol=1e-4)
     assert module.train_loss_tokens == 7
     assert math.isclose(trainer.callback_metrics["train/loss"].item(), (total / tokens).item(), rel_tol=1e-5)
+
+
+def test_freeze_beside_an_adapter_is_refused_when_the_module_is_built():
+    built = []  # refused before the model factory runs
+    with pytest.raises(ValueError, match=re.escape("peft and freeze are both set: peft freezes the whole base")):
+        SFTModule(model=lambda: built.append(True), freeze=Freeze(train_last_layers=1), adapter=LoRA(r=4))
+    assert not built
+    assert SFTModule(model=lambda: None, freeze=Freeze(train_last_layers=1)).freeze.train_last_layers == 1
+    assert SFTModule(model=lambda: None, adapter=LoRA(r=4)).adapter.r == 4
 
 
 def test_no_weight_decay_on_norms_and_biases(tiny_model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import types
 
 import pytest
@@ -199,10 +200,41 @@ def test_cached_reference_round_trips_through_a_checkpoint(tokenizer, datamodule
         dpo(tokenizer, loss_type="ipo").on_load_checkpoint(checkpoint)
 
 
-def test_adapter_reference_needs_an_adapter(tokenizer):
-    module = DPOModule(model=lambda: tiny_llama(tokenizer), reference="adapter")
-    with pytest.raises(ValueError, match="needs a peft adapter"):
-        module.configure_model()
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"label_smoothing": 0.5}, "label_smoothing=0.5: must be in [0, 0.5)."),
+        ({"label_smoothing": -0.1}, "label_smoothing=-0.1: must be in [0, 0.5)."),
+        ({"loss_type": "ipo", "label_smoothing": 0.1}, "label_smoothing=0.1 has no meaning for loss_type=ipo"),
+        ({"loss_type": "hinge", "label_smoothing": 0.1}, "label_smoothing=0.1 has no meaning for loss_type=hinge"),
+        ({"loss_type": "orpo", "label_smoothing": 0.1}, "label_smoothing=0.1 has no meaning for loss_type=orpo"),
+        ({"reference": "adapter", "adapter": None}, "reference=adapter disables the LoRA adapter"),
+        ({"loss_type": "kto"}, "unknown loss_type 'kto' (sigmoid, robust, hinge, ipo, simpo, orpo)"),
+        ({"reference": "ema"}, "unknown reference 'ema' (precomputed, adapter, copy)"),
+    ],
+)
+def test_dpo_options_are_refused_when_the_module_is_built(options, message):
+    built = []  # the model factory is never called: the refusal comes before any model exists
+    options = {"adapter": LoRA(r=4), **options}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DPOModule(model=lambda: built.append(True), **options)
+    assert not built
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"loss_type": "sigmoid", "label_smoothing": 0.49},
+        {"loss_type": "robust", "label_smoothing": 0.2},
+        {"loss_type": "simpo", "label_smoothing": 0.1},
+        {"loss_type": "simpo", "reference": "adapter", "adapter": None},  # needs no reference: the option is moot
+        {"loss_type": "ipo", "reference": "adapter"},
+    ],
+)
+def test_dpo_options_that_fit_are_accepted(options):
+    module = DPOModule(model=lambda: None, **{"adapter": LoRA(r=4), **options})
+    assert module.label_smoothing == options.get("label_smoothing", 0.0)
+    assert module.reference == (None if options["loss_type"] == "simpo" else options.get("reference", "precomputed"))
 
 
 def reward_module(tokenizer, **kwargs) -> RewardModelModule:
@@ -311,18 +343,12 @@ def test_dpo_run_raises_reward_accuracy_and_margin(tmp_path, pair_files):
     assert summary["train_pairs"] == 2 * 16
 
 
-def test_config_checks_catch_mismatched_data_and_dpo_options():
+def test_config_checks_catch_mismatched_module_and_data():
     from lit_ft.config import ConfigError, validate_config
 
     for experiment in ("rm_legal", "dpo_legal"):
         validate_config(compose_config([f"experiment={experiment}"]))
-    cases = {
-        "preference pairs": ["module=dpo"],  # the default data is the SFT set
-        "reference=adapter": ["module=dpo", "data=preference_legal", "module.reference=adapter"],
-        "no meaning": ["experiment=dpo_legal", "module.loss_type=ipo", "module.label_smoothing=0.1"],
-    }
-    for message, overrides in cases.items():
-        with pytest.raises(ConfigError, match=message):
-            validate_config(compose_config(overrides))
+    with pytest.raises(ConfigError, match="preference pairs"):
+        validate_config(compose_config(["module=dpo"]))  # the default data is the SFT set
     with pytest.raises(ConfigError, match="preference pairs"):
         validate_config(compose_config(["data=preference_legal"]))  # SFT on pairs

@@ -7,14 +7,14 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
 
 from lit_ft.utils.distributed import is_sharded, load_trainable_state, own_shards, trainable_state, whole_tensors
+from lit_ft.utils.lightning_compat import EarlyStoppingHooks
 
 log = logging.getLogger(__name__)
 
 
-class EarlyStoppingWithRestore(EarlyStopping):
+class EarlyStoppingWithRestore(EarlyStoppingHooks):
     """Lightning's :class:`EarlyStopping` (``monitor``, ``mode``, ``patience``, ``min_delta``, ...) that also
     restores the best weights.
 
@@ -46,16 +46,12 @@ class EarlyStoppingWithRestore(EarlyStopping):
         self.stop_reason: str | None = None
         self.restored = False
 
-    def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, str | None]:
-        should_stop, reason = super()._evaluate_stopping_criteria(current)
+    def on_stop_decision(self, should_stop: bool, reason: str | None) -> None:
         if should_stop and self.stop_reason is None:
             self.stop_reason = reason
-        return should_stop, reason
 
-    def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
-        previous = self.best_score.clone()
-        super()._run_early_stopping_check(trainer)
-        if not torch.equal(previous.to(self.best_score.device), self.best_score):  # the check improved
+    def on_check_end(self, trainer: L.Trainer, improved: bool) -> None:
+        if improved:
             self.best_state = trainable_state(trainer.lightning_module) if self.restore_best else None
             self.best_step = trainer.global_step
         if self.stop_reason is not None and self.stopped_step is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from lit_ft.config.checks import CHECKS, PACKING_SAFE_ATTENTION, check_compatibility
+from lit_ft.config.checks import PACKING_SAFE_ATTENTION, check_compatibility
 from lit_ft.config.schema import check_targets, target_options
 
 
@@ -20,7 +20,6 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 __all__ = [
-    "CHECKS",
     "PACKING_SAFE_ATTENTION",
     "ConfigError",
     "check_compatibility",

@@ -1,4 +1,10 @@
-"""Combinations of options that are each valid but do not work together, refused with what to change."""
+"""Combinations of options that are each valid but do not work together, refused with what to change.
+
+Only rules that span objects live here (module vs data, packing vs attention, ZeRO-3 vs callbacks, quantisation vs
+adapter, a CUDA-only choice vs the trainer and machine). A rule about one object's own options lives in that
+object's constructor (``DPOModule``'s loss options, ``FineTuneModule``'s ``freeze`` beside ``adapter``), which
+``lit_ft.run`` calls before it writes or loads anything, so it fails as early as these checks.
+"""
 
 from __future__ import annotations
 
@@ -108,15 +114,6 @@ def check_quantization(cfg: DictConfig) -> list[str]:
     return errors
 
 
-def check_freeze_with_adapter(cfg: DictConfig) -> list[str]:
-    if _get(cfg, "module.adapter") is not None and _get(cfg, "module.freeze") is not None:
-        return [
-            "peft and freeze are both set: peft freezes the whole base model itself, so the freeze choice would be "
-            "lost. Use one of them (to train whole modules beside the adapters, set peft.modules_to_save)."
-        ]
-    return []
-
-
 def _target_class(cfg: DictConfig, key: str) -> type | None:
     """The class a node's ``_target_`` names (``None`` when absent or not importable: reported elsewhere)."""
     from hydra.utils import get_object
@@ -132,33 +129,17 @@ def _target_class(cfg: DictConfig, key: str) -> type | None:
 
 
 def check_preference(cfg: DictConfig) -> list[str]:
-    """Preference modules need preference pairs (and the reverse); DPO options that cannot work together."""
+    """Preference modules need preference pairs, and the other modules need the other data."""
     from lit_ft.data.preference_datamodule import PreferenceDataModule
-    from lit_ft.modules.dpo import REFERENCE_FREE, DPOModule
     from lit_ft.modules.pairwise import PairwiseModule
 
     module, data = _target_class(cfg, "module"), _target_class(cfg, "data")
-    if module is None or data is None:
+    if module is None or data is None or issubclass(module, PairwiseModule) == issubclass(data, PreferenceDataModule):
         return []
-    errors = []
-    if issubclass(module, PairwiseModule) != issubclass(data, PreferenceDataModule):
-        errors.append(
-            f"module {module.__name__} and data {data.__name__} do not fit: reward models and DPO train on "
-            "preference pairs (data=preference_legal or data=preference), SFT on the other data configs."
-        )
-    if issubclass(module, DPOModule):
-        loss_type, smoothing = _get(cfg, "module.loss_type", "sigmoid"), _get(cfg, "module.label_smoothing", 0.0)
-        reference = _get(cfg, "module.reference", "precomputed")
-        if reference == "adapter" and loss_type not in REFERENCE_FREE and _get(cfg, "module.adapter") is None:
-            errors.append(
-                "module.reference=adapter disables the LoRA adapter to get the reference, but there is none: "
-                "add peft=lora, or use module.reference=precomputed (or copy)."
-            )
-        if smoothing and loss_type in ("hinge", "ipo", "orpo"):
-            errors.append(f"module.label_smoothing={smoothing} has no meaning for module.loss_type={loss_type}.")
-        if not 0.0 <= smoothing < 0.5:
-            errors.append(f"module.label_smoothing={smoothing}: must be in [0, 0.5).")
-    return errors
+    return [
+        f"module {module.__name__} and data {data.__name__} do not fit: reward models and DPO train on "
+        "preference pairs (data=preference_legal or data=preference), SFT on the other data configs."
+    ]
 
 
 def check_optimizer_in_backward(cfg: DictConfig) -> list[str]:
@@ -225,13 +206,11 @@ def check_logger_packages(cfg: DictConfig) -> list[str]:
     return errors
 
 
-# Modules add their own rules here (for example DPO's loss and log-prob reduction).
 CHECKS: list[Check] = [
     check_cuda_only,
     check_packing,
     check_flash_attention,
     check_quantization,
-    check_freeze_with_adapter,
     check_preference,
     check_optimizer_in_backward,
     check_zero3_callbacks,

@@ -32,6 +32,7 @@ from lit_ft.data.stats import SplitStats
 from lit_ft.data.tokenize import tokenize_example
 from lit_ft.data.truncation import Truncated, TruncationPolicy, truncate
 from lit_ft.models import load_tokenizer
+from lit_ft.utils.lightning_compat import train_data_fetcher
 
 log = logging.getLogger(__name__)
 
@@ -345,13 +346,13 @@ class FineTuneDataModule(L.LightningDataModule):
         # Lightning warns that a loader without state_dict cannot resume mid-epoch; this one resumes through here.
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
         log.info("Resuming the training data at epoch %d, batch %d", epoch, batch)
-        fit_loop = self.trainer.fit_loop if self.trainer is not None else None
-        if self.train_sampler is not None and fit_loop is not None and fit_loop._data_fetcher is not None:
+        fetcher = train_data_fetcher(self.trainer) if self.trainer is not None else None
+        if self.train_sampler is not None and fetcher is not None:
             # Strategies that restore after setup (FSDP, DeepSpeed, ModelParallel) built and started the loader
             # before this call: restart its iterator at the resumed position.
             self.train_sampler.resume(*self._resume_at)
             self._resume_at = None
-            iter(fit_loop._data_fetcher)
+            iter(fetcher)
 
     def _data_layout(self) -> dict[str, int]:
         world_size = self.trainer.world_size if self.trainer is not None else 1

@@ -6,25 +6,28 @@ keeps the file and its columns and appends. Rows of steps after the last checkpo
 file; the resumed run logs those steps again below them. (A new run never finds an earlier file: the run folder
 refuses it first, :mod:`lit_ft.utils.run_folder`.)
 
-It overrides two private members of Lightning's CSV logging (``ExperimentWriter._check_log_dir_exists`` and
-``CSVLogger._experiment``); tests/test_rerun.py fails loudly if Lightning changes either.
+The private members of Lightning's CSV logging this needs are reached through :mod:`lit_ft.utils.lightning_compat`
+(:class:`~lit_ft.utils.lightning_compat.CSVWriterHook`, :func:`~lit_ft.utils.lightning_compat.csv_writer`), whose
+tests fail loudly if Lightning changes them; tests/test_rerun.py checks the resumed log end to end.
 """
 
 from __future__ import annotations
 
 import csv
+from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from lit_ft.utils.lightning_compat import CSVWriterHook, csv_writer
 
-class ContinuingExperimentWriter(ExperimentWriter):
+
+class ContinuingExperimentWriter(CSVWriterHook):
     """Writes ``metrics.csv`` after the rows already there (same columns, new ones added as Lightning does)."""
 
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+    def on_start(self, fs: Any) -> None:
+        if fs.isfile(self.metrics_file_path):
+            with fs.open(self.metrics_file_path, "r", newline="") as handle:
                 self.metrics_keys = next(csv.reader(handle), [])
 
 
@@ -34,7 +37,4 @@ class CSVLogger(LightningCSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> ContinuingExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = ContinuingExperimentWriter(log_dir=self.log_dir)
-        return self._experiment
+        return csv_writer(self, ContinuingExperimentWriter)

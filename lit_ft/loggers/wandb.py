@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 
+from lit_ft.utils.lightning_compat import wandb_offline, wandb_run
+
 log = logging.getLogger(__name__)
 
 STEP = "trainer/global_step"
@@ -116,7 +118,7 @@ class WandbLogger(LightningWandbLogger):
 
     @property
     def experiment(self):
-        new = self._experiment is None
+        new = wandb_run(self) is None
         if new:
             import wandb
 
@@ -138,7 +140,7 @@ class WandbLogger(LightningWandbLogger):
             self.log_table(key, columns=columns, data=rows)
         model_dir = summary.get("adapter_path") or summary.get("model_path")
         if self.log_artifact and model_dir:
-            if self._offline:
+            if wandb_offline(self):
                 log.info("W&B: offline, so the model is not logged as an artifact")
             else:
                 import wandb
@@ -148,7 +150,7 @@ class WandbLogger(LightningWandbLogger):
                 run.log_artifact(artifact)
         run_dir = Path(run.dir).parent if getattr(run, "dir", None) else None
         run.finish()
-        if self._offline and run_dir is not None:
+        if wandb_offline(self) and run_dir is not None:
             log.warning("W&B run logged offline; upload it with: wandb sync %s", run_dir)
 
 

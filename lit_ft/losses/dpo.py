@@ -38,14 +38,12 @@ def dpo_loss(
     Args:
         policy_* / ref_*: [B] completion log-probabilities (summed, or averaged for IPO).
         beta: strength of the KL constraint to the reference (the inverse temperature of the implicit reward).
+        label_smoothing: ``e`` in [0, 0.5), used by ``sigmoid`` and ``robust`` only (``DPOModule`` checks both when
+            it is built).
 
     Returns:
         ``(losses, chosen_rewards, rejected_rewards)``, each [B].
     """
-    if loss_type in ("hinge", "ipo") and label_smoothing:
-        raise ValueError(f"label_smoothing applies to the sigmoid and robust losses, not to {loss_type!r}")
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
     h = (policy_chosen_logps - policy_rejected_logps) - (ref_chosen_logps - ref_rejected_logps)
     if loss_type == "sigmoid":
         losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)

@@ -19,13 +19,12 @@ def simpo_loss(
     ``loss = -(1 - e) log sigmoid(beta (a_c - a_r) - gamma) - e log sigmoid(-(beta (a_c - a_r) - gamma))``
 
     where ``a`` are length-averaged completion log-probs (``completion_logps(..., average=True)``), ``gamma``
-    the target reward margin and ``e`` optional label smoothing. No reference model.
+    the target reward margin and ``e`` optional label smoothing, in [0, 0.5) (``DPOModule`` checks it when it is
+    built). No reference model.
 
     Returns:
         ``(losses, chosen_rewards, rejected_rewards)``, each [B]; rewards ``beta * a`` (detached).
     """
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
     logits = beta * (policy_chosen_logps - policy_rejected_logps) - gamma
     losses = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
     return losses, beta * policy_chosen_logps.detach(), beta * policy_rejected_logps.detach()

@@ -7,10 +7,9 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
-from peft import PeftModel
 from torch import nn
 
 from lit_ft.data.batch import loss_tokens
@@ -26,6 +25,7 @@ LossType = Literal["sigmoid", "robust", "hinge", "ipo", "simpo", "orpo"]
 Reference = Literal["precomputed", "adapter", "copy"]
 REFERENCE_FREE = ("simpo", "orpo")
 LENGTH_AVERAGED = ("ipo", "simpo", "orpo")
+SMOOTHABLE = ("sigmoid", "robust", "simpo")  # the losses with a label-smoothing term
 
 
 @contextmanager
@@ -65,12 +65,17 @@ class DPOModule(PairwiseModule, CausalLMModule):
     Args:
         beta: DPO's KL strength (0.1 is usual); SimPO's reward scale (about 2); ORPO's lambda (about 0.1).
         loss_type: ``sigmoid`` (DPO; cDPO with ``label_smoothing``), ``robust``, ``hinge``, ``ipo``, ``simpo``, ``orpo``.
-        label_smoothing: assumed probability that a preference label is flipped (sigmoid, robust, simpo).
+        label_smoothing: assumed probability ``e`` that a preference label is flipped (sigmoid, robust, simpo), in
+            [0, 0.5): at 0.5 a label says nothing, and the robust loss divides by ``1 - 2e``.
         simpo_gamma: SimPO's target margin.
         sft_weight: weight of an added NLL term on the chosen answer (token mean per pair), as in RPO
             (Pang et al., 2024); 0 switches it off.
         reference: ``precomputed``, ``adapter`` or ``copy`` (ignored by SimPO and ORPO, which need none).
         (others: see :class:`lit_ft.modules.CausalLMModule`, whose token losses give the log-probs)
+
+    The options are checked here, when the module is built (before any model is loaded): an unknown
+    ``loss_type`` or ``reference``, ``label_smoothing`` outside [0, 0.5) or with a loss that has none, and
+    ``reference='adapter'`` without an ``adapter`` are refused with what to change.
     """
 
     metric_names = (*REWARD_METRICS, "logps/chosen", "logps/rejected")
@@ -87,10 +92,22 @@ class DPOModule(PairwiseModule, CausalLMModule):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if loss_type not in ("sigmoid", "robust", "hinge", "ipo", *REFERENCE_FREE):
-            raise ValueError(f"unknown loss_type {loss_type!r}")
-        if reference not in ("precomputed", "adapter", "copy"):
-            raise ValueError(f"unknown reference {reference!r} (precomputed, adapter or copy)")
+        if loss_type not in get_args(LossType):
+            raise ValueError(f"unknown loss_type {loss_type!r} ({', '.join(get_args(LossType))})")
+        if reference not in get_args(Reference):
+            raise ValueError(f"unknown reference {reference!r} ({', '.join(get_args(Reference))})")
+        if not 0.0 <= label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 0.5).")
+        if label_smoothing and loss_type not in SMOOTHABLE:
+            raise ValueError(
+                f"label_smoothing={label_smoothing} has no meaning for loss_type={loss_type} "
+                f"(only {', '.join(SMOOTHABLE)} have a smoothing term)."
+            )
+        if reference == "adapter" and loss_type not in REFERENCE_FREE and self.adapter is None:
+            raise ValueError(
+                "reference=adapter disables the LoRA adapter to get the reference, but there is none: add peft=lora "
+                "(a peft adapter), or use reference=precomputed (or copy)."
+            )
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
         self.simpo_gamma, self.sft_weight = simpo_gamma, sft_weight
         self.reference = None if loss_type in REFERENCE_FREE else reference
@@ -103,8 +120,6 @@ class DPOModule(PairwiseModule, CausalLMModule):
     # --- model and reference -------------------------------------------------------------------------------
     def configure_model(self) -> None:
         super().configure_model()
-        if self.reference == "adapter" and not isinstance(self.model, PeftModel):
-            raise ValueError("reference='adapter' needs a peft adapter (peft=lora); use 'precomputed' or 'copy'")
         if self.reference == "copy" and self.reference_model is None:
             self.reference_model = copy.deepcopy(self.model).requires_grad_(False).eval()
 

@@ -27,6 +27,7 @@ from lit_ft.modules.l2sp import L2SP
 from lit_ft.modules.optim import LRScaling, OptimizerInBackward, build_optimizer, clip_by_global_norm, upcast_trainable
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.utils.distributed import unwrapped_name
+from lit_ft.utils.lightning_compat import attached_trainer
 from lit_ft.utils.rng import ResumableRNG
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ class FineTuneModule(L.LightningModule):
         scheduler: ``partial`` taking ``(optimizer, num_training_steps)``; stepped every optimizer step.
         weight_decay: applied to weight matrices only (see :func:`~lit_ft.modules.optim.decay_groups`).
         freeze: freezes part of the model (``lit_ft.models.Freeze``: train only the top layers / the head).
-        adapter: wraps the model in trainable adapters (``lit_ft.models.LoRA``); the base stays frozen.
+        adapter: wraps the model in trainable adapters (``lit_ft.models.LoRA``); the base stays frozen, so
+            ``freeze`` is refused beside it.
         layer_lr_decay: discriminative learning rates: each decoder layer's LR is this factor times the one
             above it, the head at the base LR, the embeddings lowest (see :func:`~lit_ft.modules.optim.decay_groups`).
         lr_scaling: maps the global batch size to an LR multiplier (``lit_ft.modules.optim.LRScaling``).
@@ -92,6 +94,11 @@ class FineTuneModule(L.LightningModule):
         self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=2e-5))
         self.scheduler_factory = scheduler or warmup_cosine_schedule
         self.weight_decay = weight_decay
+        if freeze is not None and adapter is not None:
+            raise ValueError(
+                "peft and freeze are both set: peft freezes the whole base model itself, so the freeze choice would "
+                "be lost. Use one of them (to train whole modules beside the adapters, set peft.modules_to_save)."
+            )
         self.freeze, self.adapter = freeze, adapter
         if layer_lr_decay is not None and not 0 < layer_lr_decay <= 1:
             raise ValueError(
@@ -326,7 +333,7 @@ class FineTuneModule(L.LightningModule):
         """Save the trained model with its tokenizer in Hugging Face format (and the adapter, for adapter runs); return
         the folders written and the base model's name (:func:`~lit_ft.models.export.export_model`). In a distributed
         run every rank calls this (sharded weights are gathered first) and rank 0 writes."""
-        model = consolidated_model(self._trainer, self.model, self.build_model)
+        model = consolidated_model(attached_trainer(self), self.model, self.build_model)
         if model is not None and self.adapter is not None:
             self.model = None  # the export merges the adapters into their base: the last step of a run
         return export_model(output_dir, model, tokenizer, self.adapter is not None, self.base_model_name)

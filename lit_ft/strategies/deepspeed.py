@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning.pytorch.strategies import DeepSpeedStrategy as LightningDeepSpeedStrategy
 from omegaconf import OmegaConf
 
 from lit_ft.strategies.launch import HydraSafeLaunch
+from lit_ft.utils.lightning_compat import DeepSpeedConfigHook
 
 _HALF = {"bf16-mixed": "bf16", "bf16-true": "bf16", "16-mixed": "fp16", "16-true": "fp16", "32-true": None}
 
@@ -77,7 +77,7 @@ def deepspeed_config(
     return config
 
 
-class DeepSpeedStrategy(HydraSafeLaunch, LightningDeepSpeedStrategy):
+class DeepSpeedStrategy(HydraSafeLaunch, DeepSpeedConfigHook):
     """Lightning's ``DeepSpeedStrategy`` with the config from :func:`deepspeed_config`, made at setup.
 
     Args:
@@ -102,12 +102,12 @@ class DeepSpeedStrategy(HydraSafeLaunch, LightningDeepSpeedStrategy):
         self.stage, self.micro_batch_size = stage, micro_batch_size
         self.offload_optimizer, self.offload_parameters = offload_optimizer, offload_parameters
 
-    def _format_config(self) -> None:
+    def fill_config(self) -> None:
         trainer = self.lightning_module.trainer
         from_run = deepspeed_config(
             stage=self.stage,
             precision=self.precision_plugin.precision,
-            micro_batch_size=self.micro_batch_size or self._auto_select_batch_size(),
+            micro_batch_size=self.micro_batch_size or self.auto_micro_batch_size(),
             accumulate_grad_batches=trainer.accumulate_grad_batches,
             gradient_clip_val=trainer.gradient_clip_val,
             offload_optimizer=self.offload_optimizer,

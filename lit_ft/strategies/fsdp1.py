@@ -6,20 +6,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 from lit_ft.models.layers import decoder_layer_classes
 from lit_ft.strategies.launch import HydraSafeLaunch
+from lit_ft.utils.lightning_compat import FSDPSetupHook, fsdp_state_dict_type, set_activation_checkpointing_policy
 
 
-class FSDP1Strategy(HydraSafeLaunch, FSDPStrategy):
+class FSDP1Strategy(HydraSafeLaunch, FSDPSetupHook):
     """Lightning's ``FSDPStrategy`` whose policies name the decoder-layer class found in the built model.
 
     Lightning takes the policies as sets of classes when the strategy is created, before the model exists; here
-    they are resolved in ``_setup_model``, after ``configure_model`` built the model and before FSDP wraps it.
+    they are resolved in ``before_wrap``, after ``configure_model`` built the model and before FSDP wraps it.
 
     Args:
         wrap_decoder_layers: each decoder layer is its own FSDP unit (``auto_wrap_policy``), so only one layer's
@@ -54,7 +54,7 @@ class FSDP1Strategy(HydraSafeLaunch, FSDPStrategy):
 
     def prepare(self, module: nn.Module) -> None:
         """Point the wrapping and checkpointing policies at the decoder-layer classes of the built ``module``."""
-        if self._state_dict_type == "sharded" and not getattr(module, "strict_loading", True):
+        if fsdp_state_dict_type(self) == "sharded" and not getattr(module, "strict_loading", True):
             raise ValueError(
                 "strategy=fsdp1 with state_dict_type=sharded cannot resume the slim checkpoints of adapter and "
                 "frozen-backbone runs (they hold only the trainable weights); use strategy.state_dict_type=full, "
@@ -64,9 +64,8 @@ class FSDP1Strategy(HydraSafeLaunch, FSDPStrategy):
         if self.wrap_decoder_layers:
             self.kwargs["auto_wrap_policy"] = policy
         if self.activation_checkpointing:
-            self._activation_checkpointing_kwargs = {"auto_wrap_policy": policy}  # Lightning's form for a class set
+            set_activation_checkpointing_policy(self, policy)
 
-    def _setup_model(self, model: nn.Module) -> nn.Module:
+    def before_wrap(self, model: nn.Module) -> None:
         if not any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):  # not wrapped by an earlier stage
             self.prepare(model)
-        return super()._setup_model(model)

@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.load import _METADATA_FILENAME
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
@@ -27,6 +26,12 @@ from lit_ft.models.layers import decoder_layer_classes
 from lit_ft.strategies.launch import HydraSafeLaunch
 from lit_ft.utils.distributed import unwrapped_name
 from lit_ft.utils.io import replace_directory
+from lit_ft.utils.lightning_compat import (
+    METADATA_FILENAME,
+    data_parallel_size,
+    saves_distributed_checkpoint,
+    set_data_parallel_size,
+)
 
 
 def _dtype(name: str | None) -> torch.dtype | None:
@@ -94,7 +99,7 @@ def load_slim_checkpoint(
     set_model_state_dict(module, model_state, options=StateDictOptions(strict=False))
     for i, optimizer in enumerate(optimizers):
         set_optimizer_state_dict(module, optimizer, optim_state_dict=optimizer_states[f"optimizer_{i}"])
-    return torch.load(path / _METADATA_FILENAME, weights_only=weights_only)  # Lightning's loops, callbacks...
+    return torch.load(path / METADATA_FILENAME, weights_only=weights_only)  # Lightning's loops, callbacks...
 
 
 class FSDP2Strategy(HydraSafeLaunch, ModelParallelStrategy):
@@ -141,8 +146,8 @@ class FSDP2Strategy(HydraSafeLaunch, ModelParallelStrategy):
         self.activation_checkpointing = activation_checkpointing
 
     def setup_environment(self) -> None:
-        if self._data_parallel_size == "auto":  # Lightning's "auto" shards within a node only (for 2D parallelism)
-            self._data_parallel_size = self.num_nodes * self.num_processes
+        if data_parallel_size(self) == "auto":  # Lightning's "auto" shards within a node only (for 2D parallelism)
+            set_data_parallel_size(self, self.num_nodes * self.num_processes)
         super().setup_environment()
 
     def setup(self, trainer: L.Trainer) -> None:
@@ -161,7 +166,7 @@ class FSDP2Strategy(HydraSafeLaunch, ModelParallelStrategy):
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: str | Path, storage_options: Any = None) -> None:
         """Write a sharded checkpoint into a sibling folder, and rename it into place once every rank has written
         its shard: a kill never leaves a half-written ``last.ckpt`` (``AtomicCheckpointIO`` does so for files)."""
-        if not self._save_distributed_checkpoint:
+        if not saves_distributed_checkpoint(self):
             return super().save_checkpoint(checkpoint, filepath, storage_options)
         path = Path(self.broadcast(filepath))
         partial = path.with_name(f".{path.name}.partial")

@@ -15,8 +15,13 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch.distributed as dist
-from lightning.pytorch.strategies.launchers import subprocess_script
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+from lit_ft.utils.lightning_compat import (
+    ChildCommandLauncher,
+    LauncherChoice,
+    is_lightning_subprocess_launcher,
+    launched_processes,
+)
 
 # What Lightning's launcher sets in the environment of the process that starts the others.
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -48,33 +53,28 @@ def hydra_job_command(local_rank: int) -> tuple[Sequence[str], str]:
     return command, get_original_cwd()
 
 
-class HydraJobLauncher(_SubprocessScriptLauncher):
+class HydraJobLauncher(ChildCommandLauncher):
     """Lightning's subprocess launcher, starting the other ranks on the current Hydra job (see module docstring)."""
 
-    def _call_children_scripts(self) -> None:
-        lightning_command = subprocess_script._hydra_subprocess_cmd
-        subprocess_script._hydra_subprocess_cmd = hydra_job_command
-        try:
-            super()._call_children_scripts()
-        finally:
-            subprocess_script._hydra_subprocess_cmd = lightning_command
+    def hydra_child_command(self, local_rank: int) -> tuple[Sequence[str], str]:
+        return hydra_job_command(local_rank)
 
 
-class HydraSafeLaunch:
+class HydraSafeLaunch(LauncherChoice):
     """Strategy mixin: use :class:`HydraJobLauncher` where Lightning would use its subprocess launcher."""
 
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        if type(self._launcher) is _SubprocessScriptLauncher:
-            self._launcher = HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+    def choose_launcher(self, launcher: object) -> object:
+        if is_lightning_subprocess_launcher(launcher):
+            return HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+        return launcher
 
 
 def end_processes(trainer: L.Trainer) -> None:
     """Close a finished run's process group; in the process that started the others, wait for them and clear
     the launch environment, so that a later run in this process (the next job of a sweep) launches afresh."""
-    launcher = trainer.strategy.launcher
-    if isinstance(launcher, _SubprocessScriptLauncher) and launcher.procs:
-        for process in launcher.procs:
+    processes = launched_processes(trainer.strategy.launcher)
+    if processes:
+        for process in processes:
             process.wait()
         for key in LAUNCH_ENV:
             os.environ.pop(key, None)
