@@ -37,6 +37,7 @@ from lit_ft.strategies import (
 from lit_ft.strategies.fsdp2 import shard_model
 from lit_ft.strategies.launch import LAUNCH_ENV
 from lit_ft.utils.distributed import unwrapped_name
+from lit_ft.utils.lightning_compat import fsdp_state_dict_type
 from tests.support.helpers import REPO, compose_config
 
 
@@ -54,7 +55,7 @@ def test_default_stays_single_device_and_strategies_compose(tmp_path):
     assert isinstance(fsdp, FSDP2Strategy) and fsdp.reshard_after_forward and not fsdp.activation_checkpointing
     assert (fsdp.mp_policy.param_dtype, fsdp.mp_policy.reduce_dtype) == (torch.bfloat16, torch.float32)
     fsdp1 = instantiate(compose_config(["strategy=fsdp1"], output_dir=tmp_path).trainer.strategy)
-    assert isinstance(fsdp1, FSDP1Strategy) and fsdp1._state_dict_type == "full"
+    assert isinstance(fsdp1, FSDP1Strategy) and fsdp_state_dict_type(fsdp1) == "full"
     assert fsdp1.kwargs["limit_all_gathers"] and fsdp1.kwargs["use_orig_params"]  # LoRA needs original params
     trainer = L.Trainer(strategy=fsdp, accelerator="cpu", devices=2, logger=False)
     assert trainer.strategy is fsdp and trainer.num_devices == 2

@@ -11,6 +11,7 @@ import torch
 
 from lit_ft.loggers import wandb_api_key_configured
 from lit_ft.run import train
+from lit_ft.utils.lightning_compat import wandb_offline
 from tests.support.helpers import compose_config
 from tests.support.wandb_records import logged_run
 
@@ -147,7 +148,7 @@ def test_online_run_logs_the_final_adapter_as_an_artifact_and_finishes(tmp_path,
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "not-used")  # looks configured, so the logger is online
     logger = WandbLogger(save_dir=str(tmp_path), log_artifact=True)
-    assert logger._offline is False
+    assert wandb_offline(logger) is False
     run = logger._experiment = Run()
     logger.finish({"adapter_path": str(adapter), "model_path": str(tmp_path / "model"), "val_loss_after": 1.5})
     assert run.finished and run.summary["final/val_loss_after"] == 1.5
