@@ -106,13 +106,12 @@ class RowSource:
             return cls(str(value))
         if not isinstance(value, Mapping):
             raise ValueError(f"a data source is a path or a mapping with a 'path', got {value!r}")
-        fields = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(map(str, value)) - fields)
+        fields = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(map(str, value)) - set(fields))
         if unknown:
             raise ValueError(f"unknown key(s) {unknown} in the data source {dict(value)} (keys: {', '.join(fields)})")
         settings = {str(key): _plain(item) for key, item in value.items()}
-        if "path" in settings and settings["path"] is not None:
-            settings["path"] = str(settings["path"])
+        settings["path"] = None if settings.get("path") is None else str(settings["path"])
         if isinstance(settings.get("task_types"), str):
             settings["task_types"] = [settings["task_types"]]
         if settings.get("task_types") is not None:
@@ -234,15 +233,19 @@ class RowSource:
 @contextmanager
 def _datasets_offline(offline: bool) -> Iterator[None]:
     """``datasets`` reads ``HF_HUB_OFFLINE`` once, at import: set its flag for one load when the hub cannot be
-    reached, so that ``load_dataset`` goes straight to the cache."""
+    reached, so that ``load_dataset`` goes straight to the cache. Offline, its two warnings that it read the cache
+    are left out (lit-ft's own log line says so)."""
     import datasets
 
-    before = datasets.config.HF_HUB_OFFLINE
+    before, verbosity = datasets.config.HF_HUB_OFFLINE, datasets.logging.get_verbosity()
     datasets.config.HF_HUB_OFFLINE = before or offline
+    if offline:
+        datasets.logging.set_verbosity_error()
     try:
         yield
     finally:
         datasets.config.HF_HUB_OFFLINE = before
+        datasets.logging.set_verbosity(verbosity)
 
 
 def source_list(sources: Sources | Iterable[RowSource]) -> list[RowSource]:
