@@ -199,7 +199,9 @@ class RowSource:
 
         offline = not Path(self.path).exists() and (datasets.config.HF_HUB_OFFLINE or hub_unreachable())
         if offline:
-            log.info("The Hugging Face hub cannot be reached: '%s' is read from the local datasets cache only", self)
+            log.info(
+                "The Hugging Face hub cannot be reached: '%s' is read from the datasets cache or local files", self
+            )
         try:
             with _datasets_offline(offline):
                 return datasets.load_dataset(
