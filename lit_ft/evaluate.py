@@ -97,7 +97,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     result: dict[str, Any] = {
         "model": {"source": loaded.source, "kind": loaded.kind},
         "data": {
-            "files": list(datamodule.val_files) or list(datamodule.train_files),
+            "files": [str(source) for source in datamodule.val_files or datamodule.train_files],
             "val": datamodule.stats["val"].to_dict(),
         },
         "overall": {},

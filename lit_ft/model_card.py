@@ -8,6 +8,7 @@ config, by one call at the end of :func:`lit_ft.fit.train_stage`. It replaces th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 from omegaconf import DictConfig, OmegaConf
 
+from lit_ft.data.sources import source_list
 from lit_ft.models.loading import EMBEDDED_MODELS
 from lit_ft.summary import format_value, formatted_results
 from lit_ft.utils.io import atomic_write
@@ -38,8 +40,9 @@ def _shown(path: str | Path, root: Path | None) -> str:
 
 
 def _files(value: Any, root: Path | None) -> str:
-    files = value if isinstance(value, list) else [value] if value else []
-    return ", ".join(f"`{_shown(f, root)}`" for f in files) or "-"
+    """The data sources of ``value`` (a path, a source mapping or a list of them), with local paths shown."""
+    sources = [dataclasses.replace(s, path=_shown(s.path, root)) for s in source_list(value)]
+    return ", ".join(f"`{source}`" for source in sources) or "-"
 
 
 def _objective_tag(cfg: DictConfig) -> str:

@@ -68,7 +68,7 @@ def test_parquet_and_datasets_folder_are_read(tmp_path):
     for path in (tmp_path / "d.parquet", tmp_path / "folder"):
         records = list(read_records(path))
         assert [r.row["completion"] for r in records] == ["b", "d"]
-        assert records[1].where.endswith("row 1")
+        assert records[1].where.endswith(":1")  # Arrow rows are placed by index from 0
 
 
 def test_a_datasets_folder_with_splits_gives_training_and_validation_rows(tmp_path, tokenizer):
@@ -81,7 +81,7 @@ def test_a_datasets_folder_with_splits_gives_training_and_validation_rows(tmp_pa
     dm = SFTDataModule(tokenizer, tmp_path / "both", tmp_path / "both")  # one folder for both, as the hub has it
     train_rows, val_rows = dm.train_and_val_records()
     assert [r.row["messages"][0]["content"] for r in val_rows] == ["validation question 0", "validation question 1"]
-    assert len(train_rows) == 3 and val_rows[0].where.endswith("[validation] row 0")
+    assert len(train_rows) == 3 and val_rows[0].where.endswith("[validation]:0")
     DatasetDict({"train": Dataset.from_list(train), "test": Dataset.from_list(validation)}).save_to_disk(
         str(tmp_path / "test_split")
     )

@@ -18,8 +18,11 @@ import functools
 import importlib
 import json
 import math
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +35,8 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from tests.support.doc_commands import DocCommand, Invocation, code_block_after, doc_commands, invocation
-from tests.support.doc_runs import DocRunner, Plan
+from tests.support.doc_runs import DATASETS_CACHE, DocRunner, Plan
+from tests.support.hf_cache import cache_dataset
 
 pytestmark = pytest.mark.docs
 
@@ -167,6 +171,63 @@ def write_subclass_example(sandbox: Path, plan: Plan) -> None:
     (sandbox / "my_pkg.py").write_text(code)
 
 
+def write_datasets_folder(sandbox: Path, plan: Plan) -> None:
+    """``my_dataset``: docs/own_data.md's own example, run on ``my.jsonl`` (a folder with splits train and test)."""
+    write_chat_rows(sandbox, plan)
+    code = code_block_after((REPO / "docs/own_data.md").read_text(), "A `datasets` folder", "python")
+    env = {**os.environ, "HF_DATASETS_CACHE": str(sandbox / DATASETS_CACHE), "HF_DATASETS_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", code], cwd=sandbox, env=env, check=True, capture_output=True)
+
+
+def write_csv_rows(sandbox: Path, plan: Plan) -> None:
+    """``my.csv``: questions and answers in columns of their own names (docs/own_data.md maps them)."""
+    lines = ["question,answer", *(f"What is {a} plus {b}?,{a} plus {b} is {a + b}" for a, b, _ in sums())]
+    (sandbox / "my.csv").write_text("\n".join(lines) + "\n")
+
+
+# The hub datasets documented commands name, as the datasets cache holds them after a download (subset, and rows
+# per split in the dataset's own columns; a few test rows, not the real data).
+HUB_DATASETS = {
+    "HuggingFaceTB/smoltalk": (
+        "everyday-conversations",
+        {
+            split: [
+                {
+                    "full_topic": "Arithmetic/Sums",
+                    "messages": [
+                        {"role": "user", "content": f"What is {a} plus {b}?"},
+                        {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
+                    ],
+                }
+                for a, b, _ in rows
+            ]
+            for split, rows in (("train", sums()[:32]), ("test", sums()[32:]))
+        },
+    ),
+    "databricks/databricks-dolly-15k": (
+        "default",
+        {
+            "train": [
+                {
+                    "instruction": f"What is {a} plus {b}?",
+                    "context": "",
+                    "response": f"{a + b}",
+                    "category": ("open_qa", "brainstorming", "closed_qa", "classification")[a % 4],
+                }
+                for a, b, _ in sums()
+            ]
+        },
+    ),
+}
+
+
+def write_hub_datasets(sandbox: Path, plan: Plan) -> None:
+    """The sandbox's datasets cache holds the hub datasets the command names (:data:`HUB_DATASETS`)."""
+    for name, (subset, splits) in HUB_DATASETS.items():
+        if name in plan.text:
+            cache_dataset(sandbox / DATASETS_CACHE, name, splits, subset)
+
+
 def write_rater_choices(sandbox: Path, plan: Plan) -> None:
     """``ab_choices_<page>_tester.json``: a rater who chose the left answer of every item of the page."""
     key = json.loads((sandbox / plan.details["score_key"]).read_text())
@@ -180,6 +241,9 @@ PLACEHOLDER_FILES = {
     "my.jsonl": (r"\bmy\.jsonl\b", write_chat_rows),
     "pairs.jsonl": (r"\bpairs\.jsonl\b", write_preference_rows),
     "my_pkg.py": (r"\bmy_pkg\.", write_subclass_example),
+    "my_dataset": (r"\bmy_dataset\b", write_datasets_folder),
+    "my.csv": (r"\bmy\.csv\b", write_csv_rows),
+    "hub datasets": ("|".join(map(re.escape, HUB_DATASETS)), write_hub_datasets),
     "ab_choices_*.json": (r"\bab_choices_\*\.json\b", write_rater_choices),
 }
 

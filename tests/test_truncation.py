@@ -68,6 +68,7 @@ def test_split_stats_count_each_outcome_once():
         "documents_split": 0,
         "blocks": 0,
         "unused_rows": 3,
+        "filtered_rows": {},
         "examples_per_task": {"a": 1, "b": 1},
         "task_types_missing": ["c", "z"],
         "sources": {},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,11 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from lit_ft.data.batch import Example, Tokens, loss_tokens
-from lit_ft.data.mixing import DataSource, Paths, path_list, sample_mixture
-from lit_ft.data.readers import TRAIN_SPLITS, VAL_SPLITS, DataError, Record, read_records
+from lit_ft.data.mixing import DataSource, sample_mixture
+from lit_ft.data.readers import TRAIN_SPLITS, VAL_SPLITS, DataError, Record
 from lit_ft.data.rows import SFTExample
 from lit_ft.data.sampler import LengthGroupedSampler, ResumableSampler
+from lit_ft.data.sources import RowSource, Sources, source_list
 from lit_ft.data.stats import SplitStats
 from lit_ft.data.tokenize import tokenize_example
 from lit_ft.data.truncation import Truncated, TruncationPolicy, truncate
@@ -47,12 +49,14 @@ class FineTuneDataModule(L.LightningDataModule):
 
     Args:
         tokenizer: a tokenizer, or a model name/path to load one from.
-        train_files / val_files: data files (JSONL, JSON, Parquet, ``datasets`` folders).
+        train_files / val_files: where the rows come from: local files (JSONL, JSON, Parquet), ``datasets``
+            folders, or datasets by name, each a path or a mapping ``{path, name, split, data_files, revision,
+            columns, task_types}`` (:mod:`lit_ft.data.sources`).
         val_ratio: when no ``val_files``, the fraction of training rows held out (seeded by ``seed``).
         max_length: tokens per example (and per pack); longer examples follow ``truncation``.
         truncation: ``right`` keeps the start, ``left`` keeps the end, ``drop`` removes the example.
         trust_remote_code: run tokenizer code shipped with the model (as ``model.trust_remote_code``); off by default.
-        mixture: instead of ``train_files``, several :class:`DataSource` (or dicts of its fields): files,
+        mixture: instead of ``train_files``, several :class:`DataSource` (or dicts of its fields): sources,
             sampling ``weight``, optional ``task_type`` and ``val_files``. ``val_files`` then adds validation
             data for the whole mixture.
         train_samples: training examples per epoch, drawn from the sources in proportion to their weights
@@ -66,8 +70,8 @@ class FineTuneDataModule(L.LightningDataModule):
     def __init__(
         self,
         tokenizer: str | PreTrainedTokenizerBase,
-        train_files: Paths = None,
-        val_files: Paths = None,
+        train_files: Sources = None,
+        val_files: Sources = None,
         val_ratio: float = 0.0,
         max_length: int = 1024,
         truncation: TruncationPolicy = "right",
@@ -85,7 +89,7 @@ class FineTuneDataModule(L.LightningDataModule):
         if isinstance(tokenizer, (str, Path)):
             tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
         self.tokenizer = tokenizer
-        self.train_files, self.val_files = path_list(train_files), path_list(val_files)
+        self.train_files, self.val_files = source_list(train_files), source_list(val_files)
         self.mixture = [DataSource.of(source) for source in mixture or []]
         if self.mixture and self.train_files:
             raise ValueError("give either train_files or a mixture of sources, not both (set train_files=null)")
@@ -153,26 +157,29 @@ class FineTuneDataModule(L.LightningDataModule):
         return truncated
 
     @staticmethod
-    def _read(paths: list[str], splits: tuple[str, ...] = TRAIN_SPLITS) -> list[Record]:
-        """The rows of ``paths``; of a ``DatasetDict`` folder, the first of ``splits`` it has."""
+    def _read(sources: list[RowSource], splits: tuple[str, ...], filtered: Counter) -> list[Record]:
+        """The rows of ``sources`` (of a ``DatasetDict``, the first of ``splits`` it has), ``columns`` applied;
+        the rows a source's ``task_types`` left out are added to ``filtered`` (per task type)."""
         records = []
-        for path in paths:
-            rows = list(read_records(path, splits))
-            if not rows:
-                raise DataError(str(path), "the file holds no rows (it is empty or has only blank lines)")
-            records += rows
+        for source in sources:
+            kept, left_out = source.read(splits)
+            records += kept
+            filtered.update(left_out)
         return records
 
     def sources(self) -> list[DataSource]:
         """The training sources: the mixture, or ``train_files`` (with ``val_files``) as a single source."""
         return self.mixture or [DataSource(files=self.train_files, val_files=self.val_files)]
 
-    def _source_train_val_records(self, source: DataSource) -> tuple[list[Record], list[Record]]:
-        """One source's training and validation rows (its ``val_files``, else a ``val_ratio`` hold-out), relabelled
-        with the source's ``task_type`` when it has one."""
-        train = self._read(path_list(source.files))
+    def _source_train_val_records(
+        self, source: DataSource, filtered: dict[str, Counter]
+    ) -> tuple[list[Record], list[Record]]:
+        """One source's training and validation rows (its ``val_files``, else a ``val_ratio`` hold-out of the
+        training rows kept), relabelled with the source's ``task_type`` when it has one; the rows filtered out by
+        ``task_types`` are counted in ``filtered["train"]`` and ``filtered["val"]``."""
+        train = self._read(source_list(source.files), TRAIN_SPLITS, filtered["train"])
         if source.val_files:
-            val = self._read(path_list(source.val_files), VAL_SPLITS)
+            val = self._read(source_list(source.val_files), VAL_SPLITS, filtered["val"])
         elif self.val_ratio:
             shuffled = train[:]
             random.Random(self.seed).shuffle(shuffled)
@@ -184,24 +191,32 @@ class FineTuneDataModule(L.LightningDataModule):
             return train, val
         return [[Record(r.where, {**r.row, "task_type": source.task_type}) for r in rs] for rs in (train, val)]
 
-    def _train_records_per_source_and_val_records(self) -> tuple[list[list[Record]], list[Record]]:
-        """Training rows per source, and all validation rows (the sources', then a mixture's own ``val_files``)."""
-        splits = [self._source_train_val_records(source) for source in self.sources()]
-        extra_val = self._read(self.val_files, VAL_SPLITS) if self.mixture else []
-        return [train for train, _ in splits], [r for _, val in splits for r in val] + extra_val
+    def _train_records_per_source_and_val_records(
+        self,
+    ) -> tuple[list[list[Record]], list[Record], dict[str, Counter]]:
+        """Training rows per source, all validation rows (the sources', then a mixture's own ``val_files``), and
+        per split the rows ``task_types`` filters left out (per task type)."""
+        filtered: dict[str, Counter] = {"train": Counter(), "val": Counter()}
+        splits = [self._source_train_val_records(source, filtered) for source in self.sources()]
+        extra_val = self._read(self.val_files, VAL_SPLITS, filtered["val"]) if self.mixture else []
+        return [train for train, _ in splits], [r for _, val in splits for r in val] + extra_val, filtered
 
     def train_and_val_records(self) -> tuple[list[Record], list[Record]]:
-        """The raw training rows (all sources) and validation rows, as read (before validation and tokenisation)."""
-        train_groups, val = self._train_records_per_source_and_val_records()
+        """The raw training rows (all sources) and validation rows, as read (``columns`` applied, ``task_types``
+        kept; before validation and tokenisation)."""
+        train_groups, val, _ = self._train_records_per_source_and_val_records()
         return [record for group in train_groups for record in group], val
 
     def val_records(self) -> list[Record]:
-        """The raw rows of the validation split, as read (before validation and tokenisation)."""
+        """The raw rows of the validation split, as read (``columns`` applied, ``task_types`` kept; before
+        validation and tokenisation)."""
         return self._train_records_per_source_and_val_records()[1]
 
-    def _encode_split(self, name: str, groups: list[list[Record]]) -> list[list[Example]]:
-        """Encode each group of records (one per source); one :class:`SplitStats` counts them all."""
+    def _encode_split(self, name: str, groups: list[list[Record]], filtered: Counter) -> list[list[Example]]:
+        """Encode each group of records (one per source); one :class:`SplitStats` counts them all, and the rows
+        ``filtered`` out before them."""
         stats = SplitStats()
+        stats.count_filtered_rows(filtered)
         encoded = []
         for records in groups:
             progress = track(records, description=f"Tokenising {name}", transient=True, disable=len(records) < 500)
@@ -240,20 +255,22 @@ class FineTuneDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.task_names:  # idempotent: Lightning calls setup once per stage
             return
-        train_groups, val_records = self._train_records_per_source_and_val_records()
-        train_groups = self._encode_split("train", train_groups)
+        train_groups, val_records, filtered = self._train_records_per_source_and_val_records()
+        train_groups = self._encode_split("train", train_groups, filtered["train"])
         unused_val = max(0, len(val_records) - self.max_val_rows) if self.max_val_rows is not None else 0
         if unused_val:
             keep = sorted(random.Random(self.seed).sample(range(len(val_records)), self.max_val_rows))
             val_records = [val_records[i] for i in keep]
-        self.val_examples = self._encode_split("val", [val_records])[0]
+        self.val_examples = self._encode_split("val", [val_records], filtered["val"])[0]
         self.stats["val"].count_unused_rows(unused_val)
         if self.mixture or self.train_samples:
             self.train_examples = self._mix(self.sources(), train_groups)
         else:
             self.train_examples = train_groups[0]
         if not self.train_examples:
-            sources = ", ".join(str(source.files) for source in self.sources())
+            sources = ", ".join(
+                str(row_source) for source in self.sources() for row_source in source_list(source.files)
+            )
             raise ValueError(f"No training examples left from {sources}: {self.stats['train'].describe('train')}")
         self.task_names = sorted({e["task_type"] for e in self.train_examples + self.val_examples})
         task_ids = {name: task_id for task_id, name in enumerate(self.task_names)}

@@ -6,20 +6,11 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
+from lit_ft.data.sources import Sources, source_list
+
 T = TypeVar("T")
-Paths = str | Path | Sequence[str | Path] | None
-
-
-def path_list(paths: Paths) -> list[str]:
-    """``paths`` (one, several or ``None``) as a list of strings."""
-    if paths is None:
-        return []
-    if isinstance(paths, (str, Path)):
-        return [str(paths)]
-    return [str(p) for p in paths]
 
 
 @dataclass
@@ -27,18 +18,20 @@ class DataSource:
     """One dataset of a mixture.
 
     Args:
-        files: its training files.
+        files: its training data: one source or several, each a path or a mapping (:mod:`lit_ft.data.sources`).
         weight: its share of the training examples (weights are normalised over the mixture).
         task_type: overrides every row's ``task_type`` (validation rows too), so callbacks report the source
             apart (``val/loss/general``); ``None`` keeps the rows' own.
-        val_files: its validation files; without them the data module's ``val_ratio`` holds out a share.
-        name: shown in logs and the summary (default: the task type, else the first file's name).
+        val_files: its validation data (the same spelling); without it the data module's ``val_ratio`` holds out
+            a share.
+        name: shown in logs and the summary (default: the task type, else the first source's file or dataset
+            name).
     """
 
-    files: Paths
+    files: Sources
     weight: float = 1.0
     task_type: str | None = None
-    val_files: Paths = None
+    val_files: Sources = None
     name: str | None = None
 
     @classmethod
@@ -49,8 +42,8 @@ class DataSource:
     def label(self) -> str:
         if self.name or self.task_type:
             return self.name or self.task_type
-        files = path_list(self.files)
-        return Path(files[0]).stem if files else "source"
+        sources = source_list(self.files)
+        return sources[0].stem if sources else "source"
 
 
 def mixture_counts(weights: Sequence[float], total: int) -> list[int]:

@@ -1,7 +1,9 @@
 """Read rows from JSONL, JSON, Parquet files and `datasets` folders, each tagged with where it came from.
 
 JSON and JSONL are read by hand rather than through ``datasets.load_dataset("json")`` so that a broken
-line is reported with its file and line number, which Arrow's JSON reader does not give.
+line is reported with its file and line number, which Arrow's JSON reader does not give. A row of Arrow data
+(Parquet, a ``datasets`` folder or dataset) is placed by its index from 0, as ``dataset[12]`` finds it:
+``d.parquet:12``, ``folder[train]:12``.
 """
 
 from __future__ import annotations
@@ -64,14 +66,32 @@ def _read_json(path: Path) -> Iterator[Record]:
         yield Record(where, _check_object(where, item))
 
 
-def _read_arrow_rows(rows: Any, name: str) -> Iterator[Record]:
+def arrow_records(rows: Any, name: str) -> Iterator[Record]:
+    """The rows of Arrow data (a ``datasets.Dataset``, a list of dicts) as records placed ``name:index``."""
     for index, row in enumerate(rows):
-        yield Record(f"{name} row {index}", dict(row))
+        yield Record(f"{name}:{index}", dict(row))
 
 
-# The splits of a ``DatasetDict`` folder read for training, and for validation (the first one it has).
+# The file formats read_records reads (others through ``datasets.load_dataset``: see :mod:`lit_ft.data.sources`).
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+# The splits of a ``DatasetDict`` read for training, and for validation (the first one it has).
 TRAIN_SPLITS = ("train",)
 VAL_SPLITS = ("validation", "test")
+
+
+def choose_split(splits_held: Any, splits: tuple[str, ...], where: str) -> str:
+    """The first of ``splits`` that ``splits_held`` (a ``DatasetDict``, or its split names) has."""
+    chosen = next((name for name in splits if name in splits_held), None)
+    if chosen is None:
+        raise DataError(where, f"no split {' or '.join(map(repr, splits))} (has {sorted(splits_held)})")
+    return chosen
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """Whether ``path`` is a folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
+    from datasets import config
+
+    return (path / config.DATASET_STATE_JSON_FILENAME).is_file() or (path / config.DATASETDICT_JSON_FILENAME).is_file()
 
 
 def read_records(path: str | Path, splits: tuple[str, ...] = TRAIN_SPLITS) -> Iterator[Record]:
@@ -90,11 +110,9 @@ def read_records(path: str | Path, splits: tuple[str, ...] = TRAIN_SPLITS) -> It
         dataset = load_from_disk(str(path))
         chosen = splits[0]
         if isinstance(dataset, DatasetDict):
-            chosen = next((name for name in splits if name in dataset), None)
-            if chosen is None:
-                raise DataError(str(path), f"no split {' or '.join(map(repr, splits))} (has {sorted(dataset)})")
+            chosen = choose_split(dataset, splits, str(path))
             dataset = dataset[chosen]
-        yield from _read_arrow_rows(dataset, f"{path}[{chosen}]")
+        yield from arrow_records(dataset, f"{path}[{chosen}]")
     elif path.suffix == ".jsonl":
         yield from _read_jsonl(path)
     elif path.suffix == ".json":
@@ -102,6 +120,10 @@ def read_records(path: str | Path, splits: tuple[str, ...] = TRAIN_SPLITS) -> It
     elif path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        yield from _read_arrow_rows(pq.read_table(path).to_pylist(), str(path))
+        yield from arrow_records(pq.read_table(path).to_pylist(), str(path))
     else:
-        raise DataError(str(path), "unknown data format (expected .jsonl, .json, .parquet or a datasets folder)")
+        raise DataError(
+            str(path),
+            "unknown data format (expected .jsonl, .json, .parquet or a datasets folder; other formats through "
+            f"datasets, e.g. {{path: {path.suffix.lstrip('.') or 'csv'}, data_files: {path}, split: train}})",
+        )

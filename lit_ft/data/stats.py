@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from lit_ft.data.batch import TokenizedExample, loss_tokens
@@ -16,7 +16,8 @@ class SplitStats:
 
     Only these methods write the fields (training's DataModules and the data report alike): :meth:`count` for each
     row, :meth:`count_blocks` for the long documents cut into blocks (``long_documents=blocks``) of a source,
-    :meth:`count_unused_rows`, :meth:`note_missing_task_types` and :meth:`count_sources` once per split.
+    :meth:`count_unused_rows`, :meth:`count_filtered_rows`, :meth:`note_missing_task_types` and
+    :meth:`count_sources` once per split.
     """
 
     rows: int = 0
@@ -30,6 +31,8 @@ class SplitStats:
     documents_split: int = 0  # rows longer than max_length cut into blocks (long_documents=blocks), not truncated
     blocks: int = 0  # the examples cut from them (counted in `examples` too)
     unused_rows: int = 0  # left out by max_val_rows (not counted in `rows`)
+    # per task type, the rows a source's task_types filter left out (not counted in `rows`)
+    filtered_rows: Counter = field(default_factory=Counter)
     examples_per_task: Counter = field(default_factory=Counter)
     task_types_missing: list[str] = field(default_factory=list)  # training task types absent from this split
     # per mixture source: normalised weight, examples available and drawn per epoch, share of loss tokens
@@ -67,6 +70,10 @@ class SplitStats:
     def count_unused_rows(self, rows: int) -> None:
         """Rows of the split left out (``max_val_rows``); they are not in :attr:`rows`."""
         self.unused_rows += rows
+
+    def count_filtered_rows(self, per_task_type: Mapping[str, int]) -> None:
+        """Rows left out by a source's ``task_types`` filter, per task type; they are not in :attr:`rows`."""
+        self.filtered_rows.update(per_task_type)
 
     def note_missing_task_types(self, task_types: Iterable[str]) -> None:
         """Training task types with no example in this split (sorted)."""
@@ -107,6 +114,9 @@ class SplitStats:
             text += f"; dropped {self.dropped_no_loss_tokens} with no loss tokens left after truncation"
         if self.unused_rows:
             text += f"; {self.unused_rows} more rows left out (max_val_rows)"
+        if self.filtered_rows:
+            left_out = ", ".join(f"{count} {task}" for task, count in sorted(self.filtered_rows.items()))
+            text += f"; {sum(self.filtered_rows.values())} more rows left out by task_types ({left_out})"
         if self.task_types_missing:
             text += f"; no examples of task types {', '.join(self.task_types_missing)}"
         return text
@@ -114,4 +124,5 @@ class SplitStats:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["examples_per_task"] = dict(sorted(self.examples_per_task.items()))
+        data["filtered_rows"] = dict(sorted(self.filtered_rows.items()))
         return data

@@ -1,7 +1,8 @@
 """Run documented commands as a user would: in a folder that looks like a checkout, in the order the docs give them.
 
 A *sandbox* holds copies of the entry scripts and links to ``conf/`` and ``data/``; ``LIT_FT_ROOT`` points at it,
-so every ``logs/`` a command writes lands there. The commands of one fenced block run in order in one sandbox; an
+so every ``logs/`` a command writes lands there, and ``HF_DATASETS_CACHE`` at its own datasets cache
+(:data:`DATASETS_CACHE`: what a documented dataset name reads is put there first, nothing is downloaded). The commands of one fenced block run in order in one sandbox; an
 inline command runs alone. A command that needs what an earlier run wrote (``logs/lora_legal/model``) gets that
 run's folder copied in first, from the documented command that makes it, run once per session in a fresh sandbox
 (its *producer*). The same command in a fresh sandbox runs once per session too, whichever doc line shows it.
@@ -70,6 +71,9 @@ class Outcome:
             f"{self.plan.command.id}: {self.plan.text}\n" + "\n".join(self.problems) + f"\n--- output tail ---\n{tail}"
         )
 
+
+# The sandbox's Hugging Face datasets cache (``HF_DATASETS_CACHE``), relative to the sandbox.
+DATASETS_CACHE = ".cache/huggingface/datasets"
 
 Verify = Callable[[Plan, Path, int | None, str, float], list[str]]
 Writer = Callable[[Path, Plan], None]
@@ -214,7 +218,7 @@ class DocRunner:
         for name in plan.files:
             self.writers[name](sandbox, plan)
         started = time.time()
-        env = {**self.env, "LIT_FT_ROOT": str(sandbox)}
+        env = {**self.env, "LIT_FT_ROOT": str(sandbox), "HF_DATASETS_CACHE": str(sandbox / DATASETS_CACHE)}
         process = subprocess.Popen(
             ["bash", "-c", plan.text],
             cwd=sandbox,
