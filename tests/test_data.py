@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lit_ft.data import Collator, DataError, SFTDataModule, pack_examples, read_records
-from lit_ft.data.rows import parse_sft_row
+from lit_ft.data.formats import parse_sft_row
 from tests.conftest import chat, write_jsonl
 
 

@@ -9,6 +9,8 @@ Examples (lists of ints, one entry per token; what a DataModule holds and a coll
   DataModule knows every task type, ``task_ids`` [T] (its task id on every token).
 - :class:`PackedExample`: several examples back to back (packing, padding-free batches): ``position_ids`` [T] restart
   at 0 at each example, and each example's first label is -100 (it would be predicted from the previous example).
+- :class:`UnpairedExample`: one answer judged on its own (the KTO format), its :class:`Tokens` (prompt + answer, loss
+  on the answer only), ``task_type`` and ``label`` (``True``: desirable). Ready for an unpaired preference loss.
 - :class:`TokenizedPair`: a preference pair, ``chosen`` and ``rejected`` :class:`Tokens` (prompt + answer, loss on the
   answer only), ``task_type``, ``margin`` (``None`` when the row gives none), and, once set up, ``task_id`` and
   ``example_index`` (the pair's position in its split).
@@ -62,6 +64,13 @@ class PackedExample(TypedDict):
     labels: list[int]
     task_ids: list[int]
     position_ids: list[int]
+
+
+class UnpairedExample(Tokens):
+    """An unpaired preference example (KTO): its tokens, its task type and whether its answer is desirable."""
+
+    task_type: str
+    label: bool
 
 
 class _PairIds(TypedDict, total=False):

@@ -3,7 +3,12 @@
 Formats (``task_type`` and ``margin`` optional on each):
 - chat: ``prompt`` a message list, ``chosen``/``rejected`` message lists (or strings, taken as one assistant turn);
 - text: ``prompt``, ``chosen``, ``rejected`` strings (no chat template; completion followed by EOS);
-- implicit prompt: ``chosen``/``rejected`` whole conversations; their longest common message prefix is the prompt.
+- implicit prompt: ``chosen``/``rejected`` whole conversations; their longest common message prefix is the prompt
+  (as TRL's ``extract_prompt`` splits them).
+
+Unpaired rows (the KTO format): ``prompt``, ``completion`` (strings, or a message list and a message list or string)
+and ``label`` (``true``: a desirable completion, ``false``: an undesirable one), read into an
+:class:`UnpairedPreference`.
 
 Every error names the place of the row (file and line) and the field at fault.
 """
@@ -14,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lit_ft.data.formats import PREFERENCE, UNPAIRED, chat_example, detect_format, parse_sft_row, prompt_completion
 from lit_ft.data.readers import DataError, Record
 from lit_ft.data.rows import (
     ChatExample,
@@ -21,9 +27,7 @@ from lit_ft.data.rows import (
     SFTExample,
     TextExample,
     check_text,
-    check_turn_order,
     parse_messages,
-    parse_sft_row,
     parse_task_type,
 )
 
@@ -59,12 +63,7 @@ def _answer(value: Any, where: str, field: str, forbidden: Sequence[str]) -> lis
 
 
 def _chat_example(prompt: list[Message], answer: list[Message], task_type: str, where: str, side: str) -> ChatExample:
-    messages = prompt + answer
-    check_turn_order(messages, where, f"prompt+{side}")
-    turns = tuple(i for i in range(len(prompt), len(messages)) if messages[i]["role"] == "assistant")
-    if not turns:
-        raise DataError(where, "the answer has no assistant message", side)
-    return ChatExample(messages, turns, task_type)
+    return chat_example(prompt + answer, task_type, where, f"prompt+{side}", (side, len(prompt)))
 
 
 def _split_common_prefix(chosen: list[Message], rejected: list[Message], where: str) -> int:
@@ -118,6 +117,39 @@ def sft_view(record: Record, forbidden: Sequence[str] = ()) -> SFTExample:
     """A row as one SFT example: a preference row (``chosen`` and ``rejected``) gives its chosen side, any other
     row :func:`parse_sft_row`'s example. What the generation samples and the data report read, for both kinds
     of data."""
-    if "chosen" in record.row and "rejected" in record.row:
+    name = detect_format(record)
+    if name == PREFERENCE:
         return parse_preference_row(record, forbidden).chosen
+    if name == UNPAIRED:
+        return parse_unpaired_row(record, forbidden).example
     return parse_sft_row(record, forbidden)
+
+
+@dataclass(frozen=True)
+class UnpairedPreference:
+    """One answer to a prompt judged on its own (KTO): ``example`` carries loss on the answer only, ``label`` says
+    whether that answer is desirable."""
+
+    example: SFTExample
+    label: bool
+    task_type: str
+
+
+def parse_unpaired_row(record: Record, forbidden: Sequence[str] = ()) -> UnpairedPreference:
+    """Turn a ``prompt``/``completion``/``label`` row into an :class:`UnpairedPreference`: text when both are
+    strings, else a chat (a string completion taken as one assistant turn), the completion non-empty."""
+    row, where = record.row, record.where
+    task_type = parse_task_type(row, where)
+    for key in ("prompt", "completion", "label"):
+        if key not in row:
+            raise DataError(where, "missing (unpaired preference rows need prompt, completion and label)", key)
+    if not isinstance(row["label"], bool):
+        raise DataError(where, f"must be true or false, got {row['label']!r}", "label")
+    if isinstance(row["prompt"], list):
+        prompt = parse_messages(row["prompt"], where, "prompt", forbidden=forbidden)
+        example: SFTExample = _chat_example(
+            prompt, _answer(row["completion"], where, "completion", forbidden), task_type, where, "completion"
+        )
+    else:
+        example = prompt_completion(row, where, task_type, forbidden)
+    return UnpairedPreference(example, row["label"], task_type)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, get_args
 
@@ -16,9 +17,9 @@ from lit_ft.data.batch import Example, TokenizedExample
 from lit_ft.data.blocks import LongDocuments, check_stride, is_document, make_blocks
 from lit_ft.data.collate import Collator
 from lit_ft.data.datamodule import FineTuneDataModule
+from lit_ft.data.formats import detect_format, parse_sft_row
 from lit_ft.data.packing import pack_examples
 from lit_ft.data.readers import Record
-from lit_ft.data.rows import parse_sft_row
 from lit_ft.data.stats import SplitStats
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,9 @@ class SFTDataModule(FineTuneDataModule):
         follow the source's other examples (counted by :meth:`SplitStats.count_blocks`)."""
         examples: list[TokenizedExample] = []
         documents: list[TokenizedExample] = []
+        formats: Counter[str] = Counter()
         for record in records:
+            formats[detect_format(record)] += 1
             example = parse_sft_row(record, forbidden=self.tokenizer.all_special_tokens)
             [tokens] = self.tokenize([example], record.where)
             if self.long_documents == "blocks" and is_document(example) and len(tokens["input_ids"]) > self.max_length:
@@ -76,6 +79,7 @@ class SFTDataModule(FineTuneDataModule):
             truncated = self.fit([tokens], example.task_type, stats)
             if truncated.kept:
                 examples.append({**truncated.sequences[0], "task_type": example.task_type})
+        log.info("Row formats: %s", ", ".join(f"{name} {count}" for name, count in formats.items()))
         if documents:
             blocks = make_blocks(documents, self.max_length, self.block_stride)
             stats.count_blocks(len(documents), blocks)
