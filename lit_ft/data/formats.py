@@ -192,5 +192,5 @@ def parse_sft_row(record: Record, forbidden: Sequence[str] = ()) -> SFTExample:
     row, where = record.row, record.where
     name = detect_format(record)
     if name not in SFT_READERS:
-        raise DataError(where, f"a {name} row trains with a preference loss (data=preference), not SFT")
+        raise DataError(where, f"a row of format '{name}' is for a preference loss, not SFT")
     return SFT_READERS[name](row, where, parse_task_type(row, where), forbidden)
