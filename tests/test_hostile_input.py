@@ -69,6 +69,62 @@ def test_bad_rows_stop_setup_with_file_line_and_field(tmp_path, tokenizer, row, 
     assert message in str(error)
 
 
+CALL = {"type": "function", "function": {"name": "lookup", "arguments": {"clause": 7}}}
+CALLER = {"role": "assistant", "content": "", "tool_calls": [CALL]}
+TOOL = {"role": "tool", "content": "clause 7: payment"}
+HUMAN, GPT = {"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "message"),
+    [  # issue 16's formats: an unknown role, a tool output without a call, bad tools, broken ShareGPT, empty answers
+        ({"messages": [USER, {"role": "bot", "content": "y"}]}, "messages[1].role", "unknown role 'bot'"),
+        ({"conversations": [HUMAN, {"from": "bot", "value": "y"}]}, "conversations[1].from", "unknown role 'bot'"),
+        ({"messages": [USER, TOOL, ANSWER]}, "messages[1].role", "a tool message must follow an assistant's tool call"),
+        ({"messages": [USER, ANSWER, TOOL]}, "messages[2].role", "a tool message must follow an assistant's tool call"),
+        ({"messages": [USER, CALLER, ANSWER]}, "messages[2].role", "expected a tool turn, got assistant"),
+        (
+            {"messages": [USER, {**CALLER, "tool_calls": [{"function": {}}]}, TOOL, ANSWER]},
+            "messages[1].tool_calls[0].function.name",
+            "needs the function's name",
+        ),
+        ({"messages": [USER, ANSWER], "tools": [{"name": "lookup"}]}, "tools[0]", 'expected {"type": "function"'),
+        (
+            {"messages": [USER, ANSWER], "tools": [{"type": "function", "function": {"description": "no name"}}]},
+            "tools[0].function.name",
+            "a function schema needs a name",
+        ),
+        (
+            {"messages": [USER, ANSWER], "tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]},
+            "tools[0].function.parameters",
+            "parameters must be a JSON schema of type 'object'",
+        ),
+        ({"messages": [USER, ANSWER], "tools": "[{"}, "tools", "not valid JSON"),
+        ({"conversations": [HUMAN, HUMAN, GPT]}, "conversations[1].from", "expected a assistant turn, got user"),
+        ({"conversations": [GPT, HUMAN]}, "conversations[0].from", "expected a user turn, got assistant"),
+        ({"conversations": [HUMAN, GPT, GPT]}, "conversations[2].from", "expected a user turn, got assistant"),
+        ({"prompt": "p", "completion": "  "}, "completion", "empty completion"),
+        (
+            {"conversations": [HUMAN, {"from": "function_call", "value": "{"}]},
+            "conversations[1].value[0]",
+            "not valid JSON",
+        ),
+        (
+            {"prompt": [USER], "completion": [{"role": "assistant", "content": ""}]},
+            "completion[0].content",
+            "empty assistant turn",
+        ),
+        ({"instruction": "x", "input": "", "output": ""}, "output", "empty completion"),
+        ({"conversations": [HUMAN, {"from": "gpt", "value": " "}]}, "conversations[1].value", "empty assistant turn"),
+    ],
+)
+def test_bad_rows_of_each_format_stop_setup_with_file_line_and_field(tmp_path, tokenizer, row, field, message):
+    path = write_jsonl(tmp_path / "train.jsonl", [chat("fine", "row"), row])
+    error = setup_error(tokenizer, path)
+    assert (error.where, error.field) == (f"{path}:2", field)
+    assert message in str(error)
+
+
 PAIR = {"prompt": [USER], "chosen": "TYPE: payment", "rejected": "about payment"}
 
 

@@ -35,6 +35,7 @@ from lit_ft.data.rows import (
     check_turn_order,
     parse_messages,
     parse_task_type,
+    parse_tool_calls,
     parse_tools,
 )
 
@@ -88,19 +89,17 @@ def sharegpt_messages(value: Any, where: str, field: str = "conversations") -> l
                 where, f"unknown role {source!r} (expected one of {', '.join(SHAREGPT_ROLES)})", f"{place}.from"
             )
         if source == "function_call":
-            messages.append({"role": "assistant", "content": "", "tool_calls": [text]})
+            [call] = parse_tool_calls([text], where, f"{place}.value")
+            messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
         else:
             messages.append({"role": SHAREGPT_ROLES[source], "content": text})
     return messages
 
 
 def _from_sharegpt(row: dict[str, Any], where: str, task_type: str, forbidden: Sequence[str]) -> SFTExample:
-    system = row.get("system")
-    messages = parse_messages(
-        sharegpt_messages(row["conversations"], where), where, "conversations", forbidden=forbidden
-    )
-    if system:
-        check_text(system, where, "system", forbidden)
+    system = _string(row, "system", where, forbidden) if row.get("system") else ""
+    turns = sharegpt_messages(row["conversations"], where)
+    messages = parse_messages(turns, where, "conversations", forbidden=forbidden, keys=("from", "value"))
     check_turn_order(messages, where, "conversations", role_key="from")
     prefix = [{"role": "system", "content": system}] if system else []
     return chat_example(prefix + messages, task_type, where, "conversations", tools=_tools(row, where))

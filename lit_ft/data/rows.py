@@ -122,10 +122,16 @@ def parse_tools(value: Any, where: str, field: str = "tools") -> list[Tool]:
 
 
 def parse_messages(
-    value: Any, where: str, field: str, allow_empty: bool = False, forbidden: Sequence[str] = ()
+    value: Any,
+    where: str,
+    field: str,
+    allow_empty: bool = False,
+    forbidden: Sequence[str] = (),
+    keys: tuple[str, str] = ("role", "content"),
 ) -> list[Message]:
     """Check a list of ``{"role", "content"}`` messages: known roles, string content without control tokens,
-    non-empty assistant turns (an assistant's ``tool_calls`` may stand for its content)."""
+    non-empty assistant turns (an assistant's ``tool_calls`` may stand for its content). ``keys``: what errors
+    call the role and content fields (a format's own names, such as ShareGPT's ``from`` and ``value``)."""
     if not isinstance(value, list) or (not value and not allow_empty):
         raise DataError(where, "expected a non-empty list of messages", field)
     messages = []
@@ -135,16 +141,16 @@ def parse_messages(
             raise DataError(where, f"expected an object with 'role' and 'content', got {type(message).__name__}", place)
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
-            raise DataError(where, f"unknown role {role!r} (expected one of {', '.join(ROLES)})", f"{place}.role")
+            raise DataError(where, f"unknown role {role!r} (expected one of {', '.join(ROLES)})", f"{place}.{keys[0]}")
         parsed: Message = {"role": role}
         if role == "assistant" and message.get("tool_calls") is not None:
             parsed["tool_calls"] = parse_tool_calls(message["tool_calls"], where, f"{place}.tool_calls", forbidden)
             content = "" if content is None else content  # a call alone; templates need a string
         if not isinstance(content, str):
-            raise DataError(where, f"content must be a string, got {type(content).__name__}", f"{place}.content")
+            raise DataError(where, f"content must be a string, got {type(content).__name__}", f"{place}.{keys[1]}")
         if role == "assistant" and not content.strip() and "tool_calls" not in parsed:
-            raise DataError(where, "empty assistant turn", f"{place}.content")
-        parsed["content"] = check_text(content, where, f"{place}.content", forbidden)
+            raise DataError(where, "empty assistant turn", f"{place}.{keys[1]}")
+        parsed["content"] = check_text(content, where, f"{place}.{keys[1]}", forbidden)
         if role == "tool":
             parsed |= {key: message[key] for key in ("name", "tool_call_id") if isinstance(message.get(key), str)}
         messages.append(parsed)
