@@ -185,6 +185,25 @@ def write_csv_rows(sandbox: Path, plan: Plan) -> None:
     (sandbox / "my.csv").write_text("\n".join(lines) + "\n")
 
 
+# docs/own_data.md's example of each format: the file its command names -> the heading the example follows.
+FORMAT_EXAMPLES = {
+    "tools.jsonl": "`messages`, with tool calls",
+    "sharegpt.jsonl": "`sharegpt`",
+    "alpaca.jsonl": "`alpaca`",
+    "completions.jsonl": "`prompt/completion`",
+    "text.jsonl": "`text`",
+    "preference.jsonl": "`preference`",
+}
+
+
+def write_format_examples(sandbox: Path, plan: Plan) -> None:
+    """The files of :data:`FORMAT_EXAMPLES` a command names, each holding the page's own 3-line example."""
+    page = (REPO / "docs/own_data.md").read_text()
+    for name, heading in FORMAT_EXAMPLES.items():
+        if re.search(rf"\b{re.escape(name)}\b", plan.text):
+            (sandbox / name).write_text(code_block_after(page, heading, "json"))
+
+
 # The hub datasets documented commands name, as the datasets cache holds them after a download (subset, and rows
 # per split in the dataset's own columns; a few test rows, not the real data).
 HUB_DATASETS = {
@@ -243,6 +262,7 @@ PLACEHOLDER_FILES = {
     "my_pkg.py": (r"\bmy_pkg\.", write_subclass_example),
     "my_dataset": (r"\bmy_dataset\b", write_datasets_folder),
     "my.csv": (r"\bmy\.csv\b", write_csv_rows),
+    "format examples": ("|".join(rf"\b{re.escape(name)}\b" for name in FORMAT_EXAMPLES), write_format_examples),
     "hub datasets": ("|".join(map(re.escape, HUB_DATASETS)), write_hub_datasets),
     "ab_choices_*.json": (r"\bab_choices_\*\.json\b", write_rater_choices),
 }
