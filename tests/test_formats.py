@@ -104,6 +104,11 @@ def tool_tokenizer(tokenizer):
             ChatExample([SYSTEM, USER, ANSWER], (2,), "default"),
         ),
         ({"text": "Raw text."}, "text", TextExample("", "Raw text.", "default")),
+        (  # a label column of a chat dataset's own does not make it an unpaired preference row
+            {"messages": [USER, ANSWER], "label": False},
+            "messages",
+            ChatExample([USER, ANSWER], (1,), "default"),
+        ),
     ],
 )
 def test_each_sft_format_is_recognised_named_and_read(row, name, example):

@@ -155,15 +155,16 @@ def _from_text(row: dict[str, Any], where: str, task_type: str, forbidden: Seque
 
 
 Reader = Callable[[dict[str, Any], str, str, Sequence[str]], SFTExample]
-# name -> (fields any of which marks the format, what the error says it expects), in the order tried.
-FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
-    UNPAIRED: (("label",), "'prompt', 'completion' and a boolean 'label'"),
-    PREFERENCE: (("chosen", "rejected"), "'chosen' and 'rejected'"),
-    MESSAGES: (("messages",), "'messages'"),
-    SHAREGPT: (("conversations",), "'conversations'"),
-    ALPACA: (("instruction", "output"), "'instruction' and 'output'"),
-    PROMPT_COMPLETION: (("prompt", "completion"), "'prompt' and 'completion'"),
-    TEXT: (("text",), "'text'"),
+# name -> (markers: field sets one of which the row must hold in full, what the error says it expects), in the
+# order tried. ``label`` alone does not make a row unpaired (a chat dataset may have a label column of its own).
+FORMATS: dict[str, tuple[tuple[tuple[str, ...], ...], str]] = {
+    UNPAIRED: ((("label", "completion"),), "'prompt', 'completion' and a boolean 'label'"),
+    PREFERENCE: ((("chosen",), ("rejected",)), "'chosen' and 'rejected'"),
+    MESSAGES: ((("messages",),), "'messages'"),
+    SHAREGPT: ((("conversations",),), "'conversations'"),
+    ALPACA: ((("instruction",), ("output",)), "'instruction' and 'output'"),
+    PROMPT_COMPLETION: ((("prompt",), ("completion",)), "'prompt' and 'completion'"),
+    TEXT: ((("text",),), "'text'"),
 }
 SFT_READERS: dict[str, Reader] = {
     MESSAGES: _from_messages,
@@ -175,9 +176,9 @@ SFT_READERS: dict[str, Reader] = {
 
 
 def detect_format(record: Record) -> str:
-    """The name of the row's format: the first of :data:`FORMATS` one of whose fields the row has."""
-    for name, (fields, _) in FORMATS.items():
-        if any(field in record.row for field in fields):
+    """The name of the row's format: the first of :data:`FORMATS` the row holds one marker of."""
+    for name, (markers, _) in FORMATS.items():
+        if any(all(field in record.row for field in marker) for marker in markers):
             return name
     tried = "; ".join(f"{name} ({expects})" for name, (_, expects) in FORMATS.items())
     raise DataError(record.where, f"unknown row format with fields {sorted(record.row)}; tried {tried}")
