@@ -100,6 +100,11 @@ HUMAN, GPT = {"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}
             "parameters must be a JSON schema of type 'object'",
         ),
         ({"messages": [USER, ANSWER], "tools": "[{"}, "tools", "not valid JSON"),
+        (
+            {"messages": [USER, CALLER, TOOL, ANSWER], "tools": [{"type": "function", "function": {"name": "search"}}]},
+            "messages[1].tool_calls[0].function.name",
+            "calls 'lookup', which 'tools' does not offer (search)",
+        ),
         ({"conversations": [HUMAN, HUMAN, GPT]}, "conversations[1].from", "expected a assistant turn, got user"),
         ({"conversations": [GPT, HUMAN]}, "conversations[0].from", "expected a user turn, got assistant"),
         ({"conversations": [HUMAN, GPT, GPT]}, "conversations[2].from", "expected a user turn, got assistant"),

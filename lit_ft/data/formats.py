@@ -6,8 +6,9 @@ SFT formats (each with an optional ``task_type``), tried in this order:
   ``tool`` message answers a call, and a ``tools`` column (function schemas) is passed to the chat template as
   ``tools=``;
 - ``sharegpt``: ``conversations`` of ``{"from", "value"}``, ``from`` one of human/gpt/system/tool/function_call
-  (user/assistant/system/tool/an assistant's tool call, its ``value`` the JSON call ``{"name", "arguments"}``);
-  optional ``system`` and ``tools`` columns;
+  (user/assistant/system/tool/an assistant's tool call, its ``value`` the JSON call ``{"name", "arguments"}``;
+  LLaMA-Factory's ``observation`` is a tool output too); optional ``system`` and ``tools`` columns;
+- in both, a tool call must name a function the row's ``tools`` offer, when it has some;
 - ``alpaca``: ``instruction``, optional ``input`` (appended to the instruction after an empty line), ``output``,
   optional ``system``: a one-turn chat;
 - ``prompt/completion``: strings (raw text) or message lists (chat);
@@ -42,11 +43,32 @@ from lit_ft.data.rows import (
 MESSAGES, SHAREGPT, ALPACA, PROMPT_COMPLETION, TEXT = "messages", "sharegpt", "alpaca", "prompt/completion", "text"
 PREFERENCE, UNPAIRED = "preference", "unpaired preference"
 # ShareGPT's ``from`` -> a message role (``function_call``: an assistant's tool call).
-SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "tool": "tool", "function_call": "assistant"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "gpt": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function_call": "assistant",
+    "observation": "tool",
+}
 
 
 def _tools(row: dict[str, Any], where: str) -> list[dict[str, Any]] | None:
     return None if row.get("tools") in (None, "", []) else parse_tools(row["tools"], where)
+
+
+def check_calls_offered(messages: list[Message], tools: list[Tool], where: str, field: str) -> None:
+    """Every tool call names a function of ``tools`` (a call of another would train the model to call what the
+    prompt never offered)."""
+    offered = {tool["function"]["name"] for tool in tools}
+    for index, message in enumerate(messages):
+        for number, call in enumerate(message.get("tool_calls", [])):
+            if call["function"]["name"] not in offered:
+                raise DataError(
+                    where,
+                    f"calls {call['function']['name']!r}, which 'tools' does not offer ({', '.join(sorted(offered))})",
+                    f"{field}[{index}].tool_calls[{number}].function.name",
+                )
 
 
 def chat_example(
@@ -60,6 +82,8 @@ def chat_example(
     """A checked conversation (turn order reported under ``field``) whose assistant turns carry loss: all of them,
     or with ``answer=(name, start)`` those from message ``start`` on (the answer's, reported under ``name``)."""
     check_turn_order(messages, where, field)
+    if tools is not None:
+        check_calls_offered(messages, tools, where, field)
     name, start = answer or ("conversation", 0)
     turns = assistant_turns(messages, start)
     if not turns:
