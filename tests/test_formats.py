@@ -194,6 +194,16 @@ FORMAT_ROWS = {
     "alpaca": lambda q, a: {"instruction": q, "input": "", "output": a},
     "prompt/completion": lambda q, a: {"prompt": q, "completion": " " + a},
     "text": lambda q, a: {"text": f"{q} {a}"},
+    "preference": lambda q, a: {  # an implicit prompt: the conversations' shared first message
+        "chosen": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+        "rejected": [{"role": "user", "content": q}, {"role": "assistant", "content": a + "0"}],
+    },
+}
+# The experiment that trains each format: SFT, and DPO for preference rows.
+EXPERIMENT = dict.fromkeys(FORMAT_ROWS, "sft_legal") | {"preference": "dpo_legal"}
+EXTRA_OVERRIDES = {  # a short forgetting check (SFT); one pass over the 4 pairs, not dpo_legal's 64 samples (DPO)
+    "sft_legal": ["callbacks.forgetting.max_questions=4", "callbacks.forgetting.max_passages=1"],
+    "dpo_legal": ["data.train_samples=4"],
 }
 
 
@@ -207,14 +217,13 @@ def test_train_py_trains_on_each_format(tmp_path, name):
     assert {detect_format(record) for record in read_records(train_file)} == {name}
     run_entry_point(
         [
-            "experiment=sft_legal",
+            f"experiment={EXPERIMENT[name]}",
             "debug=tiny",
             f"data.train_files={train_file}",
             f"data.val_files={val_file}",
             "data.batch_size=2",
-            "callbacks.forgetting.max_questions=4",
-            "callbacks.forgetting.max_passages=1",
             f"paths.log_dir={tmp_path / 'logs'}",
+            *EXTRA_OVERRIDES[EXPERIMENT[name]],
         ]
     )
     summary = json.loads((tmp_path / "logs" / "debug_tiny" / "summary.json").read_text())
