@@ -1,8 +1,8 @@
 """LightningDataModule for supervised fine-tuning and continual pre-training data.
 
-A row is one chat, prompt/completion or text example (:func:`~lit_ft.data.rows.parse_sft_row`); raw text longer
-than ``max_length`` can be cut into blocks instead of truncated (:mod:`lit_ft.data.blocks`); training examples can be
-packed, and training batches served padding-free. The rest is :class:`~lit_ft.data.datamodule.FineTuneDataModule`'s.
+A row is one chat, prompt/completion or text example in any SFT format (:func:`~lit_ft.data.formats.parse_sft_row`);
+raw text longer than ``max_length`` can be cut into blocks instead of truncated (:mod:`lit_ft.data.blocks`); training
+examples can be packed, and training batches served padding-free. The rest is :class:`~lit_ft.data.datamodule.FineTuneDataModule`'s.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class SFTDataModule(FineTuneDataModule):
-    """Chat (``messages``), ``prompt``/``completion`` and raw ``text`` rows, each with an optional ``task_type``.
+    """Rows of the SFT formats of :mod:`lit_ft.data.formats` (chat, ShareGPT, Alpaca, prompt/completion, text),
+    each with an optional ``task_type``.
 
     Args:
         packing: pack training examples into ``max_length`` sequences (validation stays padded, so its
