@@ -20,9 +20,8 @@ ROLES = ("system", "user", "assistant", "tool")
 # (``[{"type": "function", "function": {"name", "arguments": dict}}]``), a tool message's optional ``name`` and
 # ``tool_call_id``.
 Message = dict[str, Any]
-Tool = dict[
-    str, Any
-]  # a function's JSON schema: {"type": "function", "function": {"name", "description"?, "parameters"?}}
+# A function's JSON schema: ``{"type": "function", "function": {"name", "description"?, "parameters"?}}``.
+Tool = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -59,13 +58,19 @@ def check_text(text: str, where: str, field: str, forbidden: Sequence[str] = ())
     return text
 
 
+def _from_json(value: Any, where: str, field: str, what: str) -> Any:
+    """``value``, read from JSON when it is a string (datasets often store nested data as JSON text)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        raise DataError(where, f"{what} is not valid JSON ({error.msg})", field) from error
+
+
 def _json_object(value: Any, where: str, field: str, what: str) -> dict[str, Any]:
-    """``value`` as a dict: a dict, or a string holding a JSON object (datasets often store JSON as text)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise DataError(where, f"{what} is not valid JSON ({error.msg})", field) from error
+    """``value`` as a dict: a dict, or a string holding a JSON object."""
+    value = _from_json(value, where, field, what)
     if not isinstance(value, dict):
         raise DataError(where, f"{what} must be an object, got {type(value).__name__}", field)
     return value
@@ -90,7 +95,10 @@ def parse_tool_calls(value: Any, where: str, field: str, forbidden: Sequence[str
         calls.append(
             {
                 "type": "function",
-                "function": {"name": check_text(name, where, place, forbidden), "arguments": arguments},
+                "function": {
+                    "name": check_text(name, where, f"{place}.function.name", forbidden),
+                    "arguments": arguments,
+                },
             }
         )
     return calls
@@ -99,11 +107,7 @@ def parse_tool_calls(value: Any, where: str, field: str, forbidden: Sequence[str
 def parse_tools(value: Any, where: str, field: str = "tools") -> list[Tool]:
     """A ``tools`` column: a list (or a JSON string of one) of function schemas, each ``{"type": "function",
     "function": {"name": str, "description"?: str, "parameters"?: {"type": "object", ...}}}``."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise DataError(where, f"not valid JSON ({error.msg})", field) from error
+    value = _from_json(value, where, field, "the tools list")
     if not isinstance(value, list) or not value:
         raise DataError(where, "expected a non-empty list of function schemas", field)
     tools = []
