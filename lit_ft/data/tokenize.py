@@ -9,6 +9,8 @@ turn differently once the conversation goes on (dropping its reasoning) are labe
 
 from __future__ import annotations
 
+import bisect
+import os
 from collections.abc import Sequence
 
 from jinja2 import TemplateError
@@ -39,18 +41,7 @@ def render_ids(
     tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], add_generation_prompt: bool = False
 ) -> list[int]:
     """Token ids of the chat template applied to ``messages`` (the template's own special tokens included)."""
-    return _token_ids(tokenizer, render_text(tokenizer, messages, add_generation_prompt))
-
-
-def _token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def _common_prefix_length(a: str, b: str) -> int:
-    length = 0
-    while length < min(len(a), len(b)) and a[length] == b[length]:
-        length += 1
-    return length
+    return tokenizer(render_text(tokenizer, messages, add_generation_prompt), add_special_tokens=False)["input_ids"]
 
 
 def _turn_chars(
@@ -60,20 +51,23 @@ def _turn_chars(
     a model writes after the generation prompt, through the turn's end-of-turn marker (its trailing whitespace
     left out).
 
-    With ``marked`` the conversation whose turn ``turn`` has :data:`CONTENT_MARKER` as content, rendered as
-    ``A + marker + B``:
+    The conversation is rendered again with :data:`CONTENT_MARKER` as the turn's content, ``before + marker +
+    after``, and the two renderings are lined up:
 
-    - ``B`` (the turn's end, and every later message) must end ``text``: it does not depend on the content;
-    - the turn starts after the last generation prompt in ``A`` (``g``: what ``add_generation_prompt`` appends to
-      ``messages[:turn]``), and ``text`` must equal ``A`` up to there; what a template writes between that
-      prompt and the content (a ``<think>`` block it builds from the content) is the model's to write, so labelled;
-    - the turn ends ``len(text) - len(B)`` characters in, plus its own closing: what follows the marker when
-      ``marked[:turn + 1]`` is rendered, as far as ``B`` starts with it (``<|im_end|>``; ``</tool_call><|im_end|>``
-      after a tool call).
+    - ``after`` (the rest of the turn, and every later message) must end ``text``: it does not depend on the
+      content;
+    - the turn starts after the last generation prompt in ``before`` (what ``add_generation_prompt`` appends to
+      ``messages[:turn]``), and ``text`` must equal ``before`` up to there. What a template writes between that
+      prompt and the content (a ``<think>`` block it builds from the content) is the model's to write: labelled;
+    - the turn ends ``len(text) - len(after)`` characters in, plus its closing: what follows the marker when
+      ``marked[:turn + 1]`` is rendered, as far as ``after`` starts with it (``<|im_end|>``; a tool call and
+      ``<|im_end|>`` after an assistant's tool call).
 
-    No prefix of the conversation has to render as a prefix of ``text``: a template that drops earlier
-    reasoning blocks (Qwen3's) renders the turn with its reasoning in ``messages[:turn + 1]`` and without it in
-    the whole conversation, and the span is the whole conversation's.
+    Rendering prefixes (``messages[:turn + 1]``) and finding them at the start of the whole would need every
+    template to render a prefix as the whole conversation does; templates that drop earlier reasoning blocks
+    (Qwen3's) do not: they render the turn with its reasoning when it is last, without it later on. Transformers'
+    ``return_assistant_tokens_mask`` needs ``{% generation %}`` tags, which few templates have. The marker needs
+    neither, and each step is checked: a template it cannot line up is refused with a ``ValueError``, never guessed.
     """
     marked = [*messages[:turn], {**messages[turn], "content": CONTENT_MARKER}, *messages[turn + 1 :]]
     rendered = render_text(tokenizer, marked)
@@ -94,7 +88,7 @@ def _turn_chars(
         )
     alone = render_text(tokenizer, marked[: turn + 1])
     closing = alone[alone.index(CONTENT_MARKER) + len(CONTENT_MARKER) :]
-    closing = closing[: _common_prefix_length(closing, after)].rstrip()
+    closing = os.path.commonprefix([closing, after]).rstrip()
     end = len(text) - len(after) + len(closing)
     if end <= start:
         raise ValueError(f"assistant turn {turn} renders as nothing: there is nothing to label")
@@ -102,27 +96,25 @@ def _turn_chars(
 
 
 def assistant_spans(
-    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], turns: Sequence[int], text: str, ids: list[int]
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[Message],
+    turns: Sequence[int],
+    text: str,
+    token_starts: Sequence[int],
 ) -> list[tuple[int, int]]:
-    """``[start, end)`` token spans of the given assistant turns in ``ids`` (the tokens of ``text``, the whole
-    conversation rendered): their content and end-of-turn token.
+    """``[start, end)`` token spans of the given assistant turns: their content and end-of-turn token.
 
-    Each turn's characters come from :func:`_turn_chars`; a character offset becomes a token index by tokenising
-    the text before it, which must give the first tokens of ``ids`` (a span edge inside a token is refused, never
-    guessed).
+    ``text`` is the whole conversation rendered and ``token_starts`` the character where each of its tokens starts
+    (the fast tokenizer's offsets). A turn's tokens are those that start inside its characters
+    (:func:`_turn_chars`). Where the template's markers are tokens of the vocabulary, the span's edges are token
+    edges; where they are not (Llama 3's ``<|eot_id|>`` in another model's vocabulary), the token that holds the
+    end of the turn and the start of the next header (``><``) is the turn's: the model must write it to end the
+    turn.
     """
     spans = []
     for turn in turns:
-        edges = []
-        for offset in _turn_chars(tokenizer, messages, turn, text):
-            prefix = _token_ids(tokenizer, text[:offset])
-            if ids[: len(prefix)] != prefix:
-                raise ValueError(
-                    f"assistant turn {turn} starts or ends inside a token of the rendered conversation; its labels "
-                    "cannot be located"
-                )
-            edges.append(len(prefix))
-        spans.append((edges[0], edges[1]))
+        first, last = _turn_chars(tokenizer, messages, turn, text)
+        spans.append((bisect.bisect_left(token_starts, first), bisect.bisect_left(token_starts, last)))
     return spans
 
 
@@ -143,9 +135,16 @@ def tokenize_conversation(
     if trainable_turns is None:
         trainable_turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     text = render_text(tokenizer, messages)
-    input_ids = _token_ids(tokenizer, text)
+    try:
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError as error:
+        raise TypeError(
+            f"assistant-only labels need a fast tokenizer (token offsets), and {type(tokenizer).__name__} is not one"
+        ) from error
+    input_ids = encoding["input_ids"]
+    token_starts = [start for start, _ in encoding["offset_mapping"]]
     labels = [IGNORE_INDEX] * len(input_ids)
-    for start, end in assistant_spans(tokenizer, messages, trainable_turns, text, input_ids):
+    for start, end in assistant_spans(tokenizer, messages, trainable_turns, text, token_starts):
         labels[start:end] = input_ids[start:end]
     return {"input_ids": input_ids, "labels": labels}
 
