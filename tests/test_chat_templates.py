@@ -16,6 +16,7 @@ from lit_ft.data.readers import DataError
 from lit_ft.data.tokenize import render_text, tokenize_conversation
 from lit_ft.eval.loading import load_eval_model
 from lit_ft.evaluate import build_datamodule
+from lit_ft.run import train
 from tests.conftest import write_jsonl
 from tests.support.helpers import REPO, compose_config, run_entry_point
 from tests.test_tokenize import MULTI_TURN, labelled_segments
@@ -159,6 +160,21 @@ def test_eval_renders_with_the_configured_template(tmp_path, arithmetic_files):
     first = datamodule.val_examples[0]
     assert loaded.tokenizer.decode(first["input_ids"]).startswith("<|user|>\nWhat is ")
     assert labelled_texts(loaded.tokenizer, first)[0].startswith("SUM: ")
+
+
+def test_eval_of_a_saved_run_renders_with_the_template_it_trained_with(tmp_path, arithmetic_files):
+    train_file, val_file = arithmetic_files
+    data = ["model=tiny", f"data.train_files={train_file}", f"data.val_files={val_file}"]
+    trained = compose_config(
+        [*data, "data.chat_template=zephyr", "logger=none", "callbacks=default", "callbacks.progress_bar=null"]
+        + ["+trainer.enable_progress_bar=false", "trainer.max_steps=2"],
+        output_dir=tmp_path / "run",
+    )
+    train(trained)
+    cfg = compose_config(data, output_dir=tmp_path / "eval", name="eval")  # no data.chat_template given
+    for saved in ("model", "checkpoints/last.ckpt"):  # the exported folder's template; the checkpoint run's config
+        loaded = load_eval_model(cfg, str(tmp_path / "run" / saved))
+        assert loaded.tokenizer.chat_template == read_chat_template("zephyr"), saved
 
 
 @pytest.mark.parametrize(("experiment", "folders"), [("sft_legal", ["model"]), ("lora_legal", ["model", "adapter"])])
