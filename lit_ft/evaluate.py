@@ -46,7 +46,8 @@ def _output_dir(cfg: DictConfig) -> Path:
 def build_datamodule(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> FineTuneDataModule:
     """The configured DataModule with the evaluated model's tokenizer, set up; ``eval_files`` (when set) replace
     its validation split (and, only so that it has one, its training split)."""
-    overrides: dict[str, Any] = {"tokenizer": tokenizer}
+    # the tokenizer already renders with the evaluated template (load_eval_model)
+    overrides: dict[str, Any] = {"tokenizer": tokenizer, "chat_template": None}
     if cfg.get("eval_files"):
         files = OmegaConf.to_container(cfg.eval_files) if OmegaConf.is_list(cfg.eval_files) else cfg.eval_files
         overrides.update(train_files=files, val_files=files, val_ratio=0.0, mixture=None)

@@ -204,6 +204,12 @@ def write_format_examples(sandbox: Path, plan: Plan) -> None:
             (sandbox / name).write_text(code_block_after(page, heading, "json"))
 
 
+def write_chat_template(sandbox: Path, plan: Plan) -> None:
+    """``my_template.jinja``: docs/own_data.md's own example."""
+    template = code_block_after((REPO / "docs/own_data.md").read_text(), "A template of your own", "jinja")
+    (sandbox / "my_template.jinja").write_text(template)
+
+
 # The hub datasets documented commands name, as the datasets cache holds them after a download (subset, and rows
 # per split in the dataset's own columns; a few test rows, not the real data).
 HUB_DATASETS = {
@@ -263,6 +269,7 @@ PLACEHOLDER_FILES = {
     "my_dataset": (r"\bmy_dataset\b", write_datasets_folder),
     "my.csv": (r"\bmy\.csv\b", write_csv_rows),
     "format examples": ("|".join(rf"\b{re.escape(name)}\b" for name in FORMAT_EXAMPLES), write_format_examples),
+    "my_template.jinja": (r"\bmy_template\.jinja\b", write_chat_template),
     "hub datasets": ("|".join(map(re.escape, HUB_DATASETS)), write_hub_datasets),
     "ab_choices_*.json": (r"\bab_choices_\*\.json\b", write_rater_choices),
 }

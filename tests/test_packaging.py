@@ -105,12 +105,14 @@ def test_wheel_holds_the_code_configs_data_and_search_path_plugin(wheel):
         }
 
     expected = (
-        {f"lit_ft/{p}" for p in under("lit_ft", "*.py", "*.html")}  # every subpackage listed in pyproject.toml
+        # every subpackage listed in pyproject.toml, and its data files (the A/B page, the chat templates)
+        {f"lit_ft/{p}" for p in under("lit_ft", "*.py", "*.html", "*.jinja")}
         | {f"lit_ft/conf/{p}" for p in under("conf", "*.yaml", "__init__.py")}
         | {f"lit_ft/shipped_data/{p}" for p in under("data", "*.jsonl", "README.md", "__init__.py")}
         | {f"hydra_plugins/{p}" for p in under("hydra_plugins", "*.py")}
     )
-    assert "lit_ft/conf/experiment/dpo_legal.yaml" in expected  # the globs found the files
+    # the globs found the files
+    assert {"lit_ft/conf/experiment/dpo_legal.yaml", "lit_ft/data/templates/chatml.jinja"} <= expected
     assert sorted(expected - names) == []
     # conf/ and data/ go inside lit_ft, not to the top of site-packages; the plugin namespace has no __init__.py
     assert not [n for n in names if n.split("/")[0] in ("conf", "data", "tests")]

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from lit_ft.data.batch import Example, Tokens, loss_tokens
+from lit_ft.data.chat_templates import with_chat_template
 from lit_ft.data.mixing import DataSource, sample_mixture
 from lit_ft.data.readers import TRAIN_SPLITS, VAL_SPLITS, DataError, Record
 from lit_ft.data.rows import SFTExample
@@ -56,6 +57,10 @@ class FineTuneDataModule(L.LightningDataModule):
         max_length: tokens per example (and per pack); longer examples follow ``truncation``.
         truncation: ``right`` keeps the start, ``left`` keeps the end, ``drop`` removes the example.
         trust_remote_code: run tokenizer code shipped with the model (as ``model.trust_remote_code``); off by default.
+        chat_template: render conversations with this template instead of the tokenizer's own: a built-in name
+            (``chatml``, ``llama3``, ``zephyr``), a Jinja file or Jinja text
+            (:func:`~lit_ft.data.chat_templates.with_chat_template`); ``tokenizer`` is then a copy carrying it, which
+            the run exports with the model.
         mixture: instead of ``train_files``, several :class:`DataSource` (or dicts of its fields): sources,
             sampling ``weight``, optional ``task_type`` and ``val_files``. ``val_files`` then adds validation
             data for the whole mixture.
@@ -80,6 +85,7 @@ class FineTuneDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 42,
         trust_remote_code: bool = False,
+        chat_template: str | None = None,
         mixture: Sequence[DataSource | dict[str, Any]] | None = None,
         train_samples: int | None = None,
         max_val_rows: int | None = None,
@@ -88,7 +94,7 @@ class FineTuneDataModule(L.LightningDataModule):
         super().__init__()
         if isinstance(tokenizer, (str, Path)):
             tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
-        self.tokenizer = tokenizer
+        self.tokenizer = with_chat_template(tokenizer, chat_template)
         self.train_files, self.val_files = source_list(train_files), source_list(val_files)
         self.mixture = [DataSource.of(source) for source in mixture or []]
         if self.mixture and self.train_files:

@@ -1,19 +1,44 @@
 """Turn examples into :class:`~lit_ft.data.batch.Tokens`: ``input_ids`` and ``labels`` (-100 where a token carries
 no loss), not shifted, whole (:func:`lit_ft.data.truncation.truncate` fits them to a length).
 
-Chat examples are tokenised exactly as the tokenizer's chat template renders them; the assistant spans are
-found by rendering each conversation prefix, so no template-specific markers are hard-coded.
+Chat examples are tokenised exactly as the tokenizer's chat template renders them; each assistant turn's span is
+found in that rendering by rendering the conversation again with a marker for the turn's content
+(:func:`assistant_spans`), so no template-specific markers are hard-coded, and templates that render an earlier
+turn differently once the conversation goes on (dropping its reasoning) are labelled exactly too.
 """
 
 from __future__ import annotations
 
+import bisect
+import os
 from collections.abc import Sequence
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from lit_ft.data.batch import IGNORE_INDEX, Tokens, UnpairedExample
 from lit_ft.data.preference_rows import UnpairedPreference
 from lit_ft.data.rows import ChatExample, Message, SFTExample, TextExample, Tool
+
+# Stands for an assistant message's content in the renderings that locate it: plain text that templates pass
+# through as it is (no whitespace to trim, no special token, nothing a template parses, like `</think>`).
+CONTENT_MARKER = "[[lit-ft: assistant content]]"
+
+
+def render_text(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[Message],
+    add_generation_prompt: bool = False,
+    tools: Sequence[Tool] | None = None,
+) -> str:
+    """The chat template applied to ``messages`` and ``tools``; a template error (one it raises for this conversation, or a
+    bug in it) is a ``ValueError`` naming it."""
+    try:
+        return tokenizer.apply_chat_template(
+            list(messages), tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    except TemplateError as error:
+        raise ValueError(f"the chat template cannot render this conversation: {error}") from error
 
 
 def render_ids(
@@ -24,38 +49,87 @@ def render_ids(
 ) -> list[int]:
     """Token ids of the chat template applied to ``messages`` and ``tools`` (the template's own special tokens
     included)."""
-    text = tokenizer.apply_chat_template(
-        list(messages), tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
-    )
+    text = render_text(tokenizer, messages, add_generation_prompt, tools)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _trim_trailing_whitespace(tokenizer: PreTrainedTokenizerBase, ids: list[int], start: int, end: int) -> int:
-    """Move ``end`` back over tokens that decode to whitespace (the newline after an end-of-turn token)."""
-    while end > start and not tokenizer.decode(ids[end - 1 : end]).strip():
-        end -= 1
-    return end
+def _turn_chars(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[Message],
+    turn: int,
+    text: str,
+    tools: Sequence[Tool] | None = None,
+) -> tuple[int, int]:
+    """``[start, end)`` characters of assistant turn ``turn`` in ``text`` (the whole conversation rendered): what
+    a model writes after the generation prompt, through the turn's end-of-turn marker (its trailing whitespace
+    left out).
+
+    The conversation is rendered again with :data:`CONTENT_MARKER` as the turn's content, ``before + marker +
+    after``, and the two renderings are lined up:
+
+    - ``after`` (the rest of the turn, and every later message) must end ``text``: it does not depend on the
+      content;
+    - the turn starts after the last generation prompt in ``before`` (what ``add_generation_prompt`` appends to
+      ``messages[:turn]``), and ``text`` must equal ``before`` up to there. What a template writes between that
+      prompt and the content (a ``<think>`` block it builds from the content) is the model's to write: labelled;
+    - the turn ends ``len(text) - len(after)`` characters in, plus its closing: what follows the marker when
+      ``marked[:turn + 1]`` is rendered, as far as ``after`` starts with it (``<|im_end|>``; a tool call and
+      ``<|im_end|>`` after an assistant's tool call).
+
+    Rendering prefixes (``messages[:turn + 1]``) and finding them at the start of the whole would need every
+    template to render a prefix as the whole conversation does; templates that drop earlier reasoning blocks
+    (Qwen3's) do not: they render the turn with its reasoning when it is last, without it later on. Transformers'
+    ``return_assistant_tokens_mask`` needs ``{% generation %}`` tags, which few templates have. The marker needs
+    neither, and each step is checked: a template it cannot line up is refused with a ``ValueError``, never guessed.
+    """
+    marked = [*messages[:turn], {**messages[turn], "content": CONTENT_MARKER}, *messages[turn + 1 :]]
+    rendered = render_text(tokenizer, marked, tools=tools)
+    if CONTENT_MARKER in text or rendered.count(CONTENT_MARKER) != 1:
+        raise ValueError(f"the chat template does not render assistant turn {turn}'s content once and as it is")
+    before, after = rendered.split(CONTENT_MARKER)
+    history = render_text(tokenizer, messages[:turn], tools=tools)
+    prompted = render_text(tokenizer, messages[:turn], add_generation_prompt=True, tools=tools)
+    if not prompted.startswith(history) or not text.endswith(after):
+        raise ValueError(f"the chat template renders turn {turn}'s surroundings differently as its content changes")
+    generation_prompt = prompted[len(history) :]
+    header = before.rfind(generation_prompt)
+    start = header + len(generation_prompt)
+    if header < 0 or text[:start] != before[:start]:
+        raise ValueError(
+            f"assistant turn {turn} does not follow the template's generation prompt {generation_prompt!r} in the "
+            "rendered conversation"
+        )
+    alone = render_text(tokenizer, marked[: turn + 1], tools=tools)
+    closing = alone[alone.index(CONTENT_MARKER) + len(CONTENT_MARKER) :]
+    closing = os.path.commonprefix([closing, after]).rstrip()
+    end = len(text) - len(after) + len(closing)
+    if end <= start:
+        raise ValueError(f"assistant turn {turn} renders as nothing: there is nothing to label")
+    return start, end
 
 
 def assistant_spans(
     tokenizer: PreTrainedTokenizerBase,
     messages: Sequence[Message],
     turns: Sequence[int],
-    ids: list[int],
+    text: str,
+    token_starts: Sequence[int],
     tools: Sequence[Tool] | None = None,
 ) -> list[tuple[int, int]]:
     """``[start, end)`` token spans of the given assistant turns: their content (or tool call) and end-of-turn
-    token."""
+    token.
+
+    ``text`` is the whole conversation rendered and ``token_starts`` the character where each of its tokens starts
+    (the fast tokenizer's offsets). A turn's tokens are those that start inside its characters
+    (:func:`_turn_chars`). Where the template's markers are tokens of the vocabulary, the span's edges are token
+    edges; where they are not (Llama 3's ``<|eot_id|>`` in another model's vocabulary), the token that holds the
+    end of the turn and the start of the next header (``><``) is the turn's: the model must write it to end the
+    turn.
+    """
     spans = []
     for turn in turns:
-        start = len(render_ids(tokenizer, messages[:turn], add_generation_prompt=True, tools=tools))
-        through = render_ids(tokenizer, messages[: turn + 1], tools=tools)
-        if ids[: len(through)] != through:
-            raise ValueError(
-                "The chat template does not tokenise a conversation prefix as a prefix of the whole conversation "
-                f"(turn {turn}); assistant labels cannot be located."
-            )
-        spans.append((start, _trim_trailing_whitespace(tokenizer, ids, start, len(through))))
+        first, last = _turn_chars(tokenizer, messages, turn, text, tools)
+        spans.append((bisect.bisect_left(token_starts, first), bisect.bisect_left(token_starts, last)))
     return spans
 
 
@@ -77,9 +151,17 @@ def tokenize_conversation(
     """
     if trainable_turns is None:
         trainable_turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    input_ids = render_ids(tokenizer, messages, tools=tools)
+    text = render_text(tokenizer, messages, tools=tools)
+    try:
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError as error:
+        raise TypeError(
+            f"assistant-only labels need a fast tokenizer (token offsets), and {type(tokenizer).__name__} is not one"
+        ) from error
+    input_ids = encoding["input_ids"]
+    token_starts = [start for start, _ in encoding["offset_mapping"]]
     labels = [IGNORE_INDEX] * len(input_ids)
-    for start, end in assistant_spans(tokenizer, messages, trainable_turns, input_ids, tools):
+    for start, end in assistant_spans(tokenizer, messages, trainable_turns, text, token_starts, tools):
         labels[start:end] = input_ids[start:end]
     return {"input_ids": input_ids, "labels": labels}
 

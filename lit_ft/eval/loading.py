@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from peft import PeftConfig, PeftModel
 from transformers import PreTrainedTokenizerBase
 
+from lit_ft.data.chat_templates import with_chat_template
 from lit_ft.models import load_model, load_tokenizer
 from lit_ft.modules.causal_lm import CausalLMModule
 
@@ -75,6 +76,10 @@ def _wrap(cfg: DictConfig, model: torch.nn.Module) -> CausalLMModule:
 def load_eval_model(cfg: DictConfig, model_path: str | None = None) -> EvalModel:
     """Load ``model_path`` (see :func:`model_kind`) with its tokenizer, inside the module of ``cfg``, in eval mode.
 
+    The tokenizer renders chats with ``data.chat_template`` when it is set (a checkpoint's: that of the run's
+    ``config.yaml`` unless ``cfg`` sets one), else with its own (a run's ``model/`` and ``adapter/`` carry the
+    template it was trained with).
+
     - no path: the model of ``cfg.model`` (the base model before fine-tuning);
     - model folder: ``load_model(path)`` with the dtype and attention of ``cfg.model``;
     - adapter folder: the base model of ``cfg.model`` with the adapter loaded and merged;
@@ -83,6 +88,7 @@ def load_eval_model(cfg: DictConfig, model_path: str | None = None) -> EvalModel
       adapter and frozen-backbone runs, whose checkpoints hold only those).
     """
     kind = model_kind(model_path)
+    chat_template = cfg.data.get("chat_template")
     options = {k: cfg.model[k] for k in ("dtype", "attn_implementation", "trust_remote_code") if k in cfg.model}
     trust = {"trust_remote_code": options.get("trust_remote_code", False)}
     if kind == "checkpoint":
@@ -92,6 +98,7 @@ def load_eval_model(cfg: DictConfig, model_path: str | None = None) -> EvalModel
         checkpoint = torch.load(model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(checkpoint["state_dict"], strict=module.strict_loading)
         tokenizer = load_tokenizer(run_cfg.data.tokenizer, **trust)
+        chat_template = chat_template or run_cfg.data.get("chat_template")
     elif kind == "adapter":
         base = instantiate(cfg.model)()
         trained_on = PeftConfig.from_pretrained(model_path).base_model_name_or_path
@@ -107,6 +114,7 @@ def load_eval_model(cfg: DictConfig, model_path: str | None = None) -> EvalModel
         module, tokenizer = _wrap(cfg, load_model(model_path, **options)), load_tokenizer(model_path, **trust)
     else:
         module, tokenizer = _wrap(cfg, instantiate(cfg.model)()), load_tokenizer(cfg.data.tokenizer, **trust)
+    tokenizer = with_chat_template(tokenizer, chat_template)
     source = str(model_path) if model_path else str(cfg.model.get("name_or_path", cfg.model._target_))
     log.info("Evaluating %s (%s)", source, kind)
     return EvalModel(module.eval().requires_grad_(False), tokenizer, source, kind)
