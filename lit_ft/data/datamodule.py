@@ -16,7 +16,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
@@ -38,6 +38,15 @@ from lit_ft.models import load_tokenizer
 from lit_ft.utils.lightning_compat import train_data_fetcher
 
 log = logging.getLogger(__name__)
+
+
+class SplitRecords(NamedTuple):
+    """The rows of every source, split: training rows per source; all validation rows (the sources', then a
+    mixture's own ``val_files``); per split, the rows ``task_types`` filters left out, counted per task type."""
+
+    train_per_source: list[list[Record]]
+    val: list[Record]
+    filtered: dict[str, Counter]
 
 
 class FineTuneDataModule(L.LightningDataModule):
@@ -197,26 +206,23 @@ class FineTuneDataModule(L.LightningDataModule):
             return train, val
         return [[Record(r.where, {**r.row, "task_type": source.task_type}) for r in rs] for rs in (train, val)]
 
-    def _train_records_per_source_and_val_records(
-        self,
-    ) -> tuple[list[list[Record]], list[Record], dict[str, Counter]]:
-        """Training rows per source, all validation rows (the sources', then a mixture's own ``val_files``), and
-        per split the rows ``task_types`` filters left out (per task type)."""
+    def _read_splits(self) -> SplitRecords:
+        """Every source's rows, split (:class:`SplitRecords`)."""
         filtered: dict[str, Counter] = {"train": Counter(), "val": Counter()}
         splits = [self._source_train_val_records(source, filtered) for source in self.sources()]
         extra_val = self._read(self.val_files, VAL_SPLITS, filtered["val"]) if self.mixture else []
-        return [train for train, _ in splits], [r for _, val in splits for r in val] + extra_val, filtered
+        return SplitRecords([train for train, _ in splits], [r for _, val in splits for r in val] + extra_val, filtered)
 
     def train_and_val_records(self) -> tuple[list[Record], list[Record]]:
         """The raw training rows (all sources) and validation rows, as read (``columns`` applied, ``task_types``
         kept; before validation and tokenisation)."""
-        train_groups, val, _ = self._train_records_per_source_and_val_records()
+        train_groups, val, _ = self._read_splits()
         return [record for group in train_groups for record in group], val
 
     def val_records(self) -> list[Record]:
         """The raw rows of the validation split, as read (``columns`` applied, ``task_types`` kept; before
         validation and tokenisation)."""
-        return self._train_records_per_source_and_val_records()[1]
+        return self._read_splits().val
 
     def _encode_split(self, name: str, groups: list[list[Record]], filtered: Counter) -> list[list[Example]]:
         """Encode each group of records (one per source); one :class:`SplitStats` counts them all, and the rows
@@ -261,7 +267,7 @@ class FineTuneDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.task_names:  # idempotent: Lightning calls setup once per stage
             return
-        train_groups, val_records, filtered = self._train_records_per_source_and_val_records()
+        train_groups, val_records, filtered = self._read_splits()
         train_groups = self._encode_split("train", train_groups, filtered["train"])
         unused_val = max(0, len(val_records) - self.max_val_rows) if self.max_val_rows is not None else 0
         if unused_val:
