@@ -118,8 +118,8 @@ def test_tiny_run_logs_offline_and_the_run_file_holds_metrics_config_and_summari
     assert run["summary"]["val/loss"]["min"] == pytest.approx(min(row["val/loss"] for row in val_rows))
     assert run["summary"]["final/val_loss_after"] == pytest.approx(summary["val_loss_after"])
     # forgetting results as a table
-    assert any(row.get("forgetting/_type") == "table-file" for row in run["history"])
-    table = json.loads(next(run_files[0].parent.glob("files/media/table/forgetting_*.table.json")).read_text())
+    assert any(row.get("forgetting_results/_type") == "table-file" for row in run["history"])
+    table = json.loads(next(run_files[0].parent.glob("files/media/table/forgetting_results_*.table.json")).read_text())
     assert table["columns"] == ["metric", "baseline", "final", "delta"]
     assert table["data"] == [["mcq_acc", 0.5, 0.48, -0.02], ["prose_ppl", 20.0, 21.0, 1.0]]
 
