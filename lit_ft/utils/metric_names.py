@@ -28,6 +28,7 @@ VAL_LOSS = "val/loss"
 VAL_PPL = "val/ppl"
 
 STAGES = ("train", "val")
+VAL_PREFIX = "val/"  # what every validation metric starts with: stage_metric("val", name)
 REWARD_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
 LOGP_METRICS = ("logps/chosen", "logps/rejected")
 TASK_COUNTS = ("tokens", "examples")  # per-task counts next to the per-task means
