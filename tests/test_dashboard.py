@@ -28,7 +28,7 @@ from lit_ft.loggers import WandbLogger  # noqa: E402
 from lit_ft.loggers.dashboard import from_json, save, sweep_report, to_json, workspace  # noqa: E402
 from lit_ft.utils.metric_names import AXES  # noqa: E402
 from tests.support.helpers import run_entry_point  # noqa: E402
-from tests.support.wandb_records import logged_run  # noqa: E402
+from tests.support.wandb_records import logged_run, offline_without_api_key  # noqa: E402
 
 TINY_CHECKS = [
     "debug=tiny",
@@ -51,16 +51,6 @@ SWEEP = [
 DPO = ["experiment=dpo_legal", "model=tiny", *TINY_CHECKS, "logger.wandb.dashboard=true"]
 
 
-def offline(patch: pytest.MonkeyPatch, root: Path) -> None:
-    """No API key anywhere; W&B's own folders under ``root``."""
-    for variable in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
-        patch.delenv(variable, raising=False)
-    patch.setenv("NETRC", str(root / "netrc-absent"))
-    for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        patch.setenv(variable, str(root / "wandb-home"))
-    patch.setenv("WANDB_SILENT", "true")
-
-
 def dashboard_command(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """``python -m lit_ft.loggers.dashboard <args>`` in ``cwd``, with this checkout's lit_ft."""
     return run_entry_point(["lit_ft.loggers.dashboard", *args], script="-m", cwd=cwd, check=check)
@@ -71,7 +61,7 @@ def runs(tmp_path_factory):
     """``{"sweep_dir", "runs": [logged run, ...]}``: the sweep's two W&B runs and the DPO run's."""
     root = tmp_path_factory.mktemp("dashboard")
     with pytest.MonkeyPatch.context() as patch:
-        offline(patch, root)
+        offline_without_api_key(patch, root)
         run_entry_point([*SWEEP, f"paths.log_dir={root}/logs"])
         dpo = run_entry_point([*DPO, f"paths.log_dir={root}/logs", f"paths.output_dir={root}/dpo"])
     [sweep_dir] = (root / "logs" / "debug_tiny" / "multirun").iterdir()
@@ -82,7 +72,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture
 def no_api_key(tmp_path, monkeypatch):
-    offline(monkeypatch, tmp_path)
+    offline_without_api_key(monkeypatch, tmp_path)
 
 
 class Api:

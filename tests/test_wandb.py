@@ -13,18 +13,13 @@ from lit_ft.loggers import wandb_api_key_configured
 from lit_ft.run import train
 from lit_ft.utils.lightning_compat import wandb_offline
 from tests.support.helpers import compose_config
-from tests.support.wandb_records import logged_run
+from tests.support.wandb_records import logged_run, offline_without_api_key
 
 
 @pytest.fixture
 def wandb_offline_env(tmp_path, monkeypatch):
     """No API key anywhere; wandb's own folders inside tmp_path."""
-    for variable in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "netrc-absent"))
-    for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(variable, str(tmp_path / "wandb-home"))
-    monkeypatch.setenv("WANDB_SILENT", "true")
+    offline_without_api_key(monkeypatch, tmp_path)
     return tmp_path
 
 

@@ -22,11 +22,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import wandb_workspaces.reports.v2 as wr
-import wandb_workspaces.workspaces as ws
 from omegaconf import OmegaConf
-from wandb_workspaces.reports.v2 import internal as report_model
-from wandb_workspaces.workspaces import internal as workspace_model
+
+try:
+    import wandb_workspaces.reports.v2 as wr
+    import wandb_workspaces.workspaces as ws
+    from wandb_workspaces.reports.v2 import internal as report_model
+    from wandb_workspaces.workspaces import internal as workspace_model
+except ImportError as error:
+    raise ImportError("W&B dashboards need wandb-workspaces: pip install 'lit-ft[dashboards]'") from error
 
 from lit_ft.loggers.wandb import wandb_offline_by_default
 from lit_ft.sweep_report import collect, split_overrides
@@ -62,7 +66,6 @@ from lit_ft.utils.metric_names import (
 WORKSPACE_NAME = "lit-ft"
 REFERENCE = "dashed"  # how baseline and threshold lines are drawn
 TASK = "<task>"  # stands for any task type in a per-task name (re.escape leaves it as it is)
-Panel = Any  # a wandb-workspaces panel (wr.LinePlot, wr.ScalarChart, ...)
 Definition = ws.Workspace | wr.Report
 
 
