@@ -21,6 +21,7 @@ from lit_ft.config import validate_config
 from lit_ft.model_card import write_model_cards
 from lit_ft.strategies import end_processes
 from lit_ft.summary import plot_loss_curves, print_summary, write_summary
+from lit_ft.utils.metric_names import VAL_LOSS, VAL_PPL, VAL_PREFIX
 from lit_ft.utils.protocols import FinishingLogger, SummaryProvider, TaskData, TrainedModule
 from lit_ft.utils.resume import resume_checkpoint
 
@@ -37,7 +38,7 @@ def validation_metrics(
 ) -> dict[str, float]:
     """Run one validation pass and return its ``val/`` metrics as floats."""
     results = trainer.validate(module, datamodule=datamodule, verbose=False)
-    return {k: float(v) for k, v in (results[0] if results else {}).items() if k.startswith("val/")}
+    return {k: float(v) for k, v in (results[0] if results else {}).items() if k.startswith(VAL_PREFIX)}
 
 
 def training_record(trainer: L.Trainer, module: TrainedModule, datamodule: TaskData) -> dict[str, Any]:
@@ -87,17 +88,17 @@ def train_stage(cfg: DictConfig, model: Callable[[], Any] | None = None) -> tupl
     # weights_only: a checkpoint holds tensors and plain types only, so loading one runs no pickled code.
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     summary["resumed_from"] = ckpt_path
-    summary["val_loss_before"] = history.before_training("val/loss")
+    summary["val_loss_before"] = history.before_training(VAL_LOSS)
     after = validation_metrics(trainer, module, datamodule)
-    summary["val_loss_after"] = after.get("val/loss")
-    summary["val_ppl_after"] = after.get("val/ppl")
+    summary["val_loss_after"] = after.get(VAL_LOSS)
+    summary["val_ppl_after"] = after.get(VAL_PPL)
     # every val/ metric the module logs (reward accuracy, margins, ...), before and after training
     summary["val_before"] = {k: v for k in history.val if (v := history.before_training(k)) is not None}
     summary["val_after"] = after
     summary["history"] = history.curves()  # (step, value) per check: the sweep report reads it, whatever the logger
     # On every rank: a sharded model is gathered to rank 0, which writes it.
     exported = module.export(output_dir, datamodule.tokenizer) if cfg.get("export", True) else {}
-    trained = [loss for step, loss in history.val.get("val/loss", []) if step > 0]  # checks after some training
+    trained = [loss for step, loss in history.val.get(VAL_LOSS, []) if step > 0]  # checks after some training
     summary["best_val_loss"] = min(trained, default=summary["val_loss_after"])
 
     if trainer.is_global_zero:

@@ -414,6 +414,10 @@ def module_plan(command: DocCommand, text: str, found: Invocation, files: tuple[
         details["score_key"] = positional[1]
     elif found.program == "lit_ft.sweep_report":
         details["written"] = [f"{positional[0]}/sweep_report.md"]
+    elif found.program == "lit_ft.loggers.dashboard":  # offline here: the definition is written as JSON
+        sweep = dict(zip(found.args, found.args[1:])).get("--sweep")
+        default = f"{sweep}/wandb_sweep_report.json" if sweep else "wandb_workspace.json"
+        details["written"] = [writes.get("--out") or default]
     return Plan(
         command,
         "run",

@@ -13,18 +13,13 @@ from lit_ft.loggers import wandb_api_key_configured
 from lit_ft.run import train
 from lit_ft.utils.lightning_compat import wandb_offline
 from tests.support.helpers import compose_config
-from tests.support.wandb_records import logged_run
+from tests.support.wandb_records import logged_run, offline_without_api_key
 
 
 @pytest.fixture
 def wandb_offline_env(tmp_path, monkeypatch):
     """No API key anywhere; wandb's own folders inside tmp_path."""
-    for variable in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "netrc-absent"))
-    for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(variable, str(tmp_path / "wandb-home"))
-    monkeypatch.setenv("WANDB_SILENT", "true")
+    offline_without_api_key(monkeypatch, tmp_path)
     return tmp_path
 
 
@@ -118,8 +113,8 @@ def test_tiny_run_logs_offline_and_the_run_file_holds_metrics_config_and_summari
     assert run["summary"]["val/loss"]["min"] == pytest.approx(min(row["val/loss"] for row in val_rows))
     assert run["summary"]["final/val_loss_after"] == pytest.approx(summary["val_loss_after"])
     # forgetting results as a table
-    assert any(row.get("forgetting/_type") == "table-file" for row in run["history"])
-    table = json.loads(next(run_files[0].parent.glob("files/media/table/forgetting_*.table.json")).read_text())
+    assert any(row.get("forgetting_results/_type") == "table-file" for row in run["history"])
+    table = json.loads(next(run_files[0].parent.glob("files/media/table/forgetting_results_*.table.json")).read_text())
     assert table["columns"] == ["metric", "baseline", "final", "delta"]
     assert table["data"] == [["mcq_acc", 0.5, 0.48, -0.02], ["prose_ppl", 20.0, 21.0, 1.0]]
 

@@ -16,6 +16,7 @@ from lit_ft.callbacks.steps import weights_step
 from lit_ft.eval.general import GeneralAbility, load_passages, load_questions
 from lit_ft.eval.harness import harness_available, run_harness
 from lit_ft.utils.distributed import local_part, reshard
+from lit_ft.utils.metric_names import MCQ_ACC, PROSE_PPL, forgetting_metric
 from lit_ft.utils.protocols import TaskData
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ class ForgettingCheck(L.Callback):
     - before training (``on_train_start``): the baseline. For LoRA runs the same model with its adapter disabled
       (peft's ``disable_adapter()``; no second copy of the model);
     - after each validation during ``fit`` (``every_validation``): logged as ``forgetting/<metric>`` and
-      ``forgetting/<metric>_delta`` (now minus baseline) with the validation metrics;
+      ``forgetting/<metric>_delta`` (now minus baseline) with the validation metrics, and, as reference lines for
+      a dashboard, ``forgetting/<metric>_baseline`` and ``forgetting/<metric>_threshold`` (:meth:`thresholds`);
     - at the end of ``fit``, after :class:`~lit_ft.callbacks.EarlyStoppingWithRestore` has put back the best
       weights: the final numbers, in :meth:`summary` (``summary.json`` under ``forgetting``).
 
@@ -140,6 +142,16 @@ class ForgettingCheck(L.Callback):
     def deltas(self, scores: dict[str, float]) -> dict[str, float]:
         return {name: value - self.baseline[name] for name, value in scores.items() if name in (self.baseline or {})}
 
+    def thresholds(self) -> dict[str, float]:
+        """The values :meth:`problems` warns past, per watched score: ``mcq_acc`` below ``baseline - max_acc_drop``,
+        ``prose_ppl`` above ``baseline * (1 + max_ppl_increase)``; a threshold set to None is left out."""
+        limits = {}
+        if self.max_acc_drop is not None and MCQ_ACC in (self.baseline or {}):
+            limits[MCQ_ACC] = self.baseline[MCQ_ACC] - self.max_acc_drop
+        if self.max_ppl_increase is not None and PROSE_PPL in (self.baseline or {}):
+            limits[PROSE_PPL] = self.baseline[PROSE_PPL] * (1 + self.max_ppl_increase)
+        return limits
+
     def problems(self, scores: dict[str, float]) -> list[str]:
         """The thresholds ``scores`` cross, in words."""
         found = []
@@ -161,8 +173,14 @@ class ForgettingCheck(L.Callback):
 
     # --- reporting -----------------------------------------------------------------------------------------
     def _named(self, scores: dict[str, float]) -> dict[str, float]:
-        named = {f"forgetting/{name}": value for name, value in scores.items()}
-        named.update({f"forgetting/{name}_delta": value for name, value in self.deltas(scores).items()})
+        """Scores, their deltas and the reference lines (baseline and threshold of the watched scores), by logged
+        name."""
+        named = {forgetting_metric(name): value for name, value in scores.items()}
+        named.update({forgetting_metric(name, "delta"): value for name, value in self.deltas(scores).items()})
+        limits = self.thresholds()
+        for name in limits:
+            named[forgetting_metric(name, "baseline")] = self.baseline[name]
+            named[forgetting_metric(name, "threshold")] = limits[name]
         return named
 
     def _record(self, trainer: L.Trainer, stage: str, scores: dict[str, float]) -> list[str]:

@@ -6,6 +6,7 @@ import lightning as L
 import torch
 
 from lit_ft.callbacks.steps import weights_step
+from lit_ft.utils.metric_names import TRAIN_LOSS, VAL_PREFIX
 
 
 def _scalar(value: torch.Tensor | float) -> float:
@@ -23,7 +24,7 @@ class MetricHistory(L.Callback):
         self.val: dict[str, list[tuple[int, float]]] = {}
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        loss = trainer.callback_metrics.get("train/loss")
+        loss = trainer.callback_metrics.get(TRAIN_LOSS)
         if loss is not None and (not self.train or self.train[-1][0] != trainer.global_step):
             self.train.append((trainer.global_step, _scalar(loss)))
 
@@ -35,13 +36,13 @@ class MetricHistory(L.Callback):
             return
         step = weights_step(trainer)
         for name, value in trainer.callback_metrics.items():
-            if name.startswith("val/") and value.numel() == 1:
+            if name.startswith(VAL_PREFIX) and value.numel() == 1:
                 points = [point for point in self.val.get(name, []) if point[0] != step]
                 self.val[name] = sorted([*points, (step, _scalar(value))])
 
     def curves(self) -> dict[str, list[tuple[int, float]]]:
         """Every recorded curve by metric name: ``train/loss`` and each ``val/`` metric."""
-        return {"train/loss": self.train, **self.val}
+        return {TRAIN_LOSS: self.train, **self.val}
 
     def before_training(self, name: str) -> float | None:
         """The value of validation metric ``name`` recorded at step 0 (a validation before training), if any."""

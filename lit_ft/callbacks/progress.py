@@ -5,8 +5,10 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 
+from lit_ft.utils.metric_names import TOKENS_PER_S, TRAIN_LOSS, VAL_LOSS
+
 # metric logged -> label in the bar, and its format
-SHOWN = {"train/loss": ("loss", "{:.4f}"), "val/loss": ("val_loss", "{:.4f}"), "perf/tokens_per_s": ("tok/s", "{:.0f}")}
+SHOWN = {TRAIN_LOSS: ("loss", "{:.4f}"), VAL_LOSS: ("val_loss", "{:.4f}"), TOKENS_PER_S: ("tok/s", "{:.0f}")}
 
 
 class ProgressBar(RichProgressBar):

@@ -10,17 +10,11 @@ import torch
 from lit_ft.callbacks.steps import StepTracker
 from lit_ft.data.batch import example_task_ids
 from lit_ft.eval.grouped_mean import GroupedMean
+from lit_ft.utils.metric_names import STAGES, TASK_COUNTS, TASK_LOSS, split_task_metric, task_metric
 from lit_ft.utils.protocols import TaskData, TrainedModule
 
-STAGES = ("train", "val")
 Update = tuple[str, torch.Tensor, torch.Tensor]  # metric name, values [N], task ids [N]
-COUNTS = ("tokens", "examples")
-
-
-def _name_and_task(key: str) -> tuple[str, str]:
-    """``"val/rewards/accuracies/flag"`` -> ``("rewards/accuracies", "flag")``."""
-    name, task = key.split("/", 1)[1].rsplit("/", 1)
-    return name, task
+TOKENS, EXAMPLES = TASK_COUNTS
 
 
 class TaskMetrics(L.Callback):
@@ -81,11 +75,11 @@ class TaskMetrics(L.Callback):
         updates = []
         if "per_token_loss" in outputs:
             mask = outputs["loss_mask"].bool()
-            updates.append(("loss", outputs["per_token_loss"].detach()[mask], outputs["task_ids"][mask]))
+            updates.append((TASK_LOSS, outputs["per_token_loss"].detach()[mask], outputs["task_ids"][mask]))
         examples = outputs.get("example_task_ids")
         if examples is None:
             examples = example_task_ids(batch)
-        updates.append(("examples", torch.ones_like(examples, dtype=torch.float64), examples))
+        updates.append((EXAMPLES, torch.ones_like(examples, dtype=torch.float64), examples))
         for name, values in outputs.get("example_metrics", {}).items():
             updates.append((name, values.detach(), outputs["example_task_ids"]))
         return updates
@@ -103,12 +97,12 @@ class TaskMetrics(L.Callback):
             for task_id, task in enumerate(self.task_names):
                 if count[task_id] == 0:
                     continue
-                if name == "examples":
-                    values[f"{stage}/examples/{task}"] = float(count[task_id])
+                if name == EXAMPLES:
+                    values[task_metric(stage, EXAMPLES, task)] = float(count[task_id])
                     continue
-                values[f"{stage}/{name}/{task}"] = float(mean[task_id])
-                if name == "loss":
-                    values[f"{stage}/tokens/{task}"] = float(count[task_id])
+                values[task_metric(stage, name, task)] = float(mean[task_id])
+                if name == TASK_LOSS:
+                    values[task_metric(stage, TOKENS, task)] = float(count[task_id])
         return values
 
     def _reset(self, stage: str) -> None:
@@ -164,12 +158,12 @@ class TaskMetrics(L.Callback):
         per_task: dict[str, dict[str, float]] = {}
         for when, values in (("before", self.before), ("after", self.after)):
             for key, value in (values or {}).items():
-                name, task = _name_and_task(key)
-                if name not in COUNTS:
+                name, task = split_task_metric(key)
+                if name not in TASK_COUNTS:
                     per_task.setdefault(task, {})[f"val_{name}_{when}"] = value
         for key, value in (self.after or self.before or {}).items():
-            name, task = _name_and_task(key)
-            if name in COUNTS:
+            name, task = split_task_metric(key)
+            if name in TASK_COUNTS:
                 per_task.setdefault(task, {})[f"val_{name}"] = value
         return {"per_task": per_task}
 

@@ -12,6 +12,7 @@ import torch
 from lit_ft.callbacks.steps import StepTracker
 from lit_ft.data.batch import example_task_ids, non_padding_tokens
 from lit_ft.models.flops import head_flops_per_token, training_flops_per_token
+from lit_ft.utils.metric_names import MFU, PEAK_MEM_GB, SAMPLES_PER_S, TOKENS_PER_S
 from lit_ft.utils.perf import compute_dtype, peak_flops, peak_memory_bytes
 from lit_ft.utils.protocols import HeadPositions
 
@@ -100,12 +101,12 @@ class Throughput(L.Callback):
         peak = torch.tensor(float(peak_memory_bytes(pl_module.device)), device=pl_module.device)
         peak_gb = float(trainer.strategy.reduce(peak, reduce_op="max")) / 1e9
         self.last = {
-            "perf/tokens_per_s": tokens / seconds,
-            "perf/samples_per_s": samples / seconds,
-            "perf/peak_mem_gb": peak_gb,
+            TOKENS_PER_S: tokens / seconds,
+            SAMPLES_PER_S: samples / seconds,
+            PEAK_MEM_GB: peak_gb,
         }
         if self.device_peak:
-            self.last["perf/mfu"] = flops / seconds / (self.device_peak * trainer.world_size)
+            self.last[MFU] = flops / seconds / (self.device_peak * trainer.world_size)
         for name, value in self.last.items():
             pl_module.log(name, value, on_step=True, on_epoch=False)
         if trainer.global_step - trainer.log_every_n_steps >= self.warmup_steps:  # the window began after warm-up
@@ -132,7 +133,7 @@ class Throughput(L.Callback):
             "timed_tokens": int(tokens),
             "timed_seconds": seconds,
             "flops_per_token": flops / tokens,
-            "peak_mem_gb": self.last.get("perf/peak_mem_gb"),
+            "peak_mem_gb": self.last.get(PEAK_MEM_GB),
         }
         if self.device_peak:
             mfu = flops / seconds / (self.device_peak * self._world_size)

@@ -9,6 +9,7 @@ so the next job of a multirun starts its own.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import netrc
 import os
@@ -21,18 +22,28 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 
 from lit_ft.utils.lightning_compat import wandb_offline, wandb_run
+from lit_ft.utils.metric_names import (
+    FORGETTING,
+    FORGETTING_TABLE,
+    PER_TASK_TABLE,
+    SAMPLES_BEFORE_AFTER_TABLE,
+    STEP,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    VAL_PPL,
+    final_metric,
+)
 
 log = logging.getLogger(__name__)
 
-STEP = "trainer/global_step"
 # metric (glob) -> what the run summary keeps
 SUMMARIES = {
-    "val/loss": "min,last",
-    "val/ppl": "min,last",
-    "val/loss/*": "last,min",
-    "train/loss": "last",
-    "train/loss/*": "last",
-    "forgetting/*": "last",
+    VAL_LOSS: "min,last",
+    VAL_PPL: "min,last",
+    f"{VAL_LOSS}/*": "last,min",
+    TRAIN_LOSS: "last",
+    f"{TRAIN_LOSS}/*": "last",
+    f"{FORGETTING}/*": "last",
 }
 
 
@@ -45,6 +56,12 @@ def wandb_api_key_configured() -> bool:
         return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
+
+
+def wandb_offline_by_default() -> bool:
+    """Offline unless ``WANDB_MODE=online`` or an API key is configured; ``WANDB_MODE=offline`` always."""
+    mode = os.environ.get("WANDB_MODE", "")
+    return mode in ("offline", "dryrun") or (mode != "online" and not wandb_api_key_configured())
 
 
 def _hydra_job() -> tuple[str | None, str | None]:
@@ -83,6 +100,9 @@ class WandbLogger(LightningWandbLogger):
         save_dir: where the run's local files go (``<save_dir>/wandb/``).
         offline: ``"auto"`` (offline unless an API key is configured or ``WANDB_MODE=online``), or a bool.
         log_artifact: upload the final model (the adapter for LoRA runs) as a ``model`` artifact; online only.
+        dashboard: save lit-ft's workspace (:mod:`lit_ft.loggers.dashboard`) to the run's project when the run
+            ends; online only (offline the log gives the command that saves it later). Needs ``wandb-workspaces``
+            (``pip install 'lit-ft[dashboards]'``).
         **kwargs: passed to Lightning's ``WandbLogger`` / ``wandb.init`` (entity, notes, ...).
     """
 
@@ -95,12 +115,16 @@ class WandbLogger(LightningWandbLogger):
         save_dir: str = ".",
         offline: bool | Literal["auto"] = "auto",
         log_artifact: bool = False,
+        dashboard: bool = False,
         **kwargs: Any,
     ) -> None:
+        if dashboard and importlib.util.find_spec("wandb_workspaces") is None:
+            raise ImportError(
+                "logger.wandb.dashboard=true needs the wandb-workspaces package: pip install 'lit-ft[dashboards]'"
+            )
         if offline == "auto":
-            mode = os.environ.get("WANDB_MODE", "")
-            offline = mode in ("offline", "dryrun") or (mode != "online" and not wandb_api_key_configured())
-            if offline and not mode:
+            offline = wandb_offline_by_default()
+            if offline and not os.environ.get("WANDB_MODE"):
                 log.warning(
                     "W&B: no API key configured (WANDB_API_KEY or `wandb login`), logging offline under %s/wandb; "
                     "upload later with `wandb sync %s/wandb/offline-run-*`",
@@ -115,6 +139,7 @@ class WandbLogger(LightningWandbLogger):
             name=job or name, save_dir=save_dir, offline=offline, project=project, group=group, tags=tags, **kwargs
         )
         self.log_artifact = log_artifact
+        self.dashboard = dashboard
 
     @property
     def experiment(self):
@@ -131,11 +156,11 @@ class WandbLogger(LightningWandbLogger):
         return run
 
     def finish(self, summary: dict[str, Any]) -> None:
-        """End of a run: its scalar results into the run summary (``final/...``), forgetting and per-task results
-        as tables, the model as an artifact (online, if ``log_artifact``), then finish the run."""
+        """End of a run: its scalar results into the run summary (``final/...``), forgetting, per-task and
+        before/after samples as tables, the model as an artifact (online, if ``log_artifact``), the workspace
+        (online, if ``dashboard``), then finish the run."""
         run = self.experiment
-        scalars = {f"final/{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None}
-        run.summary.update(scalars)
+        run.summary.update(final_scalars(summary))
         for key, (columns, rows) in result_tables(summary).items():
             self.log_table(key, columns=columns, data=rows)
         model_dir = summary.get("adapter_path") or summary.get("model_path")
@@ -148,24 +173,54 @@ class WandbLogger(LightningWandbLogger):
                 artifact = wandb.Artifact(re.sub(r"[^\w.-]", "-", f"{run.name}-model"), type="model")
                 artifact.add_dir(model_dir)
                 run.log_artifact(artifact)
+        if self.dashboard:
+            self._save_dashboard(run)
         run_dir = Path(run.dir).parent if getattr(run, "dir", None) else None
         run.finish()
         if wandb_offline(self) and run_dir is not None:
             log.warning("W&B run logged offline; upload it with: wandb sync %s", run_dir)
 
+    def _save_dashboard(self, run: Any) -> None:
+        from lit_ft.loggers.dashboard import offline_hint, save, workspace
+
+        if wandb_offline(self):
+            log.warning("W&B: offline, so the workspace is not saved; %s", offline_hint(run.entity, run.project))
+            return
+        log.info("W&B workspace saved: %s", save(workspace(run.entity, run.project)))
+
+
+def final_scalars(summary: dict[str, Any]) -> dict[str, float]:
+    """The run summary's numbers as ``final/<key>``, and those of its sections one level down as
+    ``final/<section>/<key>`` (``final/early_stopping/best_step``, ``final/perf/mfu``)."""
+    scalars = {}
+    for key, value in summary.items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for inner, number in items:
+            if isinstance(number, (int, float)) and not isinstance(number, bool):
+                scalars[final_metric(key if inner is None else f"{key}/{inner}")] = number
+    return scalars
+
 
 def result_tables(summary: dict[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
-    """``{key: (columns, rows)}`` for the run's result tables: ``forgetting`` (metric, baseline, final, delta from
-    the forgetting check's summary) and ``per_task`` (one row per task type from the per-task callback's)."""
+    """``{key: (columns, rows)}`` for the run's result tables: ``forgetting_results`` (metric, baseline, final,
+    delta from the forgetting check's summary), ``per_task`` (one row per task type from the per-task callback's) and
+    ``samples_before_after`` (prompt, reference and the answers before and after training, from the samples')."""
     tables = {}
     forgetting = summary.get("forgetting") or {}
     final = forgetting.get("final") or {}
     if final:
         baseline, delta = forgetting.get("baseline") or {}, forgetting.get("delta") or {}
         rows = [[metric, baseline.get(metric), value, delta.get(metric)] for metric, value in final.items()]
-        tables["forgetting"] = (["metric", "baseline", "final", "delta"], rows)
+        tables[FORGETTING_TABLE] = (["metric", "baseline", "final", "delta"], rows)
     per_task = summary.get("per_task") or {}
     if per_task:
         columns = sorted({key for values in per_task.values() for key in values})
-        tables["per_task"] = (["task_type", *columns], [[t, *(v.get(c) for c in columns)] for t, v in per_task.items()])
+        tables[PER_TASK_TABLE] = (
+            ["task_type", *columns],
+            [[t, *(v.get(c) for c in columns)] for t, v in per_task.items()],
+        )
+    samples = summary.get("samples") or []
+    if samples:
+        columns = ["prompt", "reference", "before", "after"]
+        tables[SAMPLES_BEFORE_AFTER_TABLE] = (columns, [[sample.get(c) for c in columns] for sample in samples])
     return tables

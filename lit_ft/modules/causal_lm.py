@@ -14,6 +14,7 @@ from transformers import PreTrainedModel
 from lit_ft.data.batch import loss_tokens
 from lit_ft.losses import masked_head_cross_entropy, shift_labels, token_cross_entropy
 from lit_ft.modules.fine_tune import FineTuneModule, StepOutput
+from lit_ft.utils.metric_names import VAL_LOSS, VAL_PPL
 
 
 class CausalLMModule(FineTuneModule):
@@ -81,5 +82,5 @@ class CausalLMModule(FineTuneModule):
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
-        self.log("val/loss", loss, prog_bar=True, sync_dist=False)
-        self.log("val/ppl", torch.exp(loss), sync_dist=False)
+        self.log(VAL_LOSS, loss, prog_bar=True, sync_dist=False)
+        self.log(VAL_PPL, torch.exp(loss), sync_dist=False)

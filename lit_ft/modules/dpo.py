@@ -17,7 +17,8 @@ from lit_ft.data.preference_datamodule import PreferenceDataModule
 from lit_ft.losses import completion_logps, dpo_loss, orpo_loss, shift_labels, simpo_loss
 from lit_ft.modules.causal_lm import CausalLMModule
 from lit_ft.modules.fine_tune import StepOutput
-from lit_ft.modules.pairwise import REWARD_METRICS, PairwiseModule, reward_metrics
+from lit_ft.modules.pairwise import PairwiseModule, reward_metrics
+from lit_ft.utils.metric_names import LOGP_METRICS, REWARD_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class DPOModule(PairwiseModule, CausalLMModule):
     ``reference='adapter'`` without an ``adapter`` are refused with what to change.
     """
 
-    metric_names = (*REWARD_METRICS, "logps/chosen", "logps/rejected")
+    metric_names = (*REWARD_METRICS, *LOGP_METRICS)
 
     def __init__(
         self,
@@ -228,8 +229,7 @@ class DPOModule(PairwiseModule, CausalLMModule):
         return {
             "per_example_loss": losses,
             **reward_metrics(chosen_rewards, rejected_rewards),
-            "logps/chosen": chosen.detach(),
-            "logps/rejected": rejected.detach(),
+            **dict(zip(LOGP_METRICS, (chosen.detach(), rejected.detach()))),
         }
 
     def chosen_nll(self, chosen_logps: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -28,6 +28,8 @@ from lit_ft.modules.optim import LRScaling, OptimizerInBackward, build_optimizer
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.utils.distributed import unwrapped_name
 from lit_ft.utils.lightning_compat import attached_trainer
+from lit_ft.utils.metric_names import L2SP as L2SP_METRIC
+from lit_ft.utils.metric_names import LR, TRAIN_LOSS
 from lit_ft.utils.rng import ResumableRNG
 
 log = logging.getLogger(__name__)
@@ -271,15 +273,15 @@ class FineTuneModule(L.LightningModule):
                     parameter.grad.mul_(scale)
             # L2-SP's pull toward the pretrained weights joins the mean's gradient (refused on the other routes).
             if self.regularizer is not None:
-                self.log("train/l2sp", self.regularizer.add_gradient(self), rank_zero_only=True)
+                self.log(L2SP_METRIC, self.regularizer.add_gradient(self), rank_zero_only=True)
         # Log the loss the step optimises: the window's mean.
         self.log_step_metrics(window_loss / max(units, 1.0), optimizer)
         return int(units)
 
     def log_step_metrics(self, loss: float, optimizer: torch.optim.Optimizer) -> None:
-        self.log("train/loss", loss, prog_bar=True, rank_zero_only=True)
+        self.log(TRAIN_LOSS, loss, prog_bar=True, rank_zero_only=True)
         group = optimizer.param_groups[0]  # with layer_lr_decay, the top depth that trains: divide out its scale
-        self.log("lr", group["lr"] / group.get("lr_scale", 1.0), rank_zero_only=True)
+        self.log(LR, group["lr"] / group.get("lr_scale", 1.0), rank_zero_only=True)
 
     # --- optimisation --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:

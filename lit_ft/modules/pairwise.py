@@ -7,20 +7,14 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lit_ft.modules.fine_tune import FineTuneModule, StepOutput
-
-REWARD_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
+from lit_ft.utils.metric_names import REWARD_METRICS, VAL_LOSS, stage_metric
 
 
 def reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-pair ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies`` (1 where chosen > rejected, ties
     count 0) and ``rewards/margins`` (chosen - rejected), each [B]."""
     chosen, rejected = chosen_rewards.detach().float(), rejected_rewards.detach().float()
-    return {
-        "rewards/chosen": chosen,
-        "rewards/rejected": rejected,
-        "rewards/accuracies": (chosen > rejected).float(),
-        "rewards/margins": chosen - rejected,
-    }
+    return dict(zip(REWARD_METRICS, (chosen, rejected, (chosen > rejected).float(), chosen - rejected)))
 
 
 class PairwiseModule(FineTuneModule):
@@ -60,7 +54,7 @@ class PairwiseModule(FineTuneModule):
         pairs = torch.tensor(float(len(losses)), device=losses.device)
         for name in self.metric_names:
             value = out["example_metrics"][name].mean()
-            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=len(losses))
+            self.log(stage_metric("train", name), value, on_step=True, on_epoch=False, batch_size=len(losses))
         return {"loss": self.loss_to_backward(losses.sum(), pairs), **out}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
@@ -76,9 +70,9 @@ class PairwiseModule(FineTuneModule):
             metric.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
+        self.log(VAL_LOSS, self.val_loss.compute(), prog_bar=True, sync_dist=False)
         for name in self.metric_names:
-            self.log(f"val/{name}", self.val_metrics[_key(name)].compute(), sync_dist=False)
+            self.log(stage_metric("val", name), self.val_metrics[_key(name)].compute(), sync_dist=False)
 
 
 def _key(name: str) -> str:

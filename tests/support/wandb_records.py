@@ -7,9 +7,21 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 FILE_HEADER = 7  # ":W&B", a 2-byte magic, a version byte
 BLOCK = 32768  # LevelDB log format: 32 KiB blocks of fragments, each with a 7-byte header
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def offline_without_api_key(patch: pytest.MonkeyPatch, root: Path) -> None:
+    """No W&B API key anywhere (so runs log offline); W&B's own folders under ``root``."""
+    for variable in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        patch.delenv(variable, raising=False)
+    patch.setenv("NETRC", str(root / "netrc-absent"))
+    for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        patch.setenv(variable, str(root / "wandb-home"))
+    patch.setenv("WANDB_SILENT", "true")
 
 
 def read_records(path: str | Path) -> list:
