@@ -105,6 +105,13 @@ def test_typos_and_wrong_types_name_the_key(overrides, message, tmp_path):
         ),
         (["model.attn_implementation=flash_attention_2"], "needs a CUDA GPU (trainer=gpu); on CPU use sdpa"),
         (["peft=qlora"], "On CPU use peft=lora"),
+        (["strategy=fsdp", "ewc=general"], "ewc (set ewc=null) does not work with the strategy"),
+        (["strategy=fsdp", "mixout=default"], "mixout (set mixout=null) does not work with the strategy"),
+        (["strategy=fsdp", "module.l2sp=0.1"], "module.l2sp=0.1 (set module.l2sp=0) does not work"),
+        (
+            ["ewc=general", "module.optimizer_in_backward=true", "trainer.gradient_clip_val=null"],
+            "module.ewc.strength=10000.0: EWC's gradient is added after backward (set ewc=null)",
+        ),
         (["model.quantization=nf4", "trainer=gpu"], "use peft=qlora"),
     ],
 )
@@ -146,6 +153,9 @@ OWN_RULES = [
         ["module=dpo", "data=preference_legal", "module.reference=adapter"],
         "reference=adapter disables the LoRA adapter to get the reference, but there is none: add peft=lora",
     ),
+    (["module=reward", "data=preference_legal", "ewc=general"], "a reward model has no LM head: leave out ewc="),
+    (["ewc=general", "module.ewc.strength=0"], "ewc strength=0: must be > 0"),
+    (["mixout=default", "module.mixout.p=1"], "mixout p=1: must be in [0, 1)"),
 ]
 
 
