@@ -8,6 +8,7 @@ import csv
 import math
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -131,6 +132,23 @@ def test_mixout_mixes_the_trainable_linear_layers_and_keeps_the_state_dict(tiny_
         Mixout(0.1, target_modules=["lm_head"]).apply(LoRA(r=2)(copy.deepcopy(tiny_model)))  # frozen under LoRA
     with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
         Mixout(1.0)
+
+
+def test_mixout_trains_the_mixed_layers_and_leaves_plain_ones_when_training_ends(tiny_model):
+    seen = []
+
+    class Probe(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(sum(isinstance(m, MixoutLinear) for m in pl_module.modules()))
+
+    module = SFTModule(model=lambda: tiny_model, mixout=Mixout(0.5))
+    recorder = StepRecorder()
+    fit(module, toy_examples(2), [Probe(), recorder])
+    assert seen == [14]
+    assert not any(isinstance(m, MixoutLinear) for m in module.modules())  # plain nn.Linear again, same weights
+    after = dict(module.named_parameters())
+    assert all(torch.equal(after[n], p) for n, p in recorder.after.items())
+    assert any(not torch.equal(recorder.before[n], p) for n, p in recorder.after.items())  # it trained
 
 
 def metrics(run: Path) -> dict[int, dict[str, str]]:

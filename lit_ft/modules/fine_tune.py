@@ -324,6 +324,8 @@ class FineTuneModule(L.LightningModule):
         for optimizer in self.trainer.optimizers:  # later backward passes (another fit) must not update
             if isinstance(optimizer, OptimizerInBackward):
                 optimizer.remove_hooks()
+        if self.mixout is not None:  # a curriculum's next stage trains the model without this stage's mixout
+            self.mixout.remove(self.model)
 
     # --- validation, checkpoints, export -------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:

@@ -22,17 +22,20 @@ def mixout_weight(weight: torch.Tensor, anchor: torch.Tensor, p: float) -> torch
 class MixoutLinear(nn.Linear):
     """A linear layer that uses :func:`mixout_weight` of its weight in training mode and its weight as it is in
     eval mode. It holds the layer's own parameters (same names, same state dict) and ``anchor``, the weight's
-    starting value, as a buffer that moves with the module but is not saved."""
+    starting value: a plain tensor, not a buffer, so it is neither saved nor broadcast by DDP at every forward
+    (it follows the weight's device at the first forward after a move)."""
 
     def __init__(self, linear: nn.Linear, p: float) -> None:
         nn.Module.__init__(self)  # not nn.Linear's: the parameters are the wrapped layer's, not new ones
         self.in_features, self.out_features, self.p = linear.in_features, linear.out_features, p
         self.weight, self.bias = linear.weight, linear.bias
-        self.register_buffer("anchor", linear.weight.detach().clone(), persistent=False)
+        self.anchor = linear.weight.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = mixout_weight(self.weight, self.anchor, self.p) if self.training else self.weight
-        return F.linear(x, weight, self.bias)
+        if not self.training:
+            return F.linear(x, self.weight, self.bias)
+        self.anchor = self.anchor.to(self.weight.device)  # a no-op once there
+        return F.linear(x, mixout_weight(self.weight, self.anchor, self.p), self.bias)
 
 
 class Mixout:
@@ -44,8 +47,8 @@ class Mixout:
 
     - Full fine-tuning (the paper's setting): each weight mixes with its pretrained value.
     - LoRA: the trainable linear layers are the adapters' ``lora_A`` and ``lora_B``, which mix with their
-      initialisation. ``lora_B`` starts at 0, so on it mixout is DropConnect with ``1/(1-p)`` rescaling: each entry
-      of the update ``B A`` is dropped back towards the base weight's, and the expected update is unchanged (the
+      initialisation. ``lora_B`` starts at 0, so on it mixout is DropConnect with ``1/(1-p)`` rescaling (each entry
+      of ``B`` dropped to 0 with probability ``p``), and the expected update ``E[B' A'] = B A`` is unchanged (the
       masks of ``A`` and ``B`` are independent). ``peft.dropout`` is another thing: dropout on the adapter's input.
     - Frozen weights (a frozen base, ``freeze=...``) are never mixed: they are their pretrained value already.
 
@@ -82,7 +85,20 @@ class Mixout:
                 "are not mixed); name modules the run trains, or use all-linear"
             )
         for name in names:
-            parent, _, child = name.rpartition(".")
-            owner = model.get_submodule(parent)
-            setattr(owner, child, MixoutLinear(getattr(owner, child), self.p))
+            _replace(model, name, MixoutLinear(model.get_submodule(name), self.p))
         return names
+
+    @staticmethod
+    def remove(model: nn.Module) -> None:
+        """Put plain ``nn.Linear`` layers (the same parameters) back in place of the mixed ones: at the end of
+        training, so the model a curriculum hands to its next stage, or a user gets, is the plain model."""
+        for name, layer in list(model.named_modules()):
+            if isinstance(layer, MixoutLinear):
+                plain = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+                plain.weight, plain.bias = layer.weight, layer.bias
+                _replace(model, name, plain.train(layer.training))
+
+
+def _replace(model: nn.Module, name: str, layer: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, layer)
