@@ -72,8 +72,9 @@ class FineTuneModule(L.LightningModule):
         optimizer_in_backward: update each parameter inside backward as soon as its gradient is complete, and free
             that gradient (:class:`lit_ft.modules.optim.OptimizerInBackward`): the gradients of all the weights are
             never alive together (each is divided by the step's loss units just before use). Single device,
-            no gradient accumulation, no gradient clipping (``trainer.gradient_clip_val=null``), no L2-SP, no fp16
-            loss scaling: each is refused with what to change (:func:`~lit_ft.modules.optim.optimizer_in_backward_refusal`).
+            no gradient accumulation, no gradient clipping (``trainer.gradient_clip_val=null``), no L2-SP or EWC, no
+            fp16 loss scaling: each is refused with what to change
+            (:func:`~lit_ft.modules.optim.optimizer_in_backward_refusal`).
     """
 
     # What the loss is averaged over, and what `train_loss_tokens` counts (preference modules: "pairs").
