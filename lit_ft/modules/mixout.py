@@ -34,7 +34,8 @@ class MixoutLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return F.linear(x, self.weight, self.bias)
-        self.anchor = self.anchor.to(self.weight.device)  # a no-op once there
+        if self.anchor.device != self.weight.device:  # after the model moved (no attribute write otherwise)
+            self.anchor = self.anchor.to(self.weight.device)
         return F.linear(x, mixout_weight(self.weight, self.anchor, self.p), self.bias)
 
 
