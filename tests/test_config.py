@@ -11,6 +11,7 @@ import yaml
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
 from lit_ft.config import PACKING_SAFE_ATTENTION, ConfigError, validate_config
+from lit_ft.config.checks import check_forgetting_regularisers
 from lit_ft.run import train
 from tests.support.helpers import CONF, compose_config, experiment_names, run_entry_point
 
@@ -224,3 +225,10 @@ def test_a_config_repeats_no_value_it_inherits(name):
     assert base, f"{name} inherits nothing"
     repeated = {key: value for key, value in own.items() if key in base and base[key] == value}
     assert not repeated, f"{name} repeats what it inherits: {repeated}"
+
+
+def test_mixout_goes_with_zero2_and_ddp_but_l2sp_and_ewc_with_no_deepspeed_stage():
+    zero2 = compose_config(["strategy=deepspeed_zero2", "mixout=default", "ewc=general", "module.l2sp=0.1"])
+    refused = [error.split(" (set")[0] for error in check_forgetting_regularisers(zero2)]
+    assert refused == ["module.l2sp=0.1", "ewc"]  # ZeRO-2 keeps whole weights but owns the gradients
+    assert check_forgetting_regularisers(compose_config(["strategy=ddp", "mixout=default", "ewc=general"])) == []
