@@ -22,9 +22,10 @@ from transformers import PreTrainedTokenizerBase
 from lit_ft.config import validate_config
 from lit_ft.data.datamodule import FineTuneDataModule
 from lit_ft.data.prompts import prompts_from_records
+from lit_ft.data.readers import load_passages
 from lit_ft.eval.chat import chat
 from lit_ft.eval.data_report import data_report, print_report
-from lit_ft.eval.general import GeneralAbility, load_passages, load_questions
+from lit_ft.eval.general import GeneralAbility, load_questions
 from lit_ft.eval.generation import generate_answers
 from lit_ft.eval.loading import EvalModel, load_eval_model
 from lit_ft.eval.loss import task_losses

@@ -78,7 +78,8 @@ def method(cfg: DictConfig) -> tuple[str, str]:
 def hyperparameters(summary: dict[str, Any], cfg: DictConfig) -> list[tuple[str, str]]:
     """``(setting, value)`` rows: objective, method, optimiser and schedule, batch, length, steps, precision."""
     objective = str(_get(cfg, "module._target_", "")).rsplit(".", 1)[-1]
-    extras = {k: _get(cfg, f"module.{k}") for k in ("beta", "loss_type", "reference", "label_smoothing", "l2sp")}
+    names = ("beta", "loss_type", "reference", "label_smoothing", "l2sp", "ewc.strength", "mixout.p")
+    extras = {k: _get(cfg, f"module.{k}") for k in names}
     extras_text = ", ".join(f"{k} {v}" for k, v in extras.items() if v not in (None, 0, 0.0))
     optimizer = _get(cfg, "module.optimizer") or {}
     scheduler = _get(cfg, "module.scheduler") or {}

@@ -11,6 +11,7 @@ import yaml
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
 from lit_ft.config import PACKING_SAFE_ATTENTION, ConfigError, validate_config
+from lit_ft.config.checks import check_forgetting_regularisers
 from lit_ft.run import train
 from tests.support.helpers import CONF, compose_config, experiment_names, run_entry_point
 
@@ -105,6 +106,13 @@ def test_typos_and_wrong_types_name_the_key(overrides, message, tmp_path):
         ),
         (["model.attn_implementation=flash_attention_2"], "needs a CUDA GPU (trainer=gpu); on CPU use sdpa"),
         (["peft=qlora"], "On CPU use peft=lora"),
+        (["strategy=fsdp", "ewc=general"], "ewc (set ewc=null) does not work with the strategy"),
+        (["strategy=fsdp", "mixout=default"], "mixout (set mixout=null) does not work with the strategy"),
+        (["strategy=fsdp", "module.l2sp=0.1"], "module.l2sp=0.1 (set module.l2sp=0) does not work"),
+        (
+            ["ewc=general", "module.optimizer_in_backward=true", "trainer.gradient_clip_val=null"],
+            "module.ewc.strength=10000.0: EWC's gradient is added after backward (set ewc=null)",
+        ),
         (["model.quantization=nf4", "trainer=gpu"], "use peft=qlora"),
     ],
 )
@@ -146,6 +154,9 @@ OWN_RULES = [
         ["module=dpo", "data=preference_legal", "module.reference=adapter"],
         "reference=adapter disables the LoRA adapter to get the reference, but there is none: add peft=lora",
     ),
+    (["module=reward", "data=preference_legal", "ewc=general"], "a reward model has no LM head: leave out ewc="),
+    (["ewc=general", "module.ewc.strength=0"], "ewc strength=0: must be > 0"),
+    (["mixout=default", "module.mixout.p=1"], "mixout p=1: must be in [0, 1)"),
 ]
 
 
@@ -214,3 +225,10 @@ def test_a_config_repeats_no_value_it_inherits(name):
     assert base, f"{name} inherits nothing"
     repeated = {key: value for key, value in own.items() if key in base and base[key] == value}
     assert not repeated, f"{name} repeats what it inherits: {repeated}"
+
+
+def test_mixout_goes_with_zero2_and_ddp_but_l2sp_and_ewc_with_no_deepspeed_stage():
+    zero2 = compose_config(["strategy=deepspeed_zero2", "mixout=default", "ewc=general", "module.l2sp=0.1"])
+    refused = [error.split(" (set")[0] for error in check_forgetting_regularisers(zero2)]
+    assert refused == ["module.l2sp=0.1", "ewc"]  # ZeRO-2 keeps whole weights but owns the gradients
+    assert check_forgetting_regularisers(compose_config(["strategy=ddp", "mixout=default", "ewc=general"])) == []

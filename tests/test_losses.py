@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from lit_ft.losses import token_cross_entropy
@@ -69,3 +70,15 @@ def test_chunked_masked_head_equals_one_piece(tiny_model):
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-6, rtol=1e-5)
     for chunked, whole in zip(results[1][1], results[0][1]):
         torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+
+
+def test_ewc_penalty_matches_hand_computation():
+    from lit_ft.losses import ewc_penalty
+
+    parameters = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
+    anchors = [torch.tensor([0.0, 1.0]), torch.tensor([[1.0]])]
+    fishers = [torch.tensor([2.0, 0.5]), torch.tensor([[4.0]])]
+    # sum F (theta - theta0)^2 = 2 * 1 + 0.5 * 1 + 4 * 4, no 1/2
+    assert ewc_penalty(parameters, anchors, fishers).item() == 18.5
+    with pytest.raises(ValueError):  # one Fisher per parameter
+        ewc_penalty(parameters, anchors, fishers[:1])

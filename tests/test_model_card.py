@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from lit_ft.model_card import write_model_cards
+from lit_ft.model_card import hyperparameters, write_model_cards
 from lit_ft.models import LoRA, load_model, model_name, resolve_model_path, tiny_llama
 from lit_ft.modules import SFTModule
 from lit_ft.run import train
@@ -156,3 +156,9 @@ def test_embedded_adapter_names_the_alias_and_its_card_says_how_to_load_it(tmp_p
     assert f'PeftModel.from_pretrained(load_model("{ALIAS}"), "{tmp_path / "adapter"}")' in card.text
     assert "cannot resolve the alias" in card.text and "HuggingFaceTB/SmolLM2-135M-Instruct" in card.text
     assert re.search(r"\| train \| `data/legal/train.jsonl` \|", card.text)  # shown from the project folder
+
+
+def test_the_objective_row_names_the_forgetting_regularisers():
+    cfg = compose_config(["model=tiny", "module.l2sp=0.01", "ewc=general", "mixout=default"])
+    rows = dict(hyperparameters({}, cfg))
+    assert rows["objective"] == "SFTModule (l2sp 0.01, ewc.strength 10000.0, mixout.p 0.1)"

@@ -13,7 +13,8 @@ import torch
 from peft import PeftModel
 
 from lit_ft.callbacks.steps import weights_step
-from lit_ft.eval.general import GeneralAbility, load_passages, load_questions
+from lit_ft.data.readers import load_passages
+from lit_ft.eval.general import GeneralAbility, load_questions
 from lit_ft.eval.harness import harness_available, run_harness
 from lit_ft.utils.distributed import local_part, reshard
 from lit_ft.utils.metric_names import MCQ_ACC, PROSE_PPL, forgetting_metric

@@ -155,8 +155,32 @@ def check_optimizer_in_backward(cfg: DictConfig) -> list[str]:
         distributed=False,
         l2sp=_get(cfg, "module.l2sp", 0.0),
         fp16_scaling=str(_get(cfg, "trainer.precision", "")) in ("16-mixed", "16"),
+        ewc=_get(cfg, "module.ewc.strength", 0.0),
     )
     return [refusal] if refusal else []
+
+
+def check_forgetting_regularisers(cfg: DictConfig) -> list[str]:
+    """L2-SP, EWC and mixout hold a whole copy of the trainable weights (``theta_0``) beside them, which FSDP and
+    ZeRO-3 shard; L2-SP and EWC also add to the gradients after backward, which DeepSpeed's engine owns."""
+    from lit_ft.strategies import DeepSpeedStrategy, FSDP1Strategy, FSDP2Strategy
+
+    strategy = _target_class(cfg, "strategy")
+    if strategy is None or not issubclass(strategy, (DeepSpeedStrategy, FSDP1Strategy, FSDP2Strategy)):
+        return []
+    shards_weights = not issubclass(strategy, DeepSpeedStrategy) or _get(cfg, "strategy.stage") == 3
+    refused = []
+    if _get(cfg, "module.l2sp", 0.0):
+        refused.append(f"module.l2sp={_get(cfg, 'module.l2sp')} (set module.l2sp=0)")
+    if _get(cfg, "module.ewc") is not None:
+        refused.append("ewc (set ewc=null)")
+    if _get(cfg, "module.mixout") is not None and shards_weights:
+        refused.append("mixout (set mixout=null)")
+    return [
+        f"{choice} does not work with the strategy {_get(cfg, 'strategy._target_')}: it needs the whole weights "
+        "(and L2-SP and EWC the gradients after backward) on every rank. Use strategy=ddp or one device."
+        for choice in refused
+    ]
 
 
 def check_zero3_callbacks(cfg: DictConfig) -> list[str]:
@@ -213,6 +237,7 @@ CHECKS: list[Check] = [
     check_quantization,
     check_preference,
     check_optimizer_in_backward,
+    check_forgetting_regularisers,
     check_zero3_callbacks,
     check_logger_packages,
 ]

@@ -127,3 +127,20 @@ def read_records(path: str | Path, splits: tuple[str, ...] = TRAIN_SPLITS) -> It
             "unknown data format (expected .jsonl, .json, .parquet or a datasets folder; other formats through "
             f"datasets, e.g. {{path: {path.suffix.lstrip('.') or 'csv'}, data_files: {path}, split: train}})",
         )
+
+
+def evenly_spaced(items: list, limit: int | None) -> list:
+    """``limit`` items spread evenly over ``items`` (all when ``limit`` is None): keeps a file's subject mix."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
+def load_passages(path: str | Path, limit: int | None = None) -> list[str]:
+    """The ``text`` of each row of a JSONL file."""
+    passages = []
+    for record in read_records(path):
+        if not isinstance(record.row.get("text"), str) or not record.row["text"].strip():
+            raise DataError(record.where, "expected a non-empty string", "text")
+        passages.append(record.row["text"])
+    return evenly_spaced(passages, limit)

@@ -6,7 +6,8 @@ Commands: ``python eval.py`` (``mode=eval|chat|data_report``, wired in :mod:`lit
 exported here because configs name them (``lit_ft.eval.TextOverlap``, ``lit_ft.eval.LabelMetrics``).
 """
 
-from lit_ft.eval.general import GeneralAbility, Question, continuation_logprobs, load_passages, load_questions
+from lit_ft.data.readers import load_passages
+from lit_ft.eval.general import GeneralAbility, Question, continuation_logprobs, load_questions
 from lit_ft.eval.harness import harness_available, run_harness
 from lit_ft.eval.labels import LabelMetrics, LabelParser
 from lit_ft.eval.task_metrics import score_generations

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
-from lit_ft.data.readers import DataError, read_records
+from lit_ft.data.readers import DataError, evenly_spaced, read_records
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,6 @@ class Question:
     choices: tuple[str, ...]
     answer: int
     subject: str
-
-
-def evenly_spaced(items: list, limit: int | None) -> list:
-    """``limit`` items spread evenly over ``items`` (all when ``limit`` is None): keeps a file's subject mix."""
-    if limit is None or limit >= len(items):
-        return list(items)
-    return [items[i * len(items) // limit] for i in range(limit)]
 
 
 def load_questions(path: str | Path, limit: int | None = None) -> list[Question]:
@@ -53,16 +46,6 @@ def load_questions(path: str | Path, limit: int | None = None) -> list[Question]
             raise DataError(record.where, f"must be an index into the {len(choices)} choices", "answer")
         questions.append(Question(row["question"], tuple(choices), row["answer"], row.get("subject", "all")))
     return evenly_spaced(questions, limit)
-
-
-def load_passages(path: str | Path, limit: int | None = None) -> list[str]:
-    """The ``text`` of each row of a JSONL file."""
-    passages = []
-    for record in read_records(path):
-        if not isinstance(record.row.get("text"), str) or not record.row["text"].strip():
-            raise DataError(record.where, "expected a non-empty string", "text")
-        passages.append(record.row["text"])
-    return evenly_spaced(passages, limit)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ except ImportError as error:
 from lit_ft.loggers.wandb import wandb_offline_by_default
 from lit_ft.sweep_report import collect, split_overrides
 from lit_ft.utils.metric_names import (
+    EWC,
     FORGETTING,
     FORGETTING_TABLE,
     L2SP,
@@ -108,7 +109,7 @@ def sections() -> list[ws.Section]:
                 _lines("Loss: train (step mean) and validation", [TRAIN_LOSS, VAL_LOSS]),
                 _lines("Validation perplexity", [VAL_PPL], log_y=True),
                 _lines("Learning rate", [LR]),
-                _lines("L2-SP penalty", [L2SP]),
+                _lines("Pull toward the starting weights: L2-SP and EWC penalties", [L2SP, EWC]),
                 wr.ScalarChart(title="Early stopping: best step", metric=final_metric("early_stopping/best_step")),
                 wr.ScalarChart(title="Best validation loss", metric=final_metric("best_val_loss")),
             ],

@@ -4,13 +4,14 @@ from lit_ft.losses.causal_lm import masked_head_cross_entropy, shift_labels, tok
 from lit_ft.losses.dpo import dpo_loss
 from lit_ft.losses.logps import completion_logps
 from lit_ft.losses.orpo import orpo_loss
-from lit_ft.losses.regularization import l2_sp_penalty
+from lit_ft.losses.regularization import ewc_penalty, l2_sp_penalty
 from lit_ft.losses.reward import reward_loss
 from lit_ft.losses.simpo import simpo_loss
 
 __all__ = [
     "completion_logps",
     "dpo_loss",
+    "ewc_penalty",
     "l2_sp_penalty",
     "masked_head_cross_entropy",
     "orpo_loss",

@@ -15,6 +15,7 @@ from lit_ft.data.batch import loss_tokens
 from lit_ft.losses import masked_head_cross_entropy, shift_labels, token_cross_entropy
 from lit_ft.modules.fine_tune import FineTuneModule, StepOutput
 from lit_ft.utils.metric_names import VAL_LOSS, VAL_PPL
+from lit_ft.utils.protocols import TaskData
 
 
 class CausalLMModule(FineTuneModule):
@@ -67,6 +68,23 @@ class CausalLMModule(FineTuneModule):
         if not self._head_on_loss_tokens(self.model):
             return None
         return loss_tokens(shift_labels(batch["labels"]))
+
+    def mean_token_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The mean next-token loss over a batch's loss tokens (a scalar): what EWC's Fisher is estimated on."""
+        out = self.token_losses(batch)
+        return (out["per_token_loss"] * out["loss_mask"]).sum() / out["loss_mask"].sum().clamp(min=1)
+
+    def on_train_start(self) -> None:
+        # Not on_fit_start: sharded strategies restore a checkpoint (and EWC's Fisher in it) after that hook.
+        if self.ewc is None or self.ewc.fisher:
+            return
+        if self.trainer.ckpt_path is not None:
+            raise RuntimeError(
+                "Resuming with EWC, but the checkpoint holds no Fisher information, and the model has trained away "
+                "from the weights it must be estimated at: resume without ewc, or start a new run."
+            )
+        datamodule: TaskData = self.trainer.datamodule
+        self.ewc.estimate(self, datamodule.tokenizer, self.mean_token_loss)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         out = self.token_losses(batch)

@@ -181,6 +181,7 @@ class DPOModule(PairwiseModule, CausalLMModule):
     def on_train_start(self) -> None:
         # Not on_fit_start: sharded strategies (FSDP, DeepSpeed) restore a checkpoint (and its cached reference
         # log-probs) after that hook.
+        super().on_train_start()  # EWC's Fisher, when configured
         self.precompute_reference_logps()
 
     def on_validation_start(self) -> None:

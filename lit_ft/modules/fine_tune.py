@@ -23,12 +23,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_ft.models.export import consolidated_model, export_model
 from lit_ft.models.layers import decoder_layers
+from lit_ft.modules.ewc import EWC
 from lit_ft.modules.l2sp import L2SP
+from lit_ft.modules.mixout import Mixout
 from lit_ft.modules.optim import LRScaling, OptimizerInBackward, build_optimizer, clip_by_global_norm, upcast_trainable
 from lit_ft.modules.schedules import warmup_cosine_schedule
 from lit_ft.utils.distributed import unwrapped_name
 from lit_ft.utils.lightning_compat import attached_trainer
-from lit_ft.utils.metric_names import L2SP as L2SP_METRIC
 from lit_ft.utils.metric_names import LR, TRAIN_LOSS
 from lit_ft.utils.rng import ResumableRNG
 
@@ -62,14 +63,19 @@ class FineTuneModule(L.LightningModule):
         lr_scaling: maps the global batch size to an LR multiplier (``lit_ft.modules.optim.LRScaling``).
         l2sp: strength ``lambda`` of L2-SP, ``lambda * ||theta - theta_0||^2`` over the trainable weights, pulling
             them toward their values when the model was built (the pretrained weights).
+        ewc: Elastic Weight Consolidation (:class:`~lit_ft.modules.ewc.EWC`): L2-SP weighted by each weight's Fisher
+            information on general text, estimated when training starts (by modules with an LM loss).
+        mixout: puts each trainable weight of the chosen linear layers back to its starting value with probability
+            ``p`` while training (:class:`~lit_ft.modules.mixout.Mixout`), applied when the model is built.
         compile: compile each decoder block with ``torch.compile`` (regional compilation: one block is compiled
             once and reused by all, with dynamic sequence lengths); the first steps pay the compile time. A dict
             is passed to ``torch.compile`` (for example ``{"mode": "max-autotune"}``).
         optimizer_in_backward: update each parameter inside backward as soon as its gradient is complete, and free
             that gradient (:class:`lit_ft.modules.optim.OptimizerInBackward`): the gradients of all the weights are
             never alive together (each is divided by the step's loss units just before use). Single device,
-            no gradient accumulation, no gradient clipping (``trainer.gradient_clip_val=null``), no L2-SP, no fp16
-            loss scaling: each is refused with what to change (:func:`~lit_ft.modules.optim.optimizer_in_backward_refusal`).
+            no gradient accumulation, no gradient clipping (``trainer.gradient_clip_val=null``), no L2-SP or EWC, no
+            fp16 loss scaling: each is refused with what to change
+            (:func:`~lit_ft.modules.optim.optimizer_in_backward_refusal`).
     """
 
     # What the loss is averaged over, and what `train_loss_tokens` counts (preference modules: "pairs").
@@ -86,6 +92,8 @@ class FineTuneModule(L.LightningModule):
         layer_lr_decay: float | None = None,
         lr_scaling: LRScaling | None = None,
         l2sp: float = 0.0,
+        ewc: EWC | None = None,
+        mixout: Mixout | None = None,
         compile: bool | dict[str, Any] = False,
         optimizer_in_backward: bool = False,
     ) -> None:
@@ -108,6 +116,7 @@ class FineTuneModule(L.LightningModule):
             )
         self.layer_lr_decay, self.lr_scaling, self.l2sp = layer_lr_decay, lr_scaling, l2sp
         self.regularizer = L2SP(l2sp) if l2sp else None
+        self.ewc, self.mixout = ewc, mixout
         self.compile = compile
         self.optimizer_in_backward = optimizer_in_backward
         # Checkpoints of partly frozen models hold only the trainable weights, so loading one is not strict.
@@ -155,6 +164,9 @@ class FineTuneModule(L.LightningModule):
         if self.model is not None:
             return
         self.model = self.build_model()
+        if self.mixout is not None:
+            mixed = self.mixout.apply(self.model)
+            log.info("mixout (p=%s) on %d linear layers, e.g. %s", self.mixout.p, len(mixed), mixed[0])
         trainable = self.trainable_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = self.total_params = sum(p.numel() for p in self.model.parameters())
         # What trains, fixed at build: callbacks (gradual unfreezing) may freeze some of it for a while.
@@ -271,9 +283,11 @@ class FineTuneModule(L.LightningModule):
             for parameter in self.parameters():
                 if parameter.grad is not None:
                     parameter.grad.mul_(scale)
-            # L2-SP's pull toward the pretrained weights joins the mean's gradient (refused on the other routes).
-            if self.regularizer is not None:
-                self.log(L2SP_METRIC, self.regularizer.add_gradient(self), rank_zero_only=True)
+            # L2-SP's and EWC's pulls toward the starting weights join the mean's gradient (refused on the other
+            # routes).
+            for regularizer in (self.regularizer, self.ewc):
+                if regularizer is not None:
+                    self.log(regularizer.metric, regularizer.add_gradient(self), rank_zero_only=True)
         # Log the loss the step optimises: the window's mean.
         self.log_step_metrics(window_loss / max(units, 1.0), optimizer)
         return int(units)
@@ -294,6 +308,7 @@ class FineTuneModule(L.LightningModule):
             self.lr_scaling,
             self.l2sp,
             self.optimizer_in_backward,
+            self.ewc.strength if self.ewc is not None else 0.0,
         )
 
     def configure_gradient_clipping(
@@ -311,6 +326,8 @@ class FineTuneModule(L.LightningModule):
         for optimizer in self.trainer.optimizers:  # later backward passes (another fit) must not update
             if isinstance(optimizer, OptimizerInBackward):
                 optimizer.remove_hooks()
+        if self.mixout is not None:  # a curriculum's next stage trains the model without this stage's mixout
+            self.mixout.remove(self.model)
 
     # --- validation, checkpoints, export -------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -321,12 +338,16 @@ class FineTuneModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["train_loss_tokens"] = self.train_loss_tokens
         self.rng.save(checkpoint)
+        if self.ewc is not None:  # a resumed run has trained away from theta_0: it cannot re-estimate them
+            checkpoint["ewc"] = self.ewc.state_dict()
         if not self.strict_loading:  # frozen weights come from the pretrained model on resume
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in self.trainable_names}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.train_loss_tokens = checkpoint.get("train_loss_tokens", 0)
         self.rng.load(checkpoint)
+        if self.ewc is not None and "ewc" in checkpoint:
+            self.ewc.load_state_dict(checkpoint["ewc"])
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.rng.restore_if_pending()

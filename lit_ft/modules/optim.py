@@ -83,7 +83,12 @@ def upcast_trainable(model: nn.Module) -> nn.Module:
 
 
 def optimizer_in_backward_refusal(
-    accumulate_grad_batches: int, gradient_clip_val: float | None, distributed: bool, l2sp: float, fp16_scaling: bool
+    accumulate_grad_batches: int,
+    gradient_clip_val: float | None,
+    distributed: bool,
+    l2sp: float,
+    fp16_scaling: bool,
+    ewc: float = 0.0,
 ) -> str | None:
     """Why :class:`OptimizerInBackward` cannot train a run with these settings, with what to change (``None``: it
     can). Each refused setting needs all the gradients after backward, when each parameter has been updated."""
@@ -105,6 +110,8 @@ def optimizer_in_backward_refusal(
         )
     if l2sp:
         problems.append(f"module.l2sp={l2sp}: its gradient is added after backward (set module.l2sp=0)")
+    if ewc:
+        problems.append(f"module.ewc.strength={ewc}: EWC's gradient is added after backward (set ewc=null)")
     if fp16_scaling:
         problems.append("fp16 loss scaling: it unscales the gradients after backward (use bf16-mixed or 32-true)")
     if not problems:
@@ -198,6 +205,7 @@ def build_optimizer(
     lr_scaling: LRScaling | None,
     l2sp: float,
     in_backward: bool,
+    ewc: float = 0.0,
 ) -> dict[str, Any]:
     """What ``module.configure_optimizers`` returns: ``optimizer_factory`` over :func:`decay_groups` of the
     module's trainable parameters (fused into backward with ``in_backward``: :class:`OptimizerInBackward`), each
@@ -205,14 +213,14 @@ def build_optimizer(
     ``scheduler_factory(optimizer, num_training_steps)``, stepped every optimizer step.
 
     Refused with what to change: ``in_backward`` with settings that need all gradients after backward
-    (:func:`optimizer_in_backward_refusal`), and L2-SP under DeepSpeed (its engine owns the gradients, to which
-    L2-SP adds its own).
+    (:func:`optimizer_in_backward_refusal`), and L2-SP or EWC (strength ``ewc``) under DeepSpeed (its engine owns
+    the gradients, to which they add their own).
     """
     trainer = module.trainer
     num_training_steps = int(trainer.estimated_stepping_batches)
     groups = decay_groups(module, weight_decay, layer_lr_decay)
-    if l2sp and trainer.strategy.handles_gradient_accumulation:
-        raise ValueError("L2-SP is not supported under DeepSpeed (its engine owns the gradients)")
+    if (l2sp or ewc) and trainer.strategy.handles_gradient_accumulation:
+        raise ValueError("L2-SP and EWC are not supported under DeepSpeed (its engine owns the gradients)")
     if in_backward:
         # Lightning keeps automatic optimization: to it this is one optimizer whose step() runs the closure
         # (forward, backward: the per-parameter updates happen in there), so its hooks, logging, LR scheduler
@@ -224,6 +232,7 @@ def build_optimizer(
             distributed=trainer.world_size > 1 or trainer.strategy.handles_gradient_accumulation,
             l2sp=l2sp,
             fp16_scaling=getattr(trainer.precision_plugin, "scaler", None) is not None,
+            ewc=ewc,
         )
         if refusal:
             raise ValueError(refusal)

@@ -35,6 +35,11 @@ class RewardModelModule(PairwiseModule):
     """
 
     def __init__(self, *args, use_margin: bool = True, center_rewards_coefficient: float = 0.0, **kwargs) -> None:
+        if kwargs.get("ewc") is not None:
+            raise ValueError(
+                "ewc estimates its Fisher information on the LM loss of general text, and a reward model has no LM "
+                "head: leave out ewc= (module.l2sp or mixout= regularise a reward model)."
+            )
         if isinstance(kwargs.get("adapter"), LoRA):
             kwargs["adapter"] = dataclasses.replace(kwargs["adapter"], task_type="SEQ_CLS")
         super().__init__(*args, **kwargs)

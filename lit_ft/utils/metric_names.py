@@ -4,7 +4,7 @@ panel too.
 
 Families, with ``<stage>`` = ``train`` | ``val`` and ``<task>`` a task type of the data:
 
-- ``train/loss`` (the optimised mean of a step), ``lr``, ``train/l2sp``; ``val/loss``, ``val/ppl`` = exp(val/loss);
+- ``train/loss`` (the optimised mean of a step), ``lr``, ``train/l2sp``, ``train/ewc``; ``val/loss``, ``val/ppl`` = exp(val/loss);
 - preference modules: ``<stage>/rewards/{chosen,rejected,accuracies,margins}``, DPO also ``<stage>/logps/...``;
 - per task (:class:`~lit_ft.callbacks.TaskMetrics`): ``<stage>/<name>/<task>`` for ``loss``, the counts
   ``tokens`` and ``examples``, and each per-example metric of a preference module;
@@ -24,6 +24,7 @@ AXES = (STEP, EPOCH)
 TRAIN_LOSS = "train/loss"
 LR = "lr"
 L2SP = "train/l2sp"
+EWC = "train/ewc"
 VAL_LOSS = "val/loss"
 VAL_PPL = "val/ppl"
 
