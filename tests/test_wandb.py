@@ -10,21 +10,17 @@ import pytest
 import torch
 
 from lit_ft.loggers import wandb_api_key_configured
+from lit_ft.loggers.wandb import result_tables
 from lit_ft.run import train
 from lit_ft.utils.lightning_compat import wandb_offline
 from tests.support.helpers import compose_config
-from tests.support.wandb_records import logged_run
+from tests.support.wandb_records import logged_run, offline_wandb
 
 
 @pytest.fixture
 def wandb_offline_env(tmp_path, monkeypatch):
     """No API key anywhere; wandb's own folders inside tmp_path."""
-    for variable in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "netrc-absent"))
-    for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(variable, str(tmp_path / "wandb-home"))
-    monkeypatch.setenv("WANDB_SILENT", "true")
+    offline_wandb(monkeypatch, tmp_path)
     return tmp_path
 
 
@@ -55,6 +51,22 @@ class PerTaskValLoss(L.Callback):
 
     def summary(self):
         return {"forgetting": FORGETTING}
+
+
+def test_task_scores_become_a_before_after_table():
+    scores = {
+        "before": {"classify": {"n": 24, "accuracy": 0.0}},
+        "after": {"classify": {"n": 24, "accuracy": 0.75}, "revise": {"n": 16, "rouge_l": 0.41}},
+    }
+    columns, rows = result_tables({"task_scores": scores})["task_scores"]
+    assert columns == ["task_type", "metric", "before", "after"]
+    assert rows == [
+        ["classify", "n", 24, 24],
+        ["classify", "accuracy", 0.0, 0.75],
+        ["revise", "n", None, 16],
+        ["revise", "rouge_l", None, 0.41],
+    ]
+    assert "task_scores" not in result_tables({"task_scores": {"before": None, "after": None}})
 
 
 def test_api_key_detection(wandb_offline_env, monkeypatch):

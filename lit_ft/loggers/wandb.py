@@ -34,6 +34,7 @@ SUMMARIES = {
     "train/loss/*": "last",
     "forgetting/*": "last",
 }
+# The task scores (val/<metric>/<task>, the task_scores callback) keep W&B's default run summary: the last value.
 
 
 def wandb_api_key_configured() -> bool:
@@ -156,7 +157,8 @@ class WandbLogger(LightningWandbLogger):
 
 def result_tables(summary: dict[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
     """``{key: (columns, rows)}`` for the run's result tables: ``forgetting`` (metric, baseline, final, delta from
-    the forgetting check's summary) and ``per_task`` (one row per task type from the per-task callback's)."""
+    the forgetting check's summary), ``per_task`` (one row per task type from the per-task callback's) and
+    ``task_scores`` (task type, metric, before, after from the task-scores callback's)."""
     tables = {}
     forgetting = summary.get("forgetting") or {}
     final = forgetting.get("final") or {}
@@ -168,4 +170,13 @@ def result_tables(summary: dict[str, Any]) -> dict[str, tuple[list[str], list[li
     if per_task:
         columns = sorted({key for values in per_task.values() for key in values})
         tables["per_task"] = (["task_type", *columns], [[t, *(v.get(c) for c in columns)] for t, v in per_task.items()])
+    scores = summary.get("task_scores") or {}
+    if scores.get("after"):
+        before = scores.get("before") or {}
+        rows = [
+            [task, metric, (before.get(task) or {}).get(metric), value]
+            for task, values in scores["after"].items()
+            for metric, value in values.items()
+        ]
+        tables["task_scores"] = (["task_type", "metric", "before", "after"], rows)
     return tables

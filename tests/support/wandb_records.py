@@ -1,4 +1,5 @@
-"""Read what an offline W&B run logged, from its ``.wandb`` file (no server, no wandb internals)."""
+"""Read what an offline W&B run logged, from its ``.wandb`` file (no server, no wandb internals); set up such a
+run (:func:`offline_wandb`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import struct
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 FILE_HEADER = 7  # ":W&B", a 2-byte magic, a version byte
 BLOCK = 32768  # LevelDB log format: 32 KiB blocks of fragments, each with a 7-byte header
@@ -62,3 +65,13 @@ def logged_run(path: str | Path) -> dict[str, Any]:
             metric = record.metric
             result["metrics"][metric.name or metric.glob_name] = metric
     return result
+
+
+def offline_wandb(env: pytest.MonkeyPatch, folder: Path) -> None:
+    """W&B offline for this process and the ones it starts: no API key anywhere, wandb's own folders in ``folder``."""
+    for variable in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        env.delenv(variable, raising=False)
+    env.setenv("NETRC", str(folder / "netrc-absent"))
+    for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        env.setenv(variable, str(folder / "wandb-home"))
+    env.setenv("WANDB_SILENT", "true")
