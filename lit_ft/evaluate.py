@@ -26,10 +26,9 @@ from lit_ft.data.readers import load_passages
 from lit_ft.eval.chat import chat
 from lit_ft.eval.data_report import data_report, print_report
 from lit_ft.eval.general import GeneralAbility, load_questions
-from lit_ft.eval.generation import generate_answers
 from lit_ft.eval.loading import EvalModel, load_eval_model
 from lit_ft.eval.loss import task_losses
-from lit_ft.eval.task_metrics import score_generations
+from lit_ft.eval.task_scores import ScoredGenerations, generate_and_score
 from lit_ft.utils.io import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -70,14 +69,15 @@ def forgetting_scores(loaded: EvalModel, cfg: DictConfig) -> dict[str, float]:
     return general.score(loaded.module.model)
 
 
-def generation_rows(cfg: DictConfig, loaded: EvalModel, datamodule: FineTuneDataModule) -> list[dict[str, Any]]:
-    """Prompts of the validation split with the model's answers (``generation``)."""
+def scored_generations(cfg: DictConfig, loaded: EvalModel, datamodule: FineTuneDataModule) -> ScoredGenerations:
+    """The model's answers to the prompts of the validation split (``generation``), scored by ``task_metrics``."""
     settings = cfg.generation
-    prompts = prompts_from_records(datamodule.val_records(), settings.get("max_examples"))
-    answers = generate_answers(
+    metrics = {task: instantiate(metric) for task, metric in (cfg.get("task_metrics") or {}).items()}
+    return generate_and_score(
         loaded.module.model,
         loaded.tokenizer,
-        prompts,
+        prompts_from_records(datamodule.val_records(), settings.get("max_examples")),
+        metrics,
         max_new_tokens=settings.max_new_tokens,
         batch_size=settings.batch_size,
         do_sample=settings.do_sample,
@@ -85,7 +85,6 @@ def generation_rows(cfg: DictConfig, loaded: EvalModel, datamodule: FineTuneData
         top_p=settings.top_p,
         seed=cfg.get("seed") or 0,
     )
-    return [{**prompt, "generation": answer} for prompt, answer in zip(prompts, answers)]
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -111,14 +110,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         for task, values in losses.items():
             result["per_task"][task].update(values)
     if cfg.generation.enabled:
-        rows = generation_rows(cfg, loaded, datamodule)
-        metrics = {task: instantiate(metric) for task, metric in (cfg.get("task_metrics") or {}).items()}
-        for task, values in score_generations(rows, metrics).items():
+        scored = scored_generations(cfg, loaded, datamodule)
+        for task, values in scored.per_task.items():
             result["per_task"].setdefault(task, {}).update(values)
         path = output_dir / "generations.jsonl"
-        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        path.write_text("".join(json.dumps(row) + "\n" for row in scored.rows))
         settings = OmegaConf.to_container(cfg.generation)
-        result["generation"] = {**settings, "file": str(path), "generations": len(rows)}
+        cost = {"seconds": round(scored.seconds, 1), "tokens": scored.tokens}
+        result["generation"] = {**settings, "file": str(path), "generations": len(scored.rows), **cost}
     if cfg.forgetting.enabled:
         result["forgetting"] = forgetting_scores(loaded, cfg.forgetting)
     result["per_task"] = {task: values for task, values in result["per_task"].items() if values}

@@ -126,6 +126,16 @@ def _run_rows(summary: dict[str, Any]) -> tuple[list[tuple[str, str]], set[str]]
             text += f", MFU {100 * perf['mfu']:.1f}%{basis}"
         text += f", peak memory {perf['peak_mem_gb']:.2f} GB" if perf.get("peak_mem_gb") is not None else ""
         rows.append(("throughput", text))
+    scores = take("task_scores")[0]
+    if scores and scores.get("checks"):
+        checks = len(scores["checks"])
+        rows.append(
+            (
+                "task scores",
+                f"{scores['prompts']} held-out prompts, {checks} check{'s' * (checks != 1)}: "
+                f"{scores['tokens']:,} tokens generated in {_duration(scores['seconds'])}",
+            )
+        )
     exceeded = (summary.get("forgetting") or {}).get("exceeded")
     if exceeded:
         rows.append(("forgetting", "; ".join(p for e in exceeded for p in e["problems"])))
@@ -160,6 +170,21 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
             continue
         table.add_row(key, format_value(value))
     console.print(table)
+
+
+def summary_value(summary: dict[str, Any], name: str) -> Any:
+    """A run's result by name: a key of ``summary.json`` (``val_loss_after``, ``best_val_loss``) or a validation
+    metric after training (``val/accuracy/classify``, from ``val_after``): what ``train.py`` returns to a sweeper
+    (``optimized_metric``)."""
+    if name in summary:
+        return summary[name]
+    after = summary.get("val_after") or {}
+    if name in after:
+        return after[name]
+    raise KeyError(
+        f"optimized_metric={name}: neither a key of summary.json nor a validation metric after training "
+        f"(val_after has {', '.join(sorted(after)) or 'none'})"
+    )
 
 
 def write_summary(path: str | Path, summary: dict[str, Any]) -> None:

@@ -9,8 +9,9 @@ an existing folder (also a partial or interrupted sweep)::
 
 Per job: the overrides that differ between jobs (the ones all share are listed once above the table), the best
 validation loss (over the checks after some training), the final one, the per-task validation losses at the best
-check (``val/loss/<task>`` from the run's history in ``summary.json``), the forgetting deltas (``forgetting`` in ``summary.json``),
-trainable parameters and wall time. Jobs without a ``summary.json`` (failed or still running) come last.
+check (``val/loss/<task>`` from the run's history in ``summary.json``), the task scores after training
+(``val/<metric>/<task>`` from ``task_scores`` in ``summary.json``, when the run had the ``task_scores`` callback), the
+forgetting deltas (``forgetting`` in ``summary.json``), trainable parameters and wall time. Jobs without a ``summary.json`` (failed or still running) come last.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lit_ft.eval.task_metrics import logged_scores
+
 log = logging.getLogger(__name__)
 
 REPORT_FILES = {"markdown": "sweep_report.md", "csv": "sweep_report.csv", "plot": "sweep_val_loss.png"}
@@ -44,6 +47,7 @@ class JobResult:
     best_val_loss: float | None = None
     final_val_loss: float | None = None
     task_losses: dict[str, float] = field(default_factory=dict)
+    task_scores: dict[str, float] = field(default_factory=dict)  # val/<metric>/<task> after training
     forgetting: dict[str, float] = field(default_factory=dict)
     trainable_params: int | None = None
     seconds: float | None = None
@@ -96,6 +100,7 @@ def load_job(job_dir: Path) -> JobResult:
         best_val_loss=best,
         final_val_loss=summary.get("val_loss_after"),
         task_losses=task_losses,
+        task_scores=logged_scores((summary.get("task_scores") or {}).get("after") or {}),
         forgetting=forgetting,
         trainable_params=summary.get("trainable_params"),
         seconds=summary.get("seconds"),
@@ -134,6 +139,7 @@ def write_report(sweep_dir: str | Path) -> dict[str, Path]:
     jobs = collect(sweep_dir)
     common, varying = split_overrides(jobs)
     tasks = sorted({t for j in jobs for t in j.task_losses})
+    scores = sorted({k for j in jobs for k in j.task_scores}, key=lambda k: (k.rsplit("/", 1)[1], k))  # by task
     forgetting = sorted({k for j in jobs for k in j.forgetting})
     header = [
         "rank",
@@ -142,6 +148,7 @@ def write_report(sweep_dir: str | Path) -> dict[str, Path]:
         "best_val_loss",
         "final_val_loss",
         *(f"val/loss/{t}" for t in tasks),
+        *scores,
         *(f"forgetting/{k}" for k in forgetting),
         "trainable_params",
         "seconds",
@@ -157,6 +164,7 @@ def write_report(sweep_dir: str | Path) -> dict[str, Path]:
                 job.best_val_loss,
                 job.final_val_loss,
                 *(job.task_losses.get(t) for t in tasks),
+                *(job.task_scores.get(k) for k in scores),
                 *(job.forgetting.get(k) for k in forgetting),
                 job.trainable_params,
                 job.seconds,

@@ -43,6 +43,8 @@ SWEEP = [
     *TINY_CHECKS,
     "peft.r=2,4",
     "module.l2sp=0.01",
+    "ewc=general",  # its penalty shares the Overview panel with L2-SP's
+    "module.ewc.max_examples=2",
     "callbacks.forgetting.max_questions=4",
     "callbacks.forgetting.max_passages=1",
     "callbacks.forgetting.max_ppl_increase=0.5",  # so the perplexity threshold line is logged too

@@ -87,6 +87,8 @@ TINY = {
         "callbacks.forgetting.max_questions": 4,
         "callbacks.forgetting.max_passages": 1,
         "callbacks.generation_samples.max_new_tokens": 4,
+        "callbacks.task_scores.max_examples": 4,
+        "callbacks.task_scores.max_new_tokens": 4,
     },
     "eval.py": {
         "loss.max_batches": 2,

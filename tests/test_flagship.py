@@ -1,7 +1,8 @@
 """The flagship `python train.py experiment=lora_legal`, shortened, on the real embedded SmolLM2-135M-Instruct.
 
 The same config the README's first command runs, with every callback of the experiment, cut to 4 optimizer steps on
-32 training conversations, 16 validation conversations, 8 forgetting questions and 2 short samples.
+32 training conversations, 16 validation conversations, 8 forgetting questions, 2 short samples and task scores on
+the 16 validation prompts, 8 tokens per answer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from safetensors import safe_open
 
 from lit_ft.run import train
 from tests.support.helpers import compose_config
+from tests.test_task_scores import assert_logged
 
 SHORT = [
     "experiment=lora_legal",
@@ -27,6 +29,8 @@ SHORT = [
     "callbacks.generation_samples.prompts_file=null",
     "callbacks.generation_samples.val_prompts=2",
     "callbacks.generation_samples.max_new_tokens=8",
+    "callbacks.task_scores.max_examples=16",
+    "callbacks.task_scores.max_new_tokens=8",  # enough for "TYPE: <label>" and "FLAG: STANDARD"
 ]
 
 
@@ -48,6 +52,12 @@ def test_shortened_lora_legal_learns_keeps_general_ability_and_exports(tmp_path)
     assert abs(forgetting["delta"]["mcq_acc"]) <= 0.25
     assert written["early_stopping"]["best_step"] in (2, 4)
     assert len(written["samples"]) == 2 and all(sample["after"].strip() for sample in written["samples"])
+    scores = written["task_scores"]
+    assert scores["prompts"] == 16 and set(scores["before"]) == set(scores["after"]) == set(per_task)
+    assert scores["before"]["classify"]["parse_rate"] == 0.0  # the base model never answers with a TYPE: line
+    assert scores["before"]["revise"]["rouge_l"] > 0.1  # but its revisions share words with the reference
+    for when in ("before", "after"):
+        assert_logged(scores[when], written[f"val_{when}"])
 
     with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as adapter:
         assert len(list(adapter.keys())) == 2 * 7 * 30  # lora_A and lora_B of 7 projections in 30 layers

@@ -57,6 +57,7 @@ def test_the_callbacks_that_report_into_the_summary():
         "ForgettingCheck",
         "GenerationSamples",
         "TaskMetrics",
+        "TaskScores",
         "Throughput",
     }
 

@@ -85,3 +85,19 @@ def test_keys_a_module_adds_are_still_shown_and_missing_results_are_dashes():
     assert "val/loss - 0.4310" in lines and "val/reward_accuracy - 0.9060" in lines
     assert "trained on 64 preference pairs" in lines
     assert "skipped steps 2 (non-finite loss or gradient)" in lines
+
+
+def test_task_scores_show_before_and_after_and_their_cost():
+    scores = {
+        "prompts": 88,
+        "checks": [{"step": 0, "seconds": 41.5, "tokens": 5632}, {"step": 44, "seconds": 20.5, "tokens": 1210}],
+    }
+    summary = {
+        **SFT_SUMMARY,
+        "val_before": {**SFT_SUMMARY["val_before"], "val/accuracy/classify": 0.0},
+        "val_after": {**SFT_SUMMARY["val_after"], "val/accuracy/classify": 0.8333},
+        "task_scores": {**scores, "seconds": 62.0, "tokens": 6842},
+    }
+    lines = printed(summary)
+    assert "val/accuracy/classify 0.0000 0.8333 +0.8333" in lines
+    assert "task scores 88 held-out prompts, 2 checks: 6,842 tokens generated in 1 min 2 s" in lines

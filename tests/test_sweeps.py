@@ -113,6 +113,25 @@ def test_report_takes_per_task_losses_at_the_best_check_and_forgetting_deltas(tm
     assert "Common overrides: `experiment=lora_legal`" in (tmp_path / REPORT_FILES["markdown"]).read_text()
 
 
+def test_report_has_a_column_per_task_score_after_training(tmp_path):
+    scores = {
+        "before": {"classify": {"n": 24, "accuracy": 0.0}},
+        "after": {"classify": {"n": 24, "accuracy": 0.75, "f1": 0.5}, "revise": {"n": 16, "rouge_l": 0.41}},
+    }
+    summary = {"val_loss_after": 1.1, "best_val_loss": 1.0, "task_scores": scores}
+    write_job(tmp_path / "0", ["peft.r=4"], summary, [])
+    write_job(tmp_path / "1", ["peft.r=8"], {"val_loss_after": 1.2, "best_val_loss": 1.2}, [])  # no task_scores
+    main([str(tmp_path)])
+    rows = read_report(tmp_path)
+    columns = list(rows[0])
+    assert (
+        columns.index("val/accuracy/classify") < columns.index("val/f1/classify") < columns.index("val/rouge_l/revise")
+    )
+    assert "val/n/classify" not in columns  # counts are not scores
+    assert (float(rows[0]["val/accuracy/classify"]), float(rows[0]["val/rouge_l/revise"])) == (0.75, 0.41)
+    assert rows[1]["val/accuracy/classify"] == ""
+
+
 def test_optuna_search_minimises_the_returned_validation_loss(tmp_path, arithmetic_files):
     # importorskip, not find_spec: without any Hydra plugin the `hydra_plugins` namespace package does not exist
     # and find_spec("hydra_plugins.x") raises instead of returning None.

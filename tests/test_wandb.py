@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lit_ft.loggers import wandb_api_key_configured
+from lit_ft.loggers.wandb import result_tables
 from lit_ft.run import train
 from lit_ft.utils.lightning_compat import wandb_offline
 from tests.support.helpers import compose_config
@@ -50,6 +51,22 @@ class PerTaskValLoss(L.Callback):
 
     def summary(self):
         return {"forgetting": FORGETTING}
+
+
+def test_task_scores_become_a_before_after_table():
+    scores = {
+        "before": {"classify": {"n": 24, "accuracy": 0.0}},
+        "after": {"classify": {"n": 24, "accuracy": 0.75}, "revise": {"n": 16, "rouge_l": 0.41}},
+    }
+    columns, rows = result_tables({"task_scores": scores})["task_scores"]
+    assert columns == ["task_type", "metric", "before", "after"]
+    assert rows == [
+        ["classify", "n", 24, 24],
+        ["classify", "accuracy", 0.0, 0.75],
+        ["revise", "n", None, 16],
+        ["revise", "rouge_l", None, 0.41],
+    ]
+    assert "task_scores" not in result_tables({"task_scores": {"before": None, "after": None}})
 
 
 def test_api_key_detection(wandb_offline_env, monkeypatch):

@@ -1,5 +1,5 @@
-"""Callbacks that observe training: metric history, per-task loss, early stopping, forgetting, samples, throughput;
-and training recipes that act on it (NEFTune, gradual unfreezing)."""
+"""Callbacks that observe training: metric history, per-task loss, task scores, early stopping, forgetting, samples,
+throughput; and training recipes that act on it (NEFTune, gradual unfreezing)."""
 
 from lit_ft.callbacks.divergence import DivergenceError, DivergenceGuard
 from lit_ft.callbacks.early_stopping import EarlyStoppingWithRestore
@@ -9,6 +9,7 @@ from lit_ft.callbacks.history import MetricHistory
 from lit_ft.callbacks.neftune import NEFTune
 from lit_ft.callbacks.progress import ProgressBar
 from lit_ft.callbacks.task_metrics import TaskMetrics
+from lit_ft.callbacks.task_scores import TaskScores
 from lit_ft.callbacks.throughput import Throughput
 from lit_ft.callbacks.unfreezing import GradualUnfreezing
 
@@ -23,5 +24,6 @@ __all__ = [
     "NEFTune",
     "ProgressBar",
     "TaskMetrics",
+    "TaskScores",
     "Throughput",
 ]

@@ -70,7 +70,7 @@ class GenerationSamples(L.Callback):
             pl_module.model,
             tokenizer,
             self.prompts,
-            self.max_new_tokens,
+            max_new_tokens=self.max_new_tokens,
             batch_size=1,
             synced_gpus=synced,
             device=pl_module.device,

@@ -1,6 +1,6 @@
 """Prompts for generation, built from data rows: a row cut before the answer it was trained on, with that answer
-as the reference. The ``GenerationSamples`` callback and ``eval.py`` read them; generating answers to them is
-:func:`lit_ft.eval.generation.generate_answers`.
+as the reference. The ``GenerationSamples`` and ``TaskScores`` callbacks and ``eval.py`` read them; generating
+answers to them is :func:`lit_ft.eval.generation.generate_answers`.
 
 A prompt is ``{"id"?, "task_type", "reference"}`` with ``"messages"`` (a conversation up to the answer: rendered
 with the chat template and the assistant header) or ``"text"`` (continued as it is).

@@ -30,7 +30,7 @@ def sampling_kwargs(do_sample: bool, temperature: float = 1.0, top_p: float = 1.
 
 
 @torch.no_grad()
-def generate_answers(
+def generate_answer_ids(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Prompt],
@@ -42,8 +42,10 @@ def generate_answers(
     seed: int = 0,
     synced_gpus: bool = False,
     device: torch.device | None = None,
-) -> list[str]:
-    """Answers to ``prompts``, in order: left-padded batches of similar length, each stopping at EOS/end-of-turn.
+) -> list[list[int]]:
+    """Token ids of the answers to ``prompts``, in order, each up to its end (EOS/end-of-turn, not included):
+    left-padded batches of similar length, each batch generating until all its answers ended or
+    ``max_new_tokens``. The number of ids is the answer's cost in generated tokens.
 
     Sampled answers are reproducible for a given ``seed`` and ``batch_size``; the caller's random state is left
     as it was (a training run that generates between steps keeps its dropout stream).
@@ -57,7 +59,7 @@ def generate_answers(
     """
     encoded = [prompt_ids(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    answers = [""] * len(encoded)
+    answers: list[list[int]] = [[] for _ in encoded]
     device = device or next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training
@@ -82,6 +84,20 @@ def generate_answers(
                 **sampling_kwargs(do_sample, temperature, top_p),
             )
             for row, index in enumerate(batch):
-                answers[index] = tokenizer.decode(output[row, length:], skip_special_tokens=True).strip()
+                ids = output[row, length:].tolist()
+                # after its EOS, a finished answer is only padding (the pad id may be the EOS id itself)
+                answers[index] = ids[: ids.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in ids else ids
     model.train(was_training)
     return answers
+
+
+def decode_answer(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:
+    """An answer's text: its ids decoded without special tokens, stripped."""
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def generate_answers(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], **generation: Any
+) -> list[str]:
+    """Answers to ``prompts``, in order, as text (``generation``: the options of :func:`generate_answer_ids`)."""
+    return [decode_answer(tokenizer, ids) for ids in generate_answer_ids(model, tokenizer, prompts, **generation)]

@@ -40,3 +40,14 @@ def score_generations(rows: list[dict[str, Any]], metrics: Mapping[str, TaskMetr
         row["scores"] = metric.example(row["generation"], row["reference"])
         by_task.setdefault(row["task_type"], []).append(row["scores"])
     return {task: metric_for(metrics, task).aggregate(examples) for task, examples in sorted(by_task.items())}
+
+
+def logged_scores(per_task: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """``{task: {metric: value}}`` -> ``{"val/<metric>/<task>": value}``, the order ``val/loss/<task>`` uses;
+    counts (``n``: ints) stay out: they are what was scored, not a score."""
+    return {
+        f"val/{metric}/{task}": value
+        for task, values in per_task.items()
+        for metric, value in values.items()
+        if isinstance(value, float)
+    }

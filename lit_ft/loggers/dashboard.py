@@ -50,6 +50,7 @@ from lit_ft.utils.metric_names import (
     SAMPLES_BEFORE_AFTER_TABLE,
     SAMPLES_PER_S,
     SAMPLES_TABLE,
+    TASK_SCORES_TABLE,
     STAGES,
     STEP,
     TASK_COUNTS,
@@ -83,6 +84,12 @@ def _per_task(stage: str, name: str) -> wr.LinePlot:
     """``<stage>/<name>/<task>`` for every task: the pattern is :func:`task_metric` with the task left open."""
     pattern = re.escape(task_metric(stage, name, TASK)).replace(TASK, "[^/]+")
     return _family(f"{stage_metric(stage, name)} per task", f"^{pattern}$")
+
+
+def task_scores_pattern(families: Sequence[str]) -> str:
+    """``val/<metric>/<task>`` for any ``<metric>`` not among ``families`` (which have panels of their own)."""
+    known = "|".join(re.escape(name) for name in families)
+    return f"^{re.escape(stage_metric('val', ''))}(?!(?:{known})/)[^/]+/[^/]+$"
 
 
 def _against_reference(title: str, score: str) -> wr.LinePlot:
@@ -120,6 +127,16 @@ def sections() -> list[ws.Section]:
             panels=[
                 *(_per_task(stage, name) for name in per_task_names for stage in STAGES),
                 wr.WeavePanelSummaryTable(table_name=PER_TASK_TABLE),
+            ],
+        ),
+        ws.Section(
+            name="Task scores",
+            is_open=True,
+            panels=[
+                # val/<metric>/<task> of the task-scores callback: the metrics are the task_metrics config's, so the
+                # panel takes every per-task validation metric that is not one of the families above.
+                _family("Held-out task scores (greedy generations), per task", task_scores_pattern(per_task_names)),
+                wr.WeavePanelSummaryTable(table_name=TASK_SCORES_TABLE),
             ],
         ),
         ws.Section(

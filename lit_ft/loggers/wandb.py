@@ -28,6 +28,7 @@ from lit_ft.utils.metric_names import (
     PER_TASK_TABLE,
     SAMPLES_BEFORE_AFTER_TABLE,
     STEP,
+    TASK_SCORES_TABLE,
     TRAIN_LOSS,
     VAL_LOSS,
     VAL_PPL,
@@ -45,6 +46,7 @@ SUMMARIES = {
     f"{TRAIN_LOSS}/*": "last",
     f"{FORGETTING}/*": "last",
 }
+# The task scores (val/<metric>/<task>, the task_scores callback) keep W&B's default run summary: the last value.
 
 
 def wandb_api_key_configured() -> bool:
@@ -203,8 +205,9 @@ def final_scalars(summary: dict[str, Any]) -> dict[str, float]:
 
 def result_tables(summary: dict[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
     """``{key: (columns, rows)}`` for the run's result tables: ``forgetting_results`` (metric, baseline, final,
-    delta from the forgetting check's summary), ``per_task`` (one row per task type from the per-task callback's) and
-    ``samples_before_after`` (prompt, reference and the answers before and after training, from the samples')."""
+    delta from the forgetting check's summary), ``per_task`` (one row per task type from the per-task callback's),
+    ``samples_before_after`` (prompt, reference and the answers before and after training, from the samples') and
+    ``task_scores`` (task type, metric, before, after, from the task-scores callback's)."""
     tables = {}
     forgetting = summary.get("forgetting") or {}
     final = forgetting.get("final") or {}
@@ -223,4 +226,13 @@ def result_tables(summary: dict[str, Any]) -> dict[str, tuple[list[str], list[li
     if samples:
         columns = ["prompt", "reference", "before", "after"]
         tables[SAMPLES_BEFORE_AFTER_TABLE] = (columns, [[sample.get(c) for c in columns] for sample in samples])
+    scores = summary.get("task_scores") or {}
+    if scores.get("after"):
+        before = scores.get("before") or {}
+        rows = [
+            [task, metric, (before.get(task) or {}).get(metric), value]
+            for task, values in scores["after"].items()
+            for metric, value in values.items()
+        ]
+        tables[TASK_SCORES_TABLE] = (["task_type", "metric", "before", "after"], rows)
     return tables

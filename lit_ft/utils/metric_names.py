@@ -50,6 +50,7 @@ SAMPLES_TABLE = "samples"
 FORGETTING_TABLE = "forgetting_results"
 PER_TASK_TABLE = "per_task"
 SAMPLES_BEFORE_AFTER_TABLE = "samples_before_after"
+TASK_SCORES_TABLE = "task_scores"
 FINAL = "final"
 
 

@@ -1,4 +1,5 @@
-"""Read what an offline W&B run logged, from its ``.wandb`` file (no server, no wandb internals)."""
+"""Read what an offline W&B run logged, from its ``.wandb`` file (no server, no wandb internals); set up such a
+run (:func:`offline_without_api_key`)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,4 @@ def logged_run(path: str | Path) -> dict[str, Any]:
             metric = record.metric
             result["metrics"][metric.name or metric.glob_name] = metric
     return result
+
