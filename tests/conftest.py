@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +16,12 @@ from lit_ft.models import load_tokenizer, tiny_llama
 from tests.support import helpers
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tokenised examples that runs of the tests cache (``data.cache_dir``) go to a folder of this session, not to the
+    user's cache; subprocesses inherit it."""
+    os.environ.setdefault("LIT_FT_DATA_CACHE", tempfile.mkdtemp(prefix="lit_ft-test-data-cache-"))
 
 
 @pytest.fixture(scope="session")

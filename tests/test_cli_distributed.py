@@ -31,8 +31,12 @@ def tiny_run(log_dir, train_file, val_file, *extra: str) -> dict:
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_process_run_from_the_command_line(tmp_path, arithmetic_files, strategy):
     one = tiny_run(tmp_path / "one", *arithmetic_files)
-    two = tiny_run(tmp_path / strategy, *arithmetic_files, f"strategy={strategy}", "trainer.devices=2")
-    assert (tmp_path / strategy / "debug_tiny" / "train_rank1.log").exists()  # the second rank ran this job
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    two = tiny_run(tmp_path / strategy, *arithmetic_files, f"strategy={strategy}", "trainer.devices=2", cache)
+    rank0, rank1 = (tmp_path / strategy / "debug_tiny" / name for name in ("train.log", "train_rank1.log"))
+    assert rank1.exists()  # the second rank ran this job
+    # The node's first process tokenised the data; the other waited and mapped its files.
+    assert "Tokenised examples written to" in rank0.read_text() and "Reusing the tokenised" in rank1.read_text()
     assert two["optimizer_steps"] == one["optimizer_steps"] == 2
     # The same weights before training, validated on two ranks and gathered: the one-process loss.
     assert two["val_loss_before"] == pytest.approx(one["val_loss_before"], rel=1e-5)

@@ -212,9 +212,10 @@ def test_pairs_are_grouped_by_their_longer_side(tmp_path, tokenizer):
     dm = PreferenceDataModule(tokenizer, write_jsonl(tmp_path / "p.jsonl", rows), val_ratio=0, batch_size=4)
     dm.group_by_length = True
     dm.setup("fit")
-    lengths = {e["example_index"]: dm.example_length(e) for e in dm.train_examples}
-    # chosen is the longer side
-    assert all(lengths[e["example_index"]] == len(e["chosen"]["input_ids"]) for e in dm.train_examples)
+    examples = list(dm.train_examples)
+    lengths = {e["example_index"]: len(e["chosen"]["input_ids"]) for e in examples}  # chosen is the longer side
+    assert all(len(e["chosen"]["input_ids"]) > len(e["rejected"]["input_ids"]) for e in examples)
+    assert dm.train_examples.lengths().tolist() == [lengths[e["example_index"]] for e in examples]
     batches = [[lengths[int(i)] for i in batch["example_index"]] for batch in dm.train_dataloader()]
     assert sorted(n for batch in batches for n in batch) == sorted(lengths.values())  # every pair once
     # grouped: a batch's lengths lie close together (a random order spreads them over most of the range)

@@ -27,7 +27,7 @@ from lit_ft.data.preference_rows import SIDES
 class Collator:
     """Pad a list of examples to one tensor batch (to a multiple of ``pad_to_multiple_of`` when set).
 
-    Examples from :func:`lit_ft.data.packing.pack_examples` (which carry ``position_ids``) give packed batches; the padding
+    Packed examples (:mod:`lit_ft.data.packing`, which carry ``position_ids``) give packed batches; the padding
     after each pack continues as its own position run so it forms a separate, loss-free segment.
 
     With ``padding_free`` the examples are concatenated into one row ([1, sum of lengths]) instead: no token

@@ -2,7 +2,9 @@
 
 Reads files (or a weighted mixture of sources), holds out validation rows, validates and tokenises each row,
 truncates or drops as configured (:func:`~lit_ft.data.truncation.truncate`, counted in :class:`SplitStats`; long raw
-text may be cut into blocks instead, :mod:`lit_ft.data.blocks`),
+text may be cut into blocks instead, :mod:`lit_ft.data.blocks`), and writes the examples to Arrow files, cached on
+disk and memory-mapped (:mod:`lit_ft.data.cache`, :mod:`lit_ft.data.example_store`): a later run with the same
+sources, tokenizer and data settings reads them instead of tokenising again. Then it draws the epoch's examples,
 numbers the task types, and serves batches following the batch contract (:mod:`lit_ft.data.batch`), resumable
 mid-epoch. :class:`~lit_ft.data.sft_datamodule.SFTDataModule` and
 :class:`~lit_ft.data.preference_datamodule.PreferenceDataModule` say what a row is and how it is batched.
@@ -10,22 +12,31 @@ mid-epoch. :class:`~lit_ft.data.sft_datamodule.SFTDataModule` and
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import random
+import tempfile
+import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import lightning as L
+import numpy as np
+import pyarrow as pa
 import torch
 from rich.progress import track
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
-from lit_ft.data.batch import Example, Tokens, loss_tokens
+from lit_ft.data.batch import Example, Tokens
+from lit_ft.data.cache import build_once, cache_key, folder_size, tokenizer_fingerprint
 from lit_ft.data.chat_templates import with_chat_template
+from lit_ft.data.example_store import EXAMPLE_SCHEMA, ArrowExamples, write_examples
+from lit_ft.data.example_views import ExampleView, PackedExamples
 from lit_ft.data.mixing import DataSource, sample_mixture
 from lit_ft.data.readers import TRAIN_SPLITS, VAL_SPLITS, DataError, Record
 from lit_ft.data.rows import SFTExample
@@ -54,8 +65,13 @@ class FineTuneDataModule(L.LightningDataModule):
 
     Subclasses define :meth:`encode` (one raw record to a tokenised example with ``task_type``, or ``None`` when
     dropped; through :meth:`tokenize` and :meth:`fit`, which truncates and counts), or :meth:`encode_source` when an
-    example may come from several records (CPT blocks), and :meth:`collate_fn`, and name an example's sequences in
-    :meth:`sequences` when it has several.
+    example may come from several records (CPT blocks), and :meth:`collate_fn`; an example of another shape than
+    :class:`~lit_ft.data.batch.TokenizedExample` names its Arrow layout (:attr:`EXAMPLE_SCHEMA`) and how it carries
+    its task id (:meth:`label_example`); settings of theirs that change the examples go in :meth:`encoding_settings`.
+
+    The examples are built once per key (:meth:`prepare_data`, which Lightning runs on one process per node before
+    the others set up) and memory-mapped by every process (:meth:`setup`): ``train_examples`` and ``val_examples``
+    are sequences read from disk, not lists.
 
     Args:
         tokenizer: a tokenizer, or a model name/path to load one from.
@@ -79,7 +95,11 @@ class FineTuneDataModule(L.LightningDataModule):
             the rows left out are counted as ``unused_rows`` in the stats.
         group_by_length: batch training examples of similar length (:class:`LengthGroupedSampler`, seeded by
             ``seed``): less padding, the same examples per epoch; batches are less random.
+        cache_dir: the folder of cached tokenised examples (a sub-folder per key, :mod:`lit_ft.data.cache`);
+            ``None`` builds them in a temporary folder, removed when the process ends.
     """
+
+    EXAMPLE_SCHEMA: ClassVar[pa.Schema] = EXAMPLE_SCHEMA
 
     def __init__(
         self,
@@ -99,6 +119,7 @@ class FineTuneDataModule(L.LightningDataModule):
         train_samples: int | None = None,
         max_val_rows: int | None = None,
         group_by_length: bool = False,
+        cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         if isinstance(tokenizer, (str, Path)):
@@ -115,10 +136,13 @@ class FineTuneDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.seed, self.group_by_length = num_workers, seed, group_by_length
         self.max_val_rows = max_val_rows
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.task_names: list[str] = []
         self.stats: dict[str, SplitStats] = {}
-        self.train_examples: list[Example] = []
-        self.val_examples: list[Example] = []
+        self.train_examples: Sequence[Example] = []
+        self.val_examples: Sequence[Example] = []
+        self._examples_dir: Path | None = None
+        self._temporary_dir: tempfile.TemporaryDirectory | None = None
         self.train_sampler: ResumableSampler | None = None
         self._resume_at: tuple[int, int] | None = None  # (epoch, samples to skip) for the next training loader
 
@@ -127,10 +151,10 @@ class FineTuneDataModule(L.LightningDataModule):
         """One raw record to an example (``None`` when dropped), counted in ``stats`` by :meth:`fit`."""
         raise NotImplementedError
 
-    def encode_source(self, records: Iterable[Record], stats: SplitStats) -> list[Example]:
-        """A source's records to its examples, counted in ``stats``: by default each record by :meth:`encode`, the
-        dropped ones left out."""
-        return [example for record in records if (example := self.encode(record, stats)) is not None]
+    def encode_source(self, records: Iterable[Record], stats: SplitStats) -> Iterator[Example]:
+        """A source's records to its examples, counted in ``stats`` as they are drawn: by default each record by
+        :meth:`encode`, the dropped ones left out."""
+        return (example for record in records if (example := self.encode(record, stats)) is not None)
 
     def collate_fn(self) -> Callable:
         raise NotImplementedError
@@ -139,23 +163,21 @@ class FineTuneDataModule(L.LightningDataModule):
         """The training batches' collator (the same as validation's unless a subclass says otherwise)."""
         return self.collate_fn()
 
-    def finalize_train(self, examples: list[Example]) -> list[Example]:
+    def finalize_train(self, examples: ExampleView) -> ExampleView | PackedExamples:
         """Last step before the training loader (packing, for example)."""
         return examples
 
-    def sequences(self, example: Example) -> list[Tokens]:
-        """The tokenised sequences of an encoded example (one; a pair has two)."""
-        return [example]
+    def encoding_settings(self) -> dict[str, Any]:
+        """The subclass's settings that change what an example is (part of the cache key)."""
+        return {}
 
-    def set_task_id(self, example: Example, task_id: int) -> None:
-        """Record the example's task id (by default ``task_ids``, one per token, as the batch contract wants)."""
-        example["task_ids"] = [task_id] * len(example["input_ids"])
+    @staticmethod
+    def label_example(example: Example, index: int, task_ids: dict[str, int]) -> None:
+        """Give an example read from its file what is known only once all are read: its task id (``task_ids``,
+        one per token, as the batch contract wants). ``index`` is its position in its split."""
+        example["task_ids"] = [task_ids[example["task_type"]]] * len(example["input_ids"])
 
     # --- shared machinery --------------------------------------------------------------------------------
-    def example_length(self, example: Example) -> int:
-        """Tokens of an encoded example's longest sequence (what ``group_by_length`` sorts by: a batch of pairs is
-        padded to its longest chosen or rejected sequence)."""
-        return max(len(tokens["input_ids"]) for tokens in self.sequences(example))
 
     def tokenize(self, examples: Sequence[SFTExample], where: str) -> list[Tokens]:
         """Tokenise an example's sequences (one, or a pair's two), whole. A chat template that cannot render a
@@ -221,36 +243,97 @@ class FineTuneDataModule(L.LightningDataModule):
 
     def val_records(self) -> list[Record]:
         """The raw rows of the validation split, as read (``columns`` applied, ``task_types`` kept; before
-        validation and tokenisation)."""
-        return self._read_splits().val
+        validation and tokenisation): from the examples' folder once set up, else read from the sources."""
+        if self._examples_dir is None:
+            return self._read_splits().val
+        with (self._examples_dir / "val_records.jsonl").open() as lines:
+            return [Record(**json.loads(line)) for line in lines]
 
-    def _encode_split(self, name: str, groups: list[list[Record]], filtered: Counter) -> list[list[Example]]:
-        """Encode each group of records (one per source); one :class:`SplitStats` counts them all, and the rows
-        ``filtered`` out before them."""
-        stats = SplitStats()
-        stats.count_filtered_rows(filtered)
-        encoded = []
-        for records in groups:
-            progress = track(records, description=f"Tokenising {name}", transient=True, disable=len(records) < 500)
-            encoded.append(self.encode_source(progress, stats))
-        self.stats[name] = stats
-        log.info(stats.describe(name))
-        return encoded
+    def cache_settings(self) -> dict[str, Any]:
+        """What the examples depend on besides the code (:func:`~lit_ft.data.cache.cache_key` adds that): the
+        DataModule, the tokenizer, the data settings, and every source's contents."""
 
-    def _mix(self, sources: list[DataSource], groups: list[list[Example]]) -> list[Example]:
+        def fingerprints(sources: Any) -> list[str]:
+            return [source.fingerprint() for source in source_list(sources)]
+
+        return {
+            "datamodule": f"{type(self).__module__}.{type(self).__qualname__}",
+            "tokenizer": tokenizer_fingerprint(self.tokenizer),
+            "max_length": self.max_length,
+            "truncation": self.truncation,
+            "val_ratio": self.val_ratio,
+            "max_val_rows": self.max_val_rows,
+            "split_seed": self.seed if self.val_ratio or self.max_val_rows is not None else None,
+            **self.encoding_settings(),
+            "sources": [
+                {"files": fingerprints(s.files), "val_files": fingerprints(s.val_files), "task_type": s.task_type}
+                for s in self.sources()
+            ],
+            "val_files": fingerprints(self.val_files),
+        }
+
+    def prepare_data(self) -> None:
+        """Build the examples' folder unless it is cached. Lightning runs this on one process per node before
+        :meth:`setup` (the node's other processes wait, then map the folder)."""
+        self._examples_folder()
+
+    def _examples_folder(self) -> Path:
+        """The folder of this DataModule's examples (built now when missing)."""
+        if self._examples_dir is not None:
+            return self._examples_dir
+        if self.cache_dir is None:
+            self._temporary_dir = tempfile.TemporaryDirectory(prefix="lit_ft-examples-")
+            folder = Path(self._temporary_dir.name) / "examples"
+        else:
+            folder = self.cache_dir / cache_key(self.cache_settings())
+        started = time.perf_counter()
+        if build_once(folder, self._build):
+            size = folder_size(folder) / 2**20
+            log.info(
+                "Tokenised examples written to %s (%.1f MiB) in %.1f s", folder, size, time.perf_counter() - started
+            )
+        else:
+            log.info("Reusing the tokenised examples in %s (same sources, tokenizer and data settings)", folder)
+        self._examples_dir = folder
+        return folder
+
+    def _build(self, folder: Path) -> None:
+        """Read, validate, tokenise and fit every row, and write the examples (``train-<source>.arrow``,
+        ``val.arrow``), their :class:`SplitStats` (``stats.json``) and the raw validation rows
+        (``val_records.jsonl``, for prompts) to ``folder``."""
+        train_groups, val_records, filtered = self._read_splits()
+        stats = {"train": SplitStats(), "val": SplitStats()}
+        for name, split_stats in stats.items():
+            split_stats.count_filtered_rows(filtered[name])
+        for index, records in enumerate(train_groups):
+            progress = track(records, description="Tokenising train", transient=True, disable=len(records) < 500)
+            examples = self.encode_source(progress, stats["train"])
+            write_examples(folder / f"train-{index}.arrow", examples, self.EXAMPLE_SCHEMA)
+        with (folder / "val_records.jsonl").open("w") as out:
+            out.writelines(json.dumps({"where": r.where, "row": r.row}, default=str) + "\n" for r in val_records)
+        unused_val = max(0, len(val_records) - self.max_val_rows) if self.max_val_rows is not None else 0
+        if unused_val:
+            keep = sorted(random.Random(self.seed).sample(range(len(val_records)), self.max_val_rows))
+            val_records = [val_records[i] for i in keep]
+        stats["val"].count_unused_rows(unused_val)
+        progress = track(val_records, description="Tokenising val", transient=True, disable=len(val_records) < 500)
+        write_examples(folder / "val.arrow", self.encode_source(progress, stats["val"]), self.EXAMPLE_SCHEMA)
+        (folder / "stats.json").write_text(json.dumps({name: s.to_dict() for name, s in stats.items()}, indent=1))
+
+    def _mix(self, sources: list[DataSource], stores: list[ArrowExamples]) -> ExampleView:
         """Draw the epoch's training examples from the sources by weight, and record what was drawn."""
-        total = self.train_samples or sum(len(group) for group in groups)
-        tagged = [[(index, example) for example in group] for index, group in enumerate(groups)]
+        total = self.train_samples or sum(len(store) for store in stores)
+        tagged = [[(index, row) for row in range(len(store))] for index, store in enumerate(stores)]
         drawn = sample_mixture(tagged, [s.weight for s in sources], total, self.seed)
-        drawn_loss_tokens = [0] * len(sources)
-        for index, example in drawn:
-            drawn_loss_tokens[index] += sum(int(loss_tokens(tokens["labels"])) for tokens in self.sequences(example))
+        origins = np.array([index for index, _ in drawn], dtype=np.int64)
+        view = ExampleView(stores, origins, np.array([row for _, row in drawn], dtype=np.int64))
+        drawn_loss_tokens = np.bincount(origins, weights=view.loss_tokens(), minlength=len(sources))
         self.stats["train"].count_sources(
             [source.label for source in sources],
             [source.weight for source in sources],
-            [len(group) for group in groups],
-            [sum(index == i for index, _ in drawn) for i in range(len(sources))],
-            drawn_loss_tokens,
+            [len(store) for store in stores],
+            np.bincount(origins, minlength=len(sources)).tolist(),
+            [int(tokens) for tokens in drawn_loss_tokens],
         )
         for name, row in self.stats["train"].sources.items():
             log.info(
@@ -262,41 +345,40 @@ class FineTuneDataModule(L.LightningDataModule):
                 row["drawn"] / max(1, row["examples"]),
                 100 * row["loss_token_share"],
             )
-        return [example for _, example in drawn]
+        return view
 
     def setup(self, stage: str | None = None) -> None:
         if self.task_names:  # idempotent: Lightning calls setup once per stage
             return
-        train_groups, val_records, filtered = self._read_splits()
-        train_groups = self._encode_split("train", train_groups, filtered["train"])
-        unused_val = max(0, len(val_records) - self.max_val_rows) if self.max_val_rows is not None else 0
-        if unused_val:
-            keep = sorted(random.Random(self.seed).sample(range(len(val_records)), self.max_val_rows))
-            val_records = [val_records[i] for i in keep]
-        self.val_examples = self._encode_split("val", [val_records], filtered["val"])[0]
-        self.stats["val"].count_unused_rows(unused_val)
-        if self.mixture or self.train_samples:
-            self.train_examples = self._mix(self.sources(), train_groups)
-        else:
-            self.train_examples = train_groups[0]
-        if not self.train_examples:
+        folder = self._examples_folder()
+        self.stats = {
+            name: SplitStats.from_dict(stats) for name, stats in json.loads((folder / "stats.json").read_text()).items()
+        }
+        for name, stats in self.stats.items():
+            log.info(stats.describe(name))
+        stores = [ArrowExamples(folder / f"train-{index}.arrow") for index in range(len(self.sources()))]
+        mixed = self.mixture or self.train_samples
+        train = self._mix(self.sources(), stores) if mixed else ExampleView.of(stores[0])
+        if not len(train):
             sources = ", ".join(
                 str(row_source) for source in self.sources() for row_source in source_list(source.files)
             )
             raise ValueError(f"No training examples left from {sources}: {self.stats['train'].describe('train')}")
-        self.task_names = sorted({e["task_type"] for e in self.train_examples + self.val_examples})
-        task_ids = {name: task_id for task_id, name in enumerate(self.task_names)}
-        for example in self.train_examples + self.val_examples:
-            self.set_task_id(example, task_ids[example["task_type"]])
+        val = ExampleView.of(ArrowExamples(folder / "val.arrow"))
+        self.task_names = sorted(train.task_types() | val.task_types())
+        label = functools.partial(
+            type(self).label_example, task_ids={name: i for i, name in enumerate(self.task_names)}
+        )
+        self.val_examples = val.labelled(label)
         missing = set(self.stats["train"].examples_per_task) - set(self.stats["val"].examples_per_task)
         if self.val_examples and missing:
             self.stats["val"].note_missing_task_types(missing)  # counted in summary.json, not only logged
             log.warning("Task types with no validation examples: %s", ", ".join(sorted(missing)))
-        self.train_examples = self.finalize_train(self.train_examples)
+        self.train_examples = self.finalize_train(train.labelled(label))
 
     def _loader(
         self,
-        examples: list[Example],
+        examples: Sequence[Example],
         batch_size: int,
         sampler: Sampler | None = None,
         collate_fn: Callable | None = None,
@@ -316,7 +398,7 @@ class FineTuneDataModule(L.LightningDataModule):
         trainer = self.trainer
         ranks = {"num_replicas": trainer.world_size if trainer else 1, "rank": trainer.global_rank if trainer else 0}
         if self.group_by_length:
-            lengths = [self.example_length(e) for e in self.train_examples]
+            lengths = self.train_examples.lengths().tolist()
             self.train_sampler = LengthGroupedSampler(
                 self.train_examples, lengths, self.batch_size, seed=self.seed, **ranks
             )

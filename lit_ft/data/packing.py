@@ -28,18 +28,17 @@ def concatenate_examples(examples: Sequence[TokenizedExample | PackedExample]) -
     return out
 
 
-def pack_examples(examples: Sequence[TokenizedExample], max_length: int) -> list[PackedExample]:
-    """Concatenate examples into sequences of at most ``max_length`` tokens; an example is never split.
+def pack_indices(lengths: Sequence[int], max_length: int) -> list[list[int]]:
+    """Group examples (given by their lengths, in order) into packs of at most ``max_length`` tokens; an example is
+    never split. Returns each pack's example indices.
 
-    Each example goes to the open sequence with the least room that still fits it (best fit), so the
-    packs are dense without sorting the data. Every packed example keeps its ``task_ids`` and gets
-    ``position_ids`` restarting at 0 (see :func:`concatenate_examples`), which is what keeps attention
-    inside the example.
+    Each example goes to the open pack with the least room that still fits it (best fit), so the packs are dense
+    without sorting the data. Concatenated by :func:`concatenate_examples`, every packed example keeps its
+    ``task_ids`` and gets ``position_ids`` restarting at 0, which is what keeps attention inside the example.
     """
-    members: list[list[TokenizedExample]] = []
+    members: list[list[int]] = []
     free: list[tuple[int, int]] = []  # sorted (room left, pack index)
-    for example in examples:
-        length = len(example["input_ids"])
+    for example, length in enumerate(lengths):
         if length > max_length:
             raise ValueError(f"an example of {length} tokens does not fit max_length={max_length}; truncate first")
         slot = bisect.bisect_left(free, (length, -1))
@@ -51,4 +50,10 @@ def pack_examples(examples: Sequence[TokenizedExample], max_length: int) -> list
         members[index].append(example)
         if room - length > 0:
             bisect.insort(free, (room - length, index))
-    return [concatenate_examples(pack) for pack in members]
+    return members
+
+
+def pack_examples(examples: Sequence[TokenizedExample], max_length: int) -> list[PackedExample]:
+    """``examples`` packed into sequences of at most ``max_length`` tokens (:func:`pack_indices`), concatenated."""
+    packs = pack_indices([len(example["input_ids"]) for example in examples], max_length)
+    return [concatenate_examples([examples[index] for index in pack]) for pack in packs]

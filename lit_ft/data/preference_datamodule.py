@@ -13,9 +13,10 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from lit_ft.data.batch import TokenizedPair, Tokens
+from lit_ft.data.batch import TokenizedPair
 from lit_ft.data.collate import PairCollator
 from lit_ft.data.datamodule import FineTuneDataModule
+from lit_ft.data.example_store import PAIR_SCHEMA
 from lit_ft.data.preference_rows import parse_preference_row
 from lit_ft.data.readers import Record
 from lit_ft.data.stats import SplitStats
@@ -36,6 +37,8 @@ class PreferenceDataModule(FineTuneDataModule):
         (others: see :class:`FineTuneDataModule`)
     """
 
+    EXAMPLE_SCHEMA = PAIR_SCHEMA
+
     def __init__(self, *args: Any, pad_to_multiple_of: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -48,17 +51,12 @@ class PreferenceDataModule(FineTuneDataModule):
         chosen, rejected = truncated.sequences
         return {"chosen": chosen, "rejected": rejected, "task_type": pair.task_type, "margin": pair.margin}
 
-    def sequences(self, example: TokenizedPair) -> list[Tokens]:
-        return [example["chosen"], example["rejected"]]
-
-    def set_task_id(self, example: TokenizedPair, task_id: int) -> None:
-        example["task_id"] = task_id
-
-    def setup(self, stage: str | None = None) -> None:
-        super().setup(stage)
-        for examples in (self.train_examples, self.val_examples):
-            for example_index, example in enumerate(examples):
-                example["example_index"] = example_index
+    @staticmethod
+    def label_example(example: TokenizedPair, index: int, task_ids: dict[str, int]) -> None:
+        """A pair's task id, and its position in its split (``example_index``: where its precomputed reference
+        log-probs are kept)."""
+        example["task_id"] = task_ids[example["task_type"]]
+        example["example_index"] = index
 
     def collate_fn(self) -> Callable:
         return PairCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, get_args
 
-from lit_ft.data.batch import Example, TokenizedExample
+from lit_ft.data.batch import TokenizedExample
 from lit_ft.data.blocks import LongDocuments, check_stride, is_document, make_blocks
 from lit_ft.data.collate import Collator
 from lit_ft.data.datamodule import FineTuneDataModule
+from lit_ft.data.example_views import ExampleView, PackedExamples
 from lit_ft.data.formats import detect_format, parse_sft_row
-from lit_ft.data.packing import pack_examples
+from lit_ft.data.packing import pack_indices
 from lit_ft.data.readers import Record
 from lit_ft.data.stats import SplitStats
 
@@ -63,11 +64,13 @@ class SFTDataModule(FineTuneDataModule):
         self.packing, self.pad_to_multiple_of, self.padding_free = packing, pad_to_multiple_of, padding_free
         self.long_documents, self.block_stride = long_documents, block_stride
 
-    def encode_source(self, records: Iterable[Record], stats: SplitStats) -> list[TokenizedExample]:
+    def encoding_settings(self) -> dict[str, Any]:
+        return {"long_documents": self.long_documents, "block_stride": self.block_stride}
+
+    def encode_source(self, records: Iterable[Record], stats: SplitStats) -> Iterator[TokenizedExample]:
         """A source's rows to examples in order, each fitted to ``max_length`` by the truncation rule; under
         ``long_documents=blocks`` its raw-text rows longer than ``max_length`` are cut into blocks instead, which
         follow the source's other examples (counted by :meth:`SplitStats.count_blocks`)."""
-        examples: list[TokenizedExample] = []
         documents: list[TokenizedExample] = []
         formats: Counter[str] = Counter()
         for record in records:
@@ -79,24 +82,24 @@ class SFTDataModule(FineTuneDataModule):
                 continue
             truncated = self.fit([tokens], example.task_type, stats)
             if truncated.kept:
-                examples.append({**truncated.sequences[0], "task_type": example.task_type})
+                yield {**truncated.sequences[0], "task_type": example.task_type}
         log.info("Row formats: %s", ", ".join(f"{name} {count}" for name, count in formats.items()))
         if documents:
             blocks = make_blocks(documents, self.max_length, self.block_stride)
             stats.count_blocks(len(documents), blocks)
-            examples += blocks
-        return examples
+            yield from blocks
 
-    def finalize_train(self, examples: list[Example]) -> list[Example]:
+    def finalize_train(self, examples: ExampleView) -> ExampleView | PackedExamples:
         if not self.packing:
             return examples
-        order = examples[:]
+        order = list(range(len(examples)))
         random.Random(self.seed).shuffle(order)
-        packs = pack_examples(order, self.max_length)
+        lengths = examples.lengths()
+        packs = pack_indices([int(lengths[index]) for index in order], self.max_length)
         log.info(
             "Packed %d training examples into %d sequences of <= %d tokens", len(examples), len(packs), self.max_length
         )
-        return packs
+        return PackedExamples(examples, [[order[member] for member in pack] for pack in packs])
 
     def collate_fn(self) -> Callable:
         return Collator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)

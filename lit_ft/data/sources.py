@@ -27,6 +27,7 @@ after huggingface_hub's retries (about 30 s), as models are loaded.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -191,6 +192,26 @@ class RowSource:
         renamed = set(self.columns.values()) | set(self.columns)
         kept = {key: value for key, value in row.items() if key not in renamed}
         return Record(record.where, {**kept, **{field: row[column] for field, column in self.columns.items()}})
+
+    def fingerprint(self) -> str:
+        """A hash of this source's settings and of the rows it reads, what cached examples are keyed on
+        (:mod:`lit_ft.data.cache`): a local file's or folder's contents, or a loaded dataset's cache files (which
+        ``datasets`` names by a fingerprint of their contents)."""
+        digest = hashlib.sha256(repr(dataclasses.astuple(self)).encode())
+        path = Path(self.path).expanduser()
+        if path.exists():
+            files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+            for file in files:
+                with file.open("rb") as handle:
+                    digest.update(file.relative_to(path).as_posix().encode() if file != path else b"")
+                    digest.update(hashlib.file_digest(handle, "sha256").digest())
+            return digest.hexdigest()
+        dataset = self._load_dataset()
+        cache_files = dataset.cache_files
+        splits = cache_files.values() if isinstance(cache_files, dict) else [cache_files]
+        for file in sorted(entry["filename"] for split in splits for entry in split):
+            digest.update(f"{Path(file).name}:{Path(file).stat().st_size}".encode())
+        return digest.hexdigest()
 
     def _load_dataset(self) -> Any:
         """``datasets.load_dataset`` of this source: a ``Dataset`` when ``split`` is given, else a ``DatasetDict``.

@@ -121,6 +121,12 @@ class SplitStats:
             text += f"; no examples of task types {', '.join(self.task_types_missing)}"
         return text
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> SplitStats:
+        """The stats :meth:`to_dict` wrote (the cached examples' ``stats.json``)."""
+        counters = {name: Counter(data[name]) for name in ("filtered_rows", "examples_per_task")}
+        return cls(**{**data, **counters})
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["examples_per_task"] = dict(sorted(self.examples_per_task.items()))

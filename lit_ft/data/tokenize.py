@@ -99,7 +99,8 @@ def _turn_chars(
             f"assistant turn {turn} does not follow the template's generation prompt {generation_prompt!r} in the "
             "rendered conversation"
         )
-    alone = render_text(tokenizer, marked[: turn + 1], tools=tools)
+    # the turn alone: the marked conversation cut after it (already rendered when the turn is the last message)
+    alone = rendered if turn + 1 == len(marked) else render_text(tokenizer, marked[: turn + 1], tools=tools)
     closing = alone[alone.index(CONTENT_MARKER) + len(CONTENT_MARKER) :]
     closing = os.path.commonprefix([closing, after]).rstrip()
     end = len(text) - len(after) + len(closing)

@@ -126,7 +126,7 @@ def read_split(
             example = sft_view(record, forbidden=tokenizer.all_special_tokens)  # preference rows: the chosen side
             full = tokenize_example(tokenizer, example)
             task, task_stats = example.task_type, stats.get(example.task_type, SplitStats())
-            datamodule.encode_source([record], task_stats)  # training's own rules; counts only on success
+            list(datamodule.encode_source([record], task_stats))  # training's own rules; counts only on success
         except (DataError, ValueError) as error:
             invalid.append(str(error) if isinstance(error, DataError) else f"{record.where}: {error}")
             continue
