@@ -8,6 +8,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
 
+from lit_ft.data.batch import pair_count
 from lit_ft.losses import reward_loss
 from lit_ft.models import LoRA
 from lit_ft.models.freeze import head_parameters
@@ -58,8 +59,23 @@ class RewardModelModule(PairwiseModule):
         return model
 
     def rewards(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scalar rewards [2B] (float32) of the chosen then the rejected sequences."""
-        return self(batch).squeeze(-1).float()
+        """Scalar rewards [2B] (float32) of the chosen then the rejected sequences.
+
+        Padded rows: the model's own pooling, the score at each row's last non-padding token. A padding-free row
+        (2B sequences back to back): the backbone's hidden states [1, T, H], and the score head on each
+        sequence's last token, ``cu_seq_lens_q[1:2B+1] - 1`` (no host sync)."""
+        if batch.get("position_ids") is None:
+            return self(batch).squeeze(-1).float()
+        model = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+        hidden = model.base_model(**self._model_inputs(batch)).last_hidden_state
+        last = batch["cu_seq_lens_q"][1 : 2 * pair_count(batch) + 1].long() - 1
+        score = getattr(model, "score", None)
+        if score is None:
+            raise ValueError(
+                f"{type(model).__name__} has no `score` head, which padding-free reward batches read at each sequence's "
+                "last token: set data.padding_free=false."
+            )
+        return score(hidden[0, last]).squeeze(-1).float()
 
     def pair_losses(self, batch: dict[str, torch.Tensor], split: str) -> StepOutput:
         chosen, rejected = self.rewards(batch).chunk(2)
