@@ -118,11 +118,13 @@ class PackedBatch(TypedDict):
     position_ids: torch.Tensor  # [B, T] long, restarting at 0 at every example (and at the padding after a pack)
 
 
-class PreferenceBatch(PaddedBatch):
-    """B pairs as 2B padded rows, chosen first (rows ``[0, B)``), rejected after (rows ``[B, 2B)``)."""
-
+class _PairFields(TypedDict):
     margin: torch.Tensor  # [B] float32, 0 where the row gives none
     example_index: torch.Tensor  # [B] long, each pair's position in its split
+
+
+class PreferenceBatch(PaddedBatch, _PairFields):
+    """B pairs as 2B padded rows, chosen first (rows ``[0, B)``), rejected after (rows ``[B, 2B)``)."""
 
 
 class VarlenArguments(TypedDict):
@@ -138,11 +140,8 @@ class PaddingFreeBatch(PackedBatch, VarlenArguments):
     """A padding-free batch: one row [1, T] of its examples back to back, with the varlen arguments."""
 
 
-class PaddingFreePreferenceBatch(PaddingFreeBatch):
+class PaddingFreePreferenceBatch(PaddingFreeBatch, _PairFields):
     """B pairs' 2B sequences, chosen first, back to back in one row [1, T]."""
-
-    margin: torch.Tensor  # [B] float32, 0 where the row gives none
-    example_index: torch.Tensor  # [B] long, each pair's position in its split
 
 
 Batch = PaddedBatch | PackedBatch | PreferenceBatch | PaddingFreeBatch | PaddingFreePreferenceBatch
@@ -194,12 +193,9 @@ def varlen_arguments(position_ids: Sequence[int]) -> VarlenArguments:
     }
 
 
-def sequence_ids(batch: Batch) -> torch.Tensor:
-    """Which sequence each token belongs to, [R, T] long: the row index in a padded batch; in a one-row padding-free
-    batch the segment index, ``cumsum(position_ids == 0) - 1`` (no host sync)."""
-    if batch.get("position_ids") is None:
-        rows = torch.arange(len(batch["input_ids"]), device=batch["input_ids"].device)
-        return rows[:, None].expand_as(batch["input_ids"])
+def sequence_ids(batch: PackedBatch) -> torch.Tensor:
+    """Which sequence of its row each token of a packed or padding-free batch belongs to, [B, T] long:
+    ``cumsum(position_ids == 0) - 1`` (no host sync)."""
     return (batch["position_ids"] == 0).long().cumsum(-1) - 1
 
 

@@ -62,20 +62,26 @@ class RewardModelModule(PairwiseModule):
         """Scalar rewards [2B] (float32) of the chosen then the rejected sequences.
 
         Padded rows: the model's own pooling, the score at each row's last non-padding token. A padding-free row
-        (2B sequences back to back): the backbone's hidden states [1, T, H], and the score head on each
-        sequence's last token, ``cu_seq_lens_q[1:2B+1] - 1`` (no host sync)."""
+        (2B sequences back to back): the score head's per-token output [1, T, 1], taken from the model's own forward
+        (so FSDP and DeepSpeed gather the weights as usual), at each sequence's last token ``cu_seq_lens_q[1:] - 1``
+        (no host sync); the model's pooling of the row is ignored."""
         if batch.get("position_ids") is None:
             return self(batch).squeeze(-1).float()
         model = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
-        hidden = model.base_model(**self._model_inputs(batch)).last_hidden_state
-        last = batch["cu_seq_lens_q"][1 : 2 * pair_count(batch) + 1].long() - 1
-        score = getattr(model, "score", None)
-        if score is None:
+        head = getattr(model, "score", None)
+        if head is None:
             raise ValueError(
                 f"{type(model).__name__} has no `score` head, which padding-free reward batches read at each sequence's "
                 "last token: set data.padding_free=false."
             )
-        return score(hidden[0, last]).squeeze(-1).float()
+        scores: list[torch.Tensor] = []
+        hook = head.register_forward_hook(lambda module, args, output: scores.append(output))
+        try:
+            self(batch)
+        finally:
+            hook.remove()
+        last = batch["cu_seq_lens_q"][1 : 2 * pair_count(batch) + 1].long() - 1
+        return scores[-1][0, last].squeeze(-1).float()
 
     def pair_losses(self, batch: dict[str, torch.Tensor], split: str) -> StepOutput:
         chosen, rejected = self.rewards(batch).chunk(2)
