@@ -366,7 +366,7 @@ def main() -> None:
     if "ablation" in args.suite:
         configs += ablation_configs(args.ablation_modes, args.steps, args.warmup, args.threads, **settings)
     if "scaling" in args.suite:
-        configs += scaling_configs(max(2, args.steps // 2), 1, args.threads, **settings)
+        configs += scaling_configs(args.steps, args.warmup, args.threads, **settings)
     report = partial(write_report, out=args.out, model=args.model)
     configs = select(configs, args.only)
     run_all(configs, Path(__file__), args.out.with_suffix(".json"), report, args)
