@@ -1,9 +1,16 @@
 """Machinery shared by the side-by-side benchmarks (``bench_sft.py``, ``bench_preference.py``).
 
 Each benchmark script defines its configurations and how to run one of them with lit-ft and with TRL; this
-module runs every configuration in a fresh process pinned to ``--threads`` cores, measures it the same way for
-both tools (step times, non-padding tokens, peak memory, losses and metrics per step, the machine's matmul
-peak) and writes the script's Markdown section of ``benchmarks/RESULTS.md`` without touching the others.
+module runs every configuration in a fresh process pinned to ``--threads`` cores (all of them by default),
+measures it the same way for both tools (wall-clock step times, CPU time, non-padding tokens, peak memory, losses
+and metrics per step, the matmul peak measured in the same process right before the run) and writes the
+script's Markdown section of ``benchmarks/RESULTS.md`` without touching the others.
+
+What users wait for is wall-clock time on the whole machine, so that is the headline, and it is only
+meaningful on an idle machine: before the first run the benchmark waits (bounded) until other processes use no
+CPU, the tools are alternated and each configuration reports the best of its runs, and RESULTS are refused when
+other processes used CPU during a run (judged by their CPU time, from ``/proc/stat`` less this process tree's
+own; not by the load average, which the benchmark's own previous run inflates), unless ``--force``.
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ class Config:
     batch_size: int = 4
     max_length: int = 256
     seq_len: int | None = None  # scaling curve: rows of exactly this many tokens (one causal sequence each)
-    steps: int = 8
+    steps: int = 10
     warmup: int = 2
     threads: int = 2
     lr: float | None = None
@@ -250,6 +257,7 @@ class StepRecorder:
         cpu_seconds = self.cpu_ends[last] - self.cpu_ends[w - 1] if w else self.cpu_ends[cfg.steps - 1]
         tokens = sum(self.tokens[w : w + cfg.steps])
         result = {
+            "steps_per_s": cfg.steps / seconds,
             "tokens_per_s": tokens / seconds,
             "tokens_per_cpu_s": tokens / (cpu_seconds / cfg.threads),
             "step_s": seconds / cfg.steps,
@@ -417,53 +425,145 @@ def train_trl(trainer, cfg: Config, recorder: StepRecorder) -> dict[str, Any]:
 
 
 def worker(cfg: Config, run: Callable[[Config], dict[str, Any]]) -> None:
-    """Run ``cfg`` in this (fresh) process and print its result on a ``RESULT`` line."""
+    """Run ``cfg`` in this (fresh) process and print its result on a ``RESULT`` line; the matmul peak (GFLOP/s, per
+    dtype: fp32 and the run's) is measured here right before the run, on the same cores and in the same state."""
     import torch
 
     torch.set_num_threads(cfg.threads)
     sys.path.insert(0, str(REPO))
+    peaks = {dtype: matmul_peak_gflops(dtype, cfg.threads, cfg.device) for dtype in sorted({"fp32", cfg.precision})}
     result = run(cfg)
-    print("RESULT " + json.dumps({**result, "peak_mem_mb": peak_memory_mb(cfg.device)}), flush=True)
+    print(
+        "RESULT " + json.dumps({**result, "peak_mem_mb": peak_memory_mb(cfg.device), "matmul_peak_gflops": peaks}),
+        flush=True,
+    )
+
+
+# --- is the machine ours? ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds the whole machine has been busy (``/proc/stat``, every process, exited ones too) and those of
+    this process and its waited-for children (``os.times``), at one moment."""
+
+    machine_s: float
+    own_s: float
+
+
+def cpu_sample() -> CpuSample:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system (idle iowait) irq softirq steal
+    times = os.times()
+    return CpuSample(
+        busy / os.sysconf("SC_CLK_TCK"), times.user + times.system + times.children_user + times.children_system
+    )
+
+
+def others_cpu_seconds(before: CpuSample, after: CpuSample) -> float:
+    """CPU seconds other processes used between two samples: the machine's busy time less this process tree's."""
+    return max(0.0, (after.machine_s - before.machine_s) - (after.own_s - before.own_s))
+
+
+def is_busy(others_s: float, wall_s: float, busy_cores: float) -> bool:
+    """Whether other processes used more than ``busy_cores`` cores on average over ``wall_s`` seconds."""
+    return others_s > busy_cores * max(wall_s, 1e-9)
+
+
+def wait_until_idle(
+    busy_cores: float,
+    timeout_s: float,
+    interval_s: float = 5.0,
+    sample: Callable[[], CpuSample] = cpu_sample,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Sample other processes' CPU use every ``interval_s`` until an interval with at most ``busy_cores`` of it;
+    give up after ``timeout_s``. Whether the machine became idle."""
+    waited = 0.0
+    while True:
+        before = sample()
+        sleep(interval_s)
+        waited += interval_s
+        others = others_cpu_seconds(before, sample())
+        if not is_busy(others, interval_s, busy_cores):
+            return True
+        print(f"waiting for an idle machine: other processes used {others / interval_s:.2f} cores", flush=True)
+        if waited >= timeout_s:
+            return False
 
 
 def run_isolated(cfg: Config, script: Path, log_dir: Path, repeat: int = 0) -> dict[str, Any]:
     """Run ``cfg`` with ``script --worker`` in a fresh process pinned to ``cfg.threads`` cores; return its result
-    (or the error), with the 1-minute load average of the machine when it started and ended."""
+    (or the error), with the 1-minute load average of the machine when it started and ended and the CPU seconds
+    other processes used meanwhile (``others_cpu_s``)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
     env.update({"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore", "HF_HUB_OFFLINE": "1"})
     command = [sys.executable, str(script), "--worker", json.dumps(asdict(cfg))]
     if shutil.which("taskset") and (os.cpu_count() or 1) >= cfg.threads:
         command = ["taskset", "-c", f"0-{cfg.threads - 1}", *command]
-    start, load = time.perf_counter(), os.getloadavg()[0]
+    start, load, before = time.perf_counter(), os.getloadavg()[0], cpu_sample()
     proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
+    others = others_cpu_seconds(before, cpu_sample())
     (log_dir / f"{cfg.name}{f'-{repeat}' if repeat else ''}.log").write_text(proc.stdout + proc.stderr)
-    loads = {"load_start": load, "load_end": os.getloadavg()[0]}
+    loads = {"load_start": load, "load_end": os.getloadavg()[0], "others_cpu_s": others}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return {**json.loads(line[7:]), "wall_s": time.perf_counter() - start, **loads}
     return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"], **loads}
 
 
+REPEAT_KEYS = ("steps_per_s", "tokens_per_s", "tokens_per_cpu_s", "peak_mem_mb", "others_cpu_s", "error")
+
+
 def best_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the most tokens per CPU-second (the one least slowed by other processes on the machine), with
-    every run's rate and peak memory beside it (``repeats``); the last error when no run succeeded."""
+    """The run with the most optimizer steps per wall-clock second, with every run's rates, peak memory and other
+    processes' CPU seconds beside it (``repeats``); the last error when no run succeeded."""
     ok = [r for r in runs if "error" not in r]
     if not ok:
         return runs[-1]
-    best = max(ok, key=lambda r: r["tokens_per_cpu_s"])
+    best = max(ok, key=lambda r: r["steps_per_s"])
     if len(runs) == 1:
         return best
-    return {**best, "repeats": [{k: r.get(k) for k in ("tokens_per_cpu_s", "peak_mem_mb", "error")} for r in runs]}
+    return {**best, "repeats": [{k: r.get(k) for k in REPEAT_KEYS} for r in runs]}
 
 
-def measure_peaks(dtypes: set[str], threads: int, device: str = "auto") -> dict[str, float]:
-    """Matmul peak (GFLOP/s) per dtype on ``device``, each in a fresh process (fp32 always)."""
-    peaks = {}
-    for dtype in sorted(dtypes | {"fp32"}):
-        code = f"from benchmarks.common import matmul_peak_gflops as f; print(f({dtype!r}, {threads}, {device!r}))"
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-        peaks[dtype] = float(out.stdout.strip() or 0)
-        print(f"matmul peak {dtype}: {peaks[dtype]:.0f} GFLOP/s", flush=True)
+def schedule(configs: list[Config], repeats: int) -> list[tuple[int, Config]]:
+    """The order of the runs: ``repeats`` rounds over ``configs``; in each, the configurations compared with each
+    other (same setting, task and mode: both tools' rows) run back to back, in reverse order every other round, so
+    neither tool always runs first (or right after the other's run)."""
+    groups: dict[tuple, list[Config]] = {}
+    for cfg in configs:
+        groups.setdefault((cfg.setting, cfg.task, cfg.mode), []).append(cfg)
+    order = []
+    for repeat in range(repeats):
+        for group in groups.values():
+            order += [(repeat, cfg) for cfg in (group if repeat % 2 == 0 else group[::-1])]
+    return order
+
+
+def refusals(
+    runs: dict[str, list[dict[str, Any]]], busy_cores: float, steps: int, warmup: int, repeats: int
+) -> list[str]:
+    """Why the runs must not become RESULTS: fewer than 10 measured steps, 2 warm-up steps or 2 runs per
+    configuration, or a run during which other processes used more than ``busy_cores`` cores on average."""
+    reasons = []
+    if steps < 10 or warmup < 2 or repeats < 2:
+        reasons.append(f"--steps {steps} --warmup {warmup} --repeats {repeats}: RESULTS need at least 10, 2 and 2")
+    for name, results in runs.items():
+        for i, r in enumerate(results):
+            if "others_cpu_s" in r and "wall_s" in r and is_busy(r["others_cpu_s"], r["wall_s"], busy_cores):
+                reasons.append(
+                    f"{name} (run {i + 1}): other processes used {r['others_cpu_s']:.1f} CPU-s in {r['wall_s']:.0f} s"
+                )
+    return reasons
+
+
+def peaks_of(results: list[tuple[Config, dict]]) -> dict[str, float]:
+    """The highest matmul peak (GFLOP/s) each dtype reached in the runs (each measured right before its run)."""
+    peaks: dict[str, float] = {}
+    for _, r in results:
+        for dtype, value in r.get("matmul_peak_gflops", {}).items():
+            peaks[dtype] = max(peaks.get(dtype, 0.0), value)
     return peaks
 
 
@@ -473,13 +573,23 @@ def load_average() -> str:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=8, help="measured optimizer steps per configuration")
+    parser.add_argument("--steps", type=int, default=10, help="measured optimizer steps per configuration")
     parser.add_argument("--warmup", type=int, default=2, help="optimizer steps run first and excluded")
-    parser.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 16))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="cores (default: all)")
     parser.add_argument("--only", nargs="*", help="run only configurations whose label contains one of these")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per configuration; the best is reported")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per configuration; the best is reported")
     parser.add_argument("--update", action="store_true", help="keep the other configurations' saved results")
+    parser.add_argument(
+        "--busy-cores",
+        type=float,
+        default=0.1,
+        help="other processes' mean CPU use (cores) above which a run counts as disturbed",
+    )
+    parser.add_argument("--idle-timeout", type=float, default=600, help="seconds to wait for an idle machine")
+    parser.add_argument(
+        "--force", action="store_true", help="write RESULTS even from disturbed runs or a shorter protocol"
+    )
 
 
 def select(configs: list[Config], only: list[str] | None) -> list[Config]:
@@ -495,36 +605,42 @@ def run_all(
     script: Path,
     json_out: Path,
     report: Callable[[list[tuple[Config, dict]], dict[str, float], str], str],
-    threads: int,
-    repeats: int = 1,
-    update: bool = False,
+    args: argparse.Namespace,
 ) -> None:
-    """Run each configuration in a fresh process, ``repeats`` times (round-robin over the configurations, so a
-    slow spell on the machine hits different ones), rewriting ``json_out`` and the report after each run; print
-    the report. Each configuration reports its best run (:func:`best_run`).
+    """Wait (at most ``args.idle_timeout`` s) for an idle machine, then run each configuration in a fresh process,
+    ``args.repeats`` times in the order of :func:`schedule`; each configuration reports its best run
+    (:func:`best_run`). ``json_out`` and the report are rewritten after each run while nothing stands against them
+    (:func:`refusals`); otherwise, unless ``args.force``, they stay as they were and the run exits with status 1.
 
-    With ``update`` the results already in ``json_out`` are kept, those of re-run configurations replaced.
+    With ``args.update`` the results already in ``json_out`` are kept, those of re-run configurations replaced.
     ``report(results, peaks, started_load)`` writes the report and returns its text.
     """
+    if not wait_until_idle(args.busy_cores, args.idle_timeout):
+        print(f"the machine stayed busy for {args.idle_timeout:.0f} s; running anyway", flush=True)
     started_load = load_average()
-    peaks = measure_peaks({c.precision for c in configs}, threads, configs[0].device if configs else "auto")
     log_dir = Path(tempfile.mkdtemp(prefix=f"{script.stem}_logs_"))
-    previous = json.loads(json_out.read_text()) if update and json_out.exists() else []
+    previous = json.loads(json_out.read_text()) if args.update and json_out.exists() else []
     results = {Config(**e["config"]).name: (Config(**e["config"]), e["result"]) for e in previous}
     runs: dict[str, list[dict[str, Any]]] = {cfg.name: [] for cfg in configs}
-    for repeat in range(repeats):
-        for cfg in configs:
-            result = run_isolated(cfg, script, log_dir, repeat)
-            runs[cfg.name].append(result)
-            results[cfg.name] = (cfg, best_run(runs[cfg.name]))
-            brief = {k: round(v, 3) for k, v in result.items() if isinstance(v, float)}
-            mode = cfg.mode if cfg.task == "sft" else f"{cfg.task}-{cfg.mode}"
-            print(f"{cfg.setting:9s} {mode:5s} {cfg.tool:7s} {cfg.label:28s} {brief or result}", flush=True)
+    reasons: list[str] = []
+    for repeat, cfg in schedule(configs, args.repeats):
+        result = run_isolated(cfg, script, log_dir, repeat)
+        runs[cfg.name].append(result)
+        results[cfg.name] = (cfg, best_run(runs[cfg.name]))
+        brief = {k: round(v, 3) for k, v in result.items() if isinstance(v, float)}
+        mode = cfg.mode if cfg.task == "sft" else f"{cfg.task}-{cfg.mode}"
+        print(f"{cfg.setting:9s} {mode:5s} {cfg.tool:7s} {cfg.label:28s} {brief or result}", flush=True)
+        reasons = refusals(runs, args.busy_cores, args.steps, args.warmup, args.repeats)
+        if args.force or not reasons:
             rows = list(results.values())
             json_out.write_text(json.dumps([{"config": asdict(c), "result": r} for c, r in rows], indent=1))
-            report(rows, peaks, started_load)
-    print(report(list(results.values()), peaks, started_load))
-    print(f"\nlogs: {log_dir}")
+            report(rows, peaks_of(rows), started_load)
+    print(f"logs: {log_dir}")
+    if reasons and not args.force:
+        print("RESULTS not written (--force writes them anyway):\n- " + "\n- ".join(reasons), file=sys.stderr)
+        sys.exit(1)
+    rows = list(results.values())
+    print(report(rows, peaks_of(rows), started_load))
 
 
 # --- report -----------------------------------------------------------------------------------------------------
@@ -551,34 +667,40 @@ def machine_line(peaks: dict[str, float], device: str = "auto") -> str:
 
 
 def mfu_percent(cfg: Config, r: dict, peaks: dict[str, float], flops_per_param_token: float = 6.0) -> float | None:
-    """``flops_per_param_token * N * tokens/s`` over the matmul peak, in percent (N: base-model parameters); the rate
-    per CPU-second of the benchmark's threads on CPU (robust to other processes), per wall second on CUDA."""
-    peak = peaks.get(cfg.precision) or peaks.get("fp32")
+    """``flops_per_param_token * N * tokens/s`` over the matmul peak (the run's own, else ``peaks``), in percent (N:
+    base-model parameters); the rate per CPU-second of the benchmark's threads on CPU (the peak is measured per
+    CPU-second too), per wall second on CUDA."""
+    own = r.get("matmul_peak_gflops", {})  # measured in the run's process, right before it
+    peak = own.get(cfg.precision) or own.get("fp32") or peaks.get(cfg.precision) or peaks.get("fp32")
     n = r["params"] - (r["trainable_params"] if cfg.mode == "lora" else 0)
     rate = r["tokens_per_s"] if resolve_device(cfg.device) == "cuda" else r["tokens_per_cpu_s"]
     return 100 * flops_per_param_token * n * rate / (peak * 1e9) if peak else None
 
 
 def steps_line(rows: list[tuple[Config, dict]]) -> str:
-    """How the rows of a table were measured: warm-up and measured steps, and the best of how many runs."""
+    """How the rows of a table were measured: warm-up and measured steps, the best of how many runs, the load
+    average and the CPU time other processes took meanwhile."""
     cfg = rows[0][0]
     line = f"{cfg.warmup} warm-up steps excluded, {cfg.steps} measured steps."
     repeats = max(len(r.get("repeats", [r])) for _, r in rows)
     loads = [r[k] for _, r in rows for k in ("load_start", "load_end") if k in r]
+    others = [x["others_cpu_s"] for _, r in rows for x in r.get("repeats", [r]) if x.get("others_cpu_s") is not None]
     if repeats > 1:
-        line = line[:-1] + f"; each row the best of {repeats} runs (most tokens/CPU-s)."
+        line = line[:-1] + f"; tools alternated, each row the best of {repeats} runs (most steps/s, wall clock)."
     if loads:
-        line += f" Load average (1 min) during these runs: {min(loads):.1f}-{max(loads):.1f}."
+        line += f" Load average (1 min) before and after each run: {min(loads):.1f}-{max(loads):.1f}."
+    if others:
+        line += f" Other processes' CPU time during a run: at most {max(others):.1f} s."
     return line
 
 
 def ratio_cells(r: dict, ref: dict | None) -> list[str]:
-    """Speed (CPU time), speed (wall) and memory of ``r`` as multiples of ``ref``'s (``-`` without a reference)."""
+    """Speed (wall), speed (CPU time) and memory of ``r`` as multiples of ``ref``'s (``-`` without a reference)."""
     if not ref:
         return ["-", "-", "-"]
     return [
-        f"{r['tokens_per_cpu_s'] / ref['tokens_per_cpu_s']:.2f}x",
         f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}x",
+        f"{r['tokens_per_cpu_s'] / ref['tokens_per_cpu_s']:.2f}x",
         f"{r['peak_mem_mb'] / ref['peak_mem_mb']:.2f}x",
     ]
 

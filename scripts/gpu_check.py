@@ -417,6 +417,11 @@ CHECKS = [
             "2",
             "--threads",
             str(min(8, os.cpu_count() or 1)),
+            "--repeats",
+            "1",
+            "--idle-timeout",
+            "0",
+            "--force",  # a check that the GPU path runs, within its time limit: not RESULTS
             "--out",
             str(work / "bench_sft.md"),
         ],  # fmt: skip

@@ -6,11 +6,13 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from lit_ft.data import Collator, SFTDataModule
+from lit_ft.data import Collator, PairCollator, SFTDataModule
+from lit_ft.data.batch import pair_count, sequence_ids, sequence_task_ids
 from lit_ft.data.packing import concatenate_examples
 from lit_ft.data.sampler import LengthGroupedSampler
 from lit_ft.losses import token_cross_entropy
 from lit_ft.models import SDPA_VARLEN, tiny_llama
+from lit_ft.models.attention import VARLEN_KEYS
 from tests.conftest import chat, write_jsonl
 
 
@@ -56,7 +58,8 @@ def test_padding_free_loss_and_gradients_equal_padded(tokenizer, attn_implementa
 
     def loss_and_grads(batch):
         tiny_model.zero_grad()
-        inputs = {k: batch.get(k) for k in ("input_ids", "attention_mask", "position_ids")}
+        # a padding-free batch's varlen arguments go in too: sdpa and sdpa_varlen must run with them present
+        inputs = {k: batch.get(k) for k in ("input_ids", "attention_mask", "position_ids", *VARLEN_KEYS) if k in batch}
         per_token, mask = token_cross_entropy(tiny_model(**inputs, use_cache=False).logits, batch["labels"])
         loss = (per_token * mask).sum() / mask.sum()
         loss.backward()
@@ -67,6 +70,40 @@ def test_padding_free_loss_and_gradients_equal_padded(tokenizer, attn_implementa
     torch.testing.assert_close(flat_loss, padded_loss, atol=1e-6, rtol=1e-5)
     for flat, padded in zip(flat_grads, padded_grads):
         torch.testing.assert_close(flat, padded, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("multiple", "offsets"), [(None, [0, 5, 14, 17]), (8, [0, 5, 14, 17, 24])])
+def test_padding_free_batches_carry_the_varlen_arguments_transformers_derives(tokenizer, multiple, offsets):
+    """Flash attention's cu_seq_lens and max_length, computed by the collator on the host, equal what transformers
+    derives from position_ids on the device; the padding after the row (pad_to_multiple_of) is a segment there too."""
+    from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
+
+    batch = Collator(tokenizer.pad_token_id, multiple, padding_free=True)(random_examples([5, 9, 3]))
+    (cu_q, cu_k), (max_q, max_k) = prepare_fa_kwargs_from_position_ids(batch["position_ids"])
+    assert set(VARLEN_KEYS) <= set(batch) and batch["cu_seq_lens_q"].tolist() == offsets
+    for ours, theirs in ((batch["cu_seq_lens_q"], cu_q), (batch["cu_seq_lens_k"], cu_k)):
+        assert ours.dtype == theirs.dtype == torch.int32 and torch.equal(ours, theirs)
+    assert batch["max_length_q"] == batch["max_length_k"] == int(max_q) == int(max_k) == 9
+    assert not set(VARLEN_KEYS) & set(Collator(tokenizer.pad_token_id)(random_examples([5, 9])))  # padded: none
+
+
+def test_padding_free_pairs_are_the_padded_sequences_back_to_back(tokenizer):
+    """2B sequences in the padded batch's order (chosen, then rejected), one segment each, same pair fields."""
+    pairs = []
+    for i, (chosen, rejected) in enumerate(((4, 6), (7, 3), (5, 5))):
+        sides = random_examples([chosen, rejected], seed=i)
+        pairs.append({"chosen": sides[0], "rejected": sides[1], "task_id": i % 2, "margin": i or None})
+        pairs[-1]["example_index"] = 10 + i
+    padded = PairCollator(tokenizer.pad_token_id)(pairs)
+    flat = PairCollator(tokenizer.pad_token_id, padding_free=True)(pairs)
+    assert flat["input_ids"].shape == (1, 30) and "attention_mask" not in flat
+    assert flat["input_ids"][0].tolist() == padded["input_ids"][padded["attention_mask"] == 1].tolist()
+    assert flat["cu_seq_lens_q"].tolist() == [0, 4, 11, 16, 22, 25, 30]  # chosen 4, 7, 5; rejected 6, 3, 5
+    assert sequence_ids(flat)[0].tolist() == [i for i, n in enumerate([4, 7, 5, 6, 3, 5]) for _ in range(n)]
+    assert pair_count(flat) == pair_count(padded) == 3
+    assert sequence_task_ids(flat).tolist() == sequence_task_ids(padded).tolist() == [0, 1, 0, 0, 1, 0]
+    assert flat["margin"].tolist() == padded["margin"].tolist() == [0.0, 1.0, 2.0]
+    assert flat["example_index"].tolist() == padded["example_index"].tolist() == [10, 11, 12]
 
 
 def padding(lengths, order, batch_size):

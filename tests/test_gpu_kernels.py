@@ -11,10 +11,12 @@ import importlib.util
 
 import pytest
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from lit_ft.data import Collator
 from lit_ft.losses import token_cross_entropy
 from lit_ft.models import tiny_llama
+from lit_ft.models.attention import VARLEN_KEYS
 from lit_ft.models.kernels import apply_liger_kernels
 from tests.test_batching import random_examples
 
@@ -23,8 +25,9 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 
 
 def batch_loss(model, batch):
-    batch = {k: v.cuda() if CUDA else v for k, v in batch.items()}
-    inputs = {k: batch.get(k) for k in ("input_ids", "attention_mask", "position_ids")}
+    """Mean token loss; a padding-free batch's varlen arguments go in too (flash attention uses them as given)."""
+    batch = move_data_to_device(batch, "cuda" if CUDA else "cpu")
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids", *VARLEN_KEYS) if k in batch}
     per_token, mask = token_cross_entropy(model(**inputs, use_cache=False).logits, batch["labels"])
     return (per_token * mask).sum() / mask.sum()
 

@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from lit_ft.losses import completion_logps, dpo_loss, orpo_loss, reward_loss, simpo_loss, token_cross_entropy
+from lit_ft.losses import (
+    completion_logps,
+    dpo_loss,
+    orpo_loss,
+    per_sequence_sum,
+    reward_loss,
+    simpo_loss,
+    token_cross_entropy,
+)
 
 
 def logsig(x: float) -> float:
@@ -99,3 +107,16 @@ def test_orpo_loss_matches_hand_computation():
     assert chosen_rewards.item() == pytest.approx(0.1 * chosen)
     # a certain completion (log p = 0) keeps a finite loss
     assert torch.isfinite(orpo_loss(t(0.0), t(-1.0))[0]).all()
+
+
+def test_per_sequence_sums_of_a_row_of_sequences_leave_the_padding_run_out():
+    values = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])
+    ids = torch.tensor([[0, 0, 1, 1, 1, 2]])  # two sequences, then a padding run (id 2)
+    torch.testing.assert_close(per_sequence_sum(values, ids, sequences=2), torch.tensor([3.0, 12.0]))
+    torch.testing.assert_close(per_sequence_sum(values), torch.tensor([21.0]))  # no ids: one sequence a row
+    mask = torch.tensor([[0.0, 1.0, 0.0, 1.0, 1.0, 0.0]])
+    torch.testing.assert_close(
+        completion_logps(values, mask, average=True, sequence_ids=ids, sequences=2), torch.tensor([-2.0, -4.5])
+    )
+    with pytest.raises(ValueError, match="number of sequences"):
+        per_sequence_sum(values, ids)

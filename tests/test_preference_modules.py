@@ -11,13 +11,13 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from lit_ft.data import PreferenceDataModule
+from lit_ft.data import PairCollator, PreferenceDataModule
 from lit_ft.losses import completion_logps, orpo_loss, reward_loss, simpo_loss, token_cross_entropy
-from lit_ft.models import LoRA, tiny_llama
+from lit_ft.models import SDPA_VARLEN, LoRA, tiny_llama
 from lit_ft.modules import DPOModule, RewardModelModule
 from lit_ft.run import train
 from tests.conftest import write_jsonl
-from tests.support.helpers import compose_config
+from tests.support.helpers import compose_config, run_entry_point
 from tests.test_module import GradCapture
 
 
@@ -352,3 +352,97 @@ def test_config_checks_catch_mismatched_module_and_data():
         validate_config(compose_config(["module=dpo"]))  # the default data is the SFT set
     with pytest.raises(ConfigError, match="preference pairs"):
         validate_config(compose_config(["data=preference_legal"]))  # SFT on pairs
+
+
+# --- padding-free pair batches: the padded batch's losses, rewards and gradients ---------------------------------
+def both_layouts(tokenizer, datamodule) -> tuple[dict, dict]:
+    pairs = datamodule.train_examples[:4]
+    return PairCollator(tokenizer.pad_token_id)(pairs), PairCollator(tokenizer.pad_token_id, padding_free=True)(pairs)
+
+
+def outputs_and_gradients(module, batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    module.zero_grad()
+    out = module.pair_losses(batch, "train")
+    out["per_example_loss"].mean().backward()
+    grads = {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
+    return {name: value.detach() for name, value in out.items()}, grads
+
+
+def assert_same_outputs_and_gradients(module, padded, flat) -> None:
+    padded_out, padded_grads = outputs_and_gradients(module, padded)
+    flat_out, flat_grads = outputs_and_gradients(module, flat)
+    assert padded_out.keys() == flat_out.keys() and padded_grads.keys() == flat_grads.keys() and padded_grads
+    for name in padded_out:  # float32 sums over ~100 tokens: a few ulps of the largest log-prob
+        torch.testing.assert_close(flat_out[name], padded_out[name], atol=1e-4, rtol=1e-5, msg=name)
+    for name in padded_grads:
+        torch.testing.assert_close(flat_grads[name], padded_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def nudge_adapter(module, seed: int = 0) -> None:
+    """Move LoRA's B off zero, so that the policy differs from the reference and every reward is non-zero."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])  # summed and length-averaged log-probs
+@pytest.mark.parametrize("reference", ["precomputed", "adapter", "copy"])
+def test_padding_free_dpo_equals_padded(tokenizer, datamodule, reference, loss_type):
+    module = DPOModule(
+        model=lambda: tiny_llama(tokenizer, seed=0, attn_implementation=SDPA_VARLEN),
+        adapter=LoRA(r=4, alpha=8, dropout=0.0),
+        optimizer=lambda groups: torch.optim.AdamW(groups),
+        reference=reference,
+        loss_type=loss_type,
+        sft_weight=0.5,
+    )
+    module.configure_model()
+    if reference == "precomputed":  # from padded batches (the ordered loader), looked up by example_index
+        module.trainer = types.SimpleNamespace(datamodule=datamodule, ckpt_path=None)
+        module.precompute_reference_logps()
+    nudge_adapter(module)
+    module.model.eval()
+    padded, flat = both_layouts(tokenizer, datamodule)
+    assert flat["input_ids"].shape[0] == 1 and padded["input_ids"].shape[0] == 8
+    rewards = module.pair_losses(flat, "train")["rewards/chosen"]
+    assert rewards.abs().min() > 1e-3  # the nudged policy is not its reference
+    assert_same_outputs_and_gradients(module, padded, flat)
+
+
+def test_padding_free_reward_model_equals_padded(tokenizer, datamodule):
+    module = RewardModelModule(
+        model=lambda head: tiny_llama(tokenizer, seed=0, head=head, attn_implementation=SDPA_VARLEN),
+        adapter=LoRA(r=4, alpha=8, dropout=0.0),
+        center_rewards_coefficient=0.1,
+    )
+    module.configure_model()
+    nudge_adapter(module)
+    module.model.eval()
+    padded, flat = both_layouts(tokenizer, datamodule)
+    assert padded["margin"].abs().sum() > 0  # the margin term is exercised
+    assert_same_outputs_and_gradients(module, padded, flat)
+
+
+def run_summary(tmp_path, experiment: str, *extra: str) -> dict:
+    overrides = ["debug=tiny", "callbacks=none", "export=false", "+trainer.enable_progress_bar=false"]
+    run_entry_point([f"experiment={experiment}", *overrides, *extra, f"paths.log_dir={tmp_path}"])
+    return json.loads((tmp_path / "debug_tiny" / "summary.json").read_text())
+
+
+def test_dpo_legal_trains_on_padding_free_batches(tmp_path):
+    """At step 1 the policy is its reference (fresh LoRA), so the loss is log 2 only if the policy's log-probs from
+    padding-free batches equal the reference's, precomputed from padded ones."""
+    summary = run_summary(tmp_path, "dpo_legal", "data.padding_free=true")
+    assert summary["history"]["train/loss"][0] == [1, pytest.approx(math.log(2), abs=1e-5)]
+    assert summary["val_after"]["val/loss"] < math.log(2) and summary["optimizer_steps"] == 3
+
+
+def test_rm_legal_padding_free_run_starts_from_the_padded_run_loss(tmp_path):
+    """The first step's loss comes from the initial model: the same with either layout."""
+    flat = run_summary(tmp_path / "flat", "rm_legal", "data.padding_free=true")
+    padded = run_summary(tmp_path / "padded", "rm_legal")
+    (step, flat_loss), (_, padded_loss) = flat["history"]["train/loss"][0], padded["history"]["train/loss"][0]
+    assert step == 1 and flat_loss == pytest.approx(padded_loss, abs=1e-5) and flat_loss != pytest.approx(math.log(2))
+    assert flat["optimizer_steps"] == 3 and flat["val_after"]["val/loss"] != flat["val_before"]["val/loss"]

@@ -28,6 +28,16 @@ Batches (tensors; long unless said; B examples, T tokens after padding):
   rejected ones (rows ``[B, 2B)``), so one forward pass scores both; a sequence's completion mask is
   ``labels != -100``. Plus ``margin`` [B] float32 (0 where a row gives none) and ``example_index`` [B] (the key of
   cached reference log-probs).
+- :class:`PaddingFreePreferenceBatch` (``data.padding_free``): the same 2B sequences in the same order (chosen, then
+  rejected) back to back in one row, a :class:`PackedBatch` [1, T] with no padding; a sequence's log-probs are a
+  sum over its segment (:func:`sequence_ids`), a reward model's score is read at its last token
+  (``cu_seq_lens_q[1:] - 1``). Plus ``margin`` and ``example_index`` as above.
+
+Padding-free batches (SFT's and preference ones) also carry flash attention's varlen arguments, named as
+transformers' ``FlashAttentionKwargs`` name them and computed on the host by the collator, so that no layer
+re-derives them from ``position_ids`` (a device-to-host sync per forward on GPU): ``cu_seq_lens_q`` and
+``cu_seq_lens_k`` [S + 1] int32, each segment's start offset then T (S segments, the padding run of
+``pad_to_multiple_of`` included), and ``max_length_q`` and ``max_length_k`` (python ints, the longest segment).
 """
 
 from __future__ import annotations
@@ -108,14 +118,33 @@ class PackedBatch(TypedDict):
     position_ids: torch.Tensor  # [B, T] long, restarting at 0 at every example (and at the padding after a pack)
 
 
-class PreferenceBatch(PaddedBatch):
-    """B pairs as 2B padded rows, chosen first (rows ``[0, B)``), rejected after (rows ``[B, 2B)``)."""
-
+class _PairFields(TypedDict):
     margin: torch.Tensor  # [B] float32, 0 where the row gives none
     example_index: torch.Tensor  # [B] long, each pair's position in its split
 
 
-Batch = PaddedBatch | PackedBatch | PreferenceBatch
+class PreferenceBatch(PaddedBatch, _PairFields):
+    """B pairs as 2B padded rows, chosen first (rows ``[0, B)``), rejected after (rows ``[B, 2B)``)."""
+
+
+class VarlenArguments(TypedDict):
+    """Flash attention's varlen arguments of a one-row batch (transformers' ``FlashAttentionKwargs``)."""
+
+    cu_seq_lens_q: torch.Tensor  # [S + 1] int32, segment starts then the row's length
+    cu_seq_lens_k: torch.Tensor  # [S + 1] int32, the same offsets (self-attention)
+    max_length_q: int  # the longest segment
+    max_length_k: int
+
+
+class PaddingFreeBatch(PackedBatch, VarlenArguments):
+    """A padding-free batch: one row [1, T] of its examples back to back, with the varlen arguments."""
+
+
+class PaddingFreePreferenceBatch(PaddingFreeBatch, _PairFields):
+    """B pairs' 2B sequences, chosen first, back to back in one row [1, T]."""
+
+
+Batch = PaddedBatch | PackedBatch | PreferenceBatch | PaddingFreeBatch | PaddingFreePreferenceBatch
 
 
 def loss_tokens(labels: torch.Tensor | Sequence[int], dim: int | None = None) -> torch.Tensor:
@@ -147,3 +176,37 @@ def example_task_ids(batch: Batch) -> torch.Tensor:
         return task_ids[starts]
     first = task_ids[:, 0]
     return first[first >= 0]
+
+
+def varlen_arguments(position_ids: Sequence[int]) -> VarlenArguments:
+    """The varlen arguments of one row whose segments start where ``position_ids`` is 0: what transformers'
+    ``prepare_fa_kwargs_from_position_ids`` derives on the device, computed here on the host."""
+    starts = [i for i, p in enumerate(position_ids) if p == 0]
+    offsets = [*starts, len(position_ids)]
+    cu_seq_lens = torch.tensor(offsets, dtype=torch.int32)
+    longest = max(b - a for a, b in zip(offsets, offsets[1:]))
+    return {
+        "cu_seq_lens_q": cu_seq_lens,
+        "cu_seq_lens_k": cu_seq_lens,
+        "max_length_q": longest,
+        "max_length_k": longest,
+    }
+
+
+def sequence_ids(batch: PackedBatch) -> torch.Tensor:
+    """Which sequence of its row each token of a packed or padding-free batch belongs to, [B, T] long:
+    ``cumsum(position_ids == 0) - 1`` (no host sync)."""
+    return (batch["position_ids"] == 0).long().cumsum(-1) - 1
+
+
+def pair_count(batch: PreferenceBatch | PaddingFreePreferenceBatch) -> int:
+    """B, the pairs of a preference batch (2B sequences), in either layout."""
+    return len(batch["example_index"])
+
+
+def sequence_task_ids(batch: PreferenceBatch | PaddingFreePreferenceBatch) -> torch.Tensor:
+    """The task id of each of a preference batch's 2B sequences, [2B] long: a padded batch's first column, a
+    padding-free batch's ``task_ids`` at each segment's first token (``cu_seq_lens_q``; no host sync)."""
+    if batch.get("position_ids") is None:
+        return batch["task_ids"][:, 0]
+    return batch["task_ids"][0, batch["cu_seq_lens_q"][: 2 * pair_count(batch)].long()]

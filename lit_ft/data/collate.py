@@ -15,9 +15,12 @@ from lit_ft.data.batch import (
     PackedBatch,
     PackedExample,
     PaddedBatch,
+    PaddingFreeBatch,
+    PaddingFreePreferenceBatch,
     PreferenceBatch,
     TokenizedExample,
     TokenizedPair,
+    varlen_arguments,
 )
 from lit_ft.data.packing import concatenate_examples
 from lit_ft.data.preference_rows import SIDES
@@ -31,14 +34,17 @@ class Collator:
     after each pack continues as its own position run so it forms a separate, loss-free segment.
 
     With ``padding_free`` the examples are concatenated into one row ([1, sum of lengths]) instead: no token
-    is padding, and each example keeps its own positions (see :func:`concatenate_examples`).
+    is padding, and each example keeps its own positions (see :func:`concatenate_examples`); the batch also
+    carries flash attention's varlen arguments (:func:`~lit_ft.data.batch.varlen_arguments`).
     """
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
     padding_free: bool = False
 
-    def __call__(self, examples: Sequence[TokenizedExample | PackedExample]) -> PaddedBatch | PackedBatch:
+    def __call__(
+        self, examples: Sequence[TokenizedExample | PackedExample]
+    ) -> PaddedBatch | PackedBatch | PaddingFreeBatch:
         if self.padding_free:
             examples = [concatenate_examples(examples)]
         length = max(len(e["input_ids"]) for e in examples)
@@ -58,6 +64,8 @@ class Collator:
             batch["position_ids"] = torch.tensor(
                 [e["position_ids"] + list(range(length - len(e["position_ids"]))) for e in examples], dtype=torch.long
             )
+            if self.padding_free:
+                batch.update(varlen_arguments(batch["position_ids"][0].tolist()))
         else:
             batch["attention_mask"] = torch.tensor(
                 [[1] * len(e["input_ids"]) + [0] * (length - len(e["input_ids"])) for e in examples], dtype=torch.long
@@ -72,18 +80,22 @@ class PairCollator:
     Besides the padded-batch contract (``input_ids``, ``labels``, ``attention_mask``, ``task_ids`` [2B, T]) the
     batch carries ``margin`` [B] (0 where a row gives none) and ``example_index`` [B] (the pair's position in
     its split, the key of cached reference log-probs).
+
+    With ``padding_free`` the 2B sequences, in the same order, go back to back in one row instead
+    (a :class:`~lit_ft.data.batch.PaddingFreePreferenceBatch`, built by :class:`Collator`).
     """
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
+    padding_free: bool = False
 
-    def __call__(self, pairs: Sequence[TokenizedPair]) -> PreferenceBatch:
+    def __call__(self, pairs: Sequence[TokenizedPair]) -> PreferenceBatch | PaddingFreePreferenceBatch:
         sequences = [
             {**pair[side], "task_ids": [pair["task_id"]] * len(pair[side]["input_ids"])}
             for side in SIDES
             for pair in pairs
         ]
-        batch = Collator(self.pad_token_id, self.pad_to_multiple_of)(sequences)
+        batch = Collator(self.pad_token_id, self.pad_to_multiple_of, self.padding_free)(sequences)
         batch["margin"] = torch.tensor([pair["margin"] or 0.0 for pair in pairs], dtype=torch.float32)
         batch["example_index"] = torch.tensor([pair["example_index"] for pair in pairs], dtype=torch.long)
         return batch

@@ -34,14 +34,20 @@ class PreferenceDataModule(FineTuneDataModule):
 
     Args:
         pad_to_multiple_of: round padded lengths up (helps tensor cores on GPU).
+        padding_free: serve each training batch's 2B sequences back to back in one row
+            (:class:`~lit_ft.data.batch.PaddingFreePreferenceBatch`): the same pairs, log-probs and rewards as
+            padded batches without computing on padding (attention per sequence needs ``sdpa_varlen`` or flash
+            attention). Validation batches, and the pass of precomputed reference log-probs, stay padded.
         (others: see :class:`FineTuneDataModule`)
     """
 
     EXAMPLE_SCHEMA = PAIR_SCHEMA
 
-    def __init__(self, *args: Any, pad_to_multiple_of: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, pad_to_multiple_of: int | None = None, padding_free: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.pad_to_multiple_of = pad_to_multiple_of
+        self.pad_to_multiple_of, self.padding_free = pad_to_multiple_of, padding_free
 
     def encode(self, record: Record, stats: SplitStats) -> TokenizedPair | None:
         pair = parse_preference_row(record, forbidden=self.tokenizer.all_special_tokens)
@@ -60,6 +66,9 @@ class PreferenceDataModule(FineTuneDataModule):
 
     def collate_fn(self) -> Callable:
         return PairCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
+
+    def train_collate_fn(self) -> Callable:
+        return PairCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.padding_free)
 
     def ordered_dataloader(self, split: str) -> DataLoader:
         """All pairs of ``split`` (``train`` or ``val``) in file order, unshuffled (for a pass of reference log-probs)."""

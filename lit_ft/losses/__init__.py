@@ -2,7 +2,7 @@
 
 from lit_ft.losses.causal_lm import masked_head_cross_entropy, shift_labels, token_cross_entropy
 from lit_ft.losses.dpo import dpo_loss
-from lit_ft.losses.logps import completion_logps
+from lit_ft.losses.logps import completion_logps, per_sequence_sum
 from lit_ft.losses.orpo import orpo_loss
 from lit_ft.losses.regularization import ewc_penalty, l2_sp_penalty
 from lit_ft.losses.reward import reward_loss
@@ -15,6 +15,7 @@ __all__ = [
     "l2_sp_penalty",
     "masked_head_cross_entropy",
     "orpo_loss",
+    "per_sequence_sum",
     "reward_loss",
     "shift_labels",
     "simpo_loss",

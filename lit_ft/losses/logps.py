@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 
-def completion_logps(per_token_loss: torch.Tensor, loss_mask: torch.Tensor, average: bool = False) -> torch.Tensor:
+def completion_logps(
+    per_token_loss: torch.Tensor,
+    loss_mask: torch.Tensor,
+    average: bool = False,
+    sequence_ids: torch.Tensor | None = None,
+    sequences: int | None = None,
+) -> torch.Tensor:
     """Log-probability of each sequence's completion tokens, from per-token next-token NLLs.
 
     ``logp(y | x) = -sum_t nll[b, t] * mask[b, t]``: the sum over completion positions (prompt and padding
@@ -16,9 +22,27 @@ def completion_logps(per_token_loss: torch.Tensor, loss_mask: torch.Tensor, aver
     Args:
         per_token_loss / loss_mask: [B, T-1] from :func:`~lit_ft.losses.token_cross_entropy` or
             :func:`~lit_ft.losses.masked_head_cross_entropy` (labels ``-100`` outside the completion).
+        sequence_ids / sequences: for sequences back to back in a row (a padding-free batch), the sequence of
+            each target [1, T-1] and their number S (see :func:`per_sequence_sum`); ``None``: one a row.
 
     Returns:
-        [B] float32 log-probabilities (0 for a row with no completion token).
+        [B] (or [S]) float32 log-probabilities (0 for a sequence with no completion token).
     """
-    logps = -(per_token_loss.float() * loss_mask).sum(-1)
-    return logps / loss_mask.sum(-1).clamp(min=1) if average else logps
+    logps = per_sequence_sum(-(per_token_loss.float() * loss_mask), sequence_ids, sequences)
+    if not average:
+        return logps
+    return logps / per_sequence_sum(loss_mask.float(), sequence_ids, sequences).clamp(min=1)
+
+
+def per_sequence_sum(
+    values: torch.Tensor, sequence_ids: torch.Tensor | None = None, sequences: int | None = None
+) -> torch.Tensor:
+    """Sum ``values`` [R, T] per sequence: per row ([R]) when ``sequence_ids`` is ``None``; else per sequence
+    id ([``sequences``]), where ids from ``sequences`` on (a padding run after the last sequence) are left out.
+    Index-adds on the device: no host sync."""
+    if sequence_ids is None:
+        return values.sum(-1)
+    if sequences is None:
+        raise ValueError("per_sequence_sum: sequence_ids needs the number of sequences")
+    ids = sequence_ids.flatten().clamp(max=sequences)
+    return values.new_zeros(sequences + 1).index_add(0, ids, values.flatten())[:sequences]

@@ -15,8 +15,11 @@ import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+from transformers.modeling_flash_attention_utils import FlashAttentionKwargs
 
 SDPA_VARLEN = "sdpa_varlen"
+# Flash attention's varlen arguments (cu_seq_lens_q/k, max_length_q/k), which padding-free batches carry.
+VARLEN_KEYS = tuple(FlashAttentionKwargs.__annotations__)
 
 
 _last: tuple[torch.Tensor | None, int, list] = (None, -1, [])  # last position_ids seen, its version, segments
@@ -54,7 +57,12 @@ def sdpa_varlen_attention(
     attention_mask: torch.Tensor | None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """Causal sdpa per example segment; ``query`` [B, H, T, D] -> output [B, T, H, D] (as ``sdpa`` returns)."""
+    """Causal sdpa per example segment; ``query`` [B, H, T, D] -> output [B, T, H, D] (as ``sdpa`` returns).
+
+    Segments come from ``position_ids`` (cached per batch); flash attention's varlen arguments, when a batch
+    carries them, are not used here and not passed on."""
+    for name in VARLEN_KEYS:
+        kwargs.pop(name, None)
     position_ids = kwargs.pop("position_ids", None)
     if attention_mask is not None or position_ids is None or query.shape[2] != position_ids.shape[-1]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)

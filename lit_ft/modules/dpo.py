@@ -10,11 +10,12 @@ from contextlib import contextmanager
 from typing import Any, Literal, get_args
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
-from lit_ft.data.batch import loss_tokens
+from lit_ft.data.batch import IGNORE_INDEX, pair_count, sequence_ids
 from lit_ft.data.preference_datamodule import PreferenceDataModule
-from lit_ft.losses import completion_logps, dpo_loss, orpo_loss, shift_labels, simpo_loss
+from lit_ft.losses import completion_logps, dpo_loss, orpo_loss, per_sequence_sum, shift_labels, simpo_loss
 from lit_ft.modules.causal_lm import CausalLMModule
 from lit_ft.modules.fine_tune import StepOutput
 from lit_ft.modules.pairwise import PairwiseModule, reward_metrics
@@ -134,7 +135,15 @@ class DPOModule(PairwiseModule, CausalLMModule):
         """Completion log-probs [2B] of ``model`` (default: the policy), chosen then rejected (averaged per token
         for IPO, SimPO and ORPO). The LM head runs on completion tokens only when ``head_on_loss_tokens``."""
         out = self.token_losses(batch, model)
-        return completion_logps(out["per_token_loss"], out["loss_mask"], average=self.average)
+        return completion_logps(out["per_token_loss"], out["loss_mask"], self.average, **self.target_sequences(batch))
+
+    @staticmethod
+    def target_sequences(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """How shifted targets [R, T-1] group into sequences, as :func:`per_sequence_sum` takes it: a padded
+        batch's rows (nothing to pass); a padding-free batch's segments, the 2B sequences of its one row."""
+        if batch.get("position_ids") is None:
+            return {}
+        return {"sequence_ids": shift_labels(sequence_ids(batch)), "sequences": 2 * pair_count(batch)}
 
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
@@ -171,7 +180,7 @@ class DPOModule(PairwiseModule, CausalLMModule):
             for split in splits:
                 cache = torch.zeros(len(pairs[split]), 2)
                 for batch in datamodule.ordered_dataloader(split):
-                    batch = {key: value.to(self.device) for key, value in batch.items()}
+                    batch = move_data_to_device(batch, self.device)
                     chosen, rejected = self.logps(batch).float().cpu().chunk(2)
                     cache[batch["example_index"].cpu()] = torch.stack([chosen, rejected], dim=1)
                 self.cached_reference_logps[split] = cache
@@ -237,5 +246,6 @@ class DPOModule(PairwiseModule, CausalLMModule):
         """Token-mean negative log-likelihood of each chosen answer [B]."""
         if self.average:
             return -chosen_logps
-        targets = shift_labels(batch["labels"][: len(chosen_logps)])
-        return -chosen_logps / loss_tokens(targets, dim=-1).clamp(min=1)
+        targets = (shift_labels(batch["labels"]) != IGNORE_INDEX).float()
+        tokens = per_sequence_sum(targets, **self.target_sequences(batch))[: len(chosen_logps)]
+        return -chosen_logps / tokens.clamp(min=1)

@@ -21,6 +21,7 @@ import torch
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lit_ft.models.attention import VARLEN_KEYS
 from lit_ft.models.export import consolidated_model, export_model
 from lit_ft.models.layers import decoder_layers
 from lit_ft.modules.ewc import EWC
@@ -185,6 +186,8 @@ class FineTuneModule(L.LightningModule):
             "attention_mask": batch.get("attention_mask"),
             "position_ids": batch.get("position_ids"),
             "use_cache": False,  # a cache would disable transformers' packed-sequence masking
+            # padding-free batches: flash attention's varlen arguments, so no layer derives them from position_ids
+            **{key: batch[key] for key in VARLEN_KEYS if key in batch},
         }
 
     def forward(self, batch: dict[str, torch.Tensor], model: PreTrainedModel | None = None) -> torch.Tensor:

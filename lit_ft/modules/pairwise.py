@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from lit_ft.data.batch import sequence_task_ids
 from lit_ft.modules.fine_tune import FineTuneModule, StepOutput
 from lit_ft.utils.metric_names import REWARD_METRICS, VAL_LOSS, stage_metric
 
@@ -19,7 +20,7 @@ def reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor)
 
 class PairwiseModule(FineTuneModule):
     """Base of modules trained on batches of preference pairs (:class:`lit_ft.data.PairCollator`: B chosen
-    sequences, then their B rejected ones).
+    sequences, then their B rejected ones, as padded rows or back to back in one padding-free row).
 
     A subclass implements :meth:`pair_losses`. The optimised loss is the mean over all pairs of an optimizer
     step: the base class's accumulation window counts pairs instead of tokens (``loss_unit = "pairs"``, and
@@ -47,7 +48,7 @@ class PairwiseModule(FineTuneModule):
         out = self.pair_losses(batch, split)
         losses = out.pop("per_example_loss")
         metrics = {"loss": losses.detach(), **{name: out[name] for name in self.metric_names}}
-        return losses, {"example_metrics": metrics, "example_task_ids": batch["task_ids"][: len(losses), 0]}
+        return losses, {"example_metrics": metrics, "example_task_ids": sequence_task_ids(batch)[: len(losses)]}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         losses, out = self._step(batch, "train")
