@@ -75,4 +75,3 @@ def logged_run(path: str | Path) -> dict[str, Any]:
             metric = record.metric
             result["metrics"][metric.name or metric.glob_name] = metric
     return result
-
