@@ -25,7 +25,15 @@ from wandb_workspaces.reports.v2 import interface as report_interface  # noqa: E
 from wandb_workspaces.workspaces import internal as workspace_model  # noqa: E402
 
 from lit_ft.loggers import WandbLogger  # noqa: E402
-from lit_ft.loggers.dashboard import from_json, save, sweep_report, to_json, workspace  # noqa: E402
+from lit_ft.loggers.dashboard import (  # noqa: E402
+    compare_runs,
+    from_json,
+    save,
+    sweep_group,
+    sweep_report,
+    to_json,
+    workspace,
+)
 from lit_ft.utils.metric_names import AXES  # noqa: E402
 from tests.support.helpers import run_entry_point  # noqa: E402
 from tests.support.wandb_records import logged_run, offline_without_api_key  # noqa: E402
@@ -182,9 +190,9 @@ def test_the_offline_command_writes_the_workspace_as_json_that_round_trips(no_ap
     assert (loaded.entity, loaded.project) == ("team", "lit-ft")
     assert to_json(loaded) == text
     assert without_ids(json.loads(text)) == without_ids(json.loads(to_json(workspace("team", "lit-ft"))))
-    sections = ["Overview", "Per task", "Forgetting", "Preference", "Samples", "Performance"]
+    sections = ["Overview", "Per task", "Task scores", "Forgetting", "Preference", "Samples", "Performance"]
     assert [s.name for s in loaded.sections] == sections
-    mcq = loaded.sections[2].panels[0]
+    mcq = next(s for s in loaded.sections if s.name == "Forgetting").panels[0]
     assert names(mcq.y)[1:] == ["forgetting/mcq_acc_baseline", "forgetting/mcq_acc_threshold"]
     assert mcq.line_marks == {"forgetting/mcq_acc_baseline": "dashed", "forgetting/mcq_acc_threshold": "dashed"}
     # no definition to save without a key: a clear refusal
@@ -215,6 +223,23 @@ def test_the_sweep_report_compares_the_sweeps_runs_by_their_overrides(runs, no_a
         assert r["config"]["peft"]["r"] in (2, 4)
     # the JSON round-trips
     assert to_json(from_json(to_json(report))) == to_json(report)
+
+
+def test_a_w_and_b_group_is_compared_as_its_sweep_folder_is(runs):
+    """Online, ``--sweep <group>`` reads the group's runs from W&B: their configs and summaries (here the ones the
+    sweep's runs logged) give the same varied keys, tasks and forgetting scores as the sweep's folder."""
+    sweep_runs = [r for r in runs["runs"] if "sweep" in r["run"]["tags"]]
+    group, *from_folder = sweep_group(runs["sweep_dir"])
+    assert compare_runs([r["config"] for r in sweep_runs], [r["summary"] for r in sweep_runs]) == tuple(from_folder)
+    assert from_folder[0] == ["peft.r"] and "mcq_acc" in from_folder[2]
+
+
+def test_a_group_name_offline_is_refused_naming_what_works(no_api_key, tmp_path):
+    result = dashboard_command(
+        ["--entity", "team", "--project", "lit-ft", "--sweep", "lora_legal/2026"], tmp_path, check=False
+    )
+    assert result.returncode == 2
+    assert "needs the W&B API" in result.stderr and "give the Hydra sweep folder" in result.stderr
 
 
 def test_online_save_sends_the_librarys_view_and_prints_its_url(monkeypatch):

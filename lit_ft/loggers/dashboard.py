@@ -18,7 +18,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ from lit_ft.utils.metric_names import (
 WORKSPACE_NAME = "lit-ft"
 REFERENCE = "dashed"  # how baseline and threshold lines are drawn
 TASK = "<task>"  # stands for any task type in a per-task name (re.escape leaves it as it is)
+OUTPUT_DIR_KEY = "paths.output_dir"  # each job's own folder (conf/paths): paths under it differ between jobs
 Definition = ws.Workspace | wr.Report
 
 
@@ -209,6 +210,64 @@ def sweep_group(sweep_dir: Path) -> tuple[str, list[str], list[str], list[str]]:
     return f"{group}/{sweep_dir.name}", keys, tasks, scores
 
 
+def _pattern(name: str) -> re.Pattern:
+    """A metric name with :data:`TASK` standing for any one name part: ``forgetting/<task>_delta``."""
+    return re.compile("^" + re.escape(name).replace(TASK, "([^/]+)") + "$")
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"peft": {"r": 8}}`` -> ``{"peft.r": 8}``."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def compare_runs(
+    configs: Sequence[Mapping[str, Any]], summaries: Sequence[Mapping[str, Any]]
+) -> tuple[list[str], list[str], list[str]]:
+    """``(varied config keys, task types, forgetting scores)`` of W&B runs, from their configs and run summaries:
+    what :func:`sweep_group` reads from a sweep folder. A key is varied when its values differ between the runs,
+    except where each run's value holds its own output folder (``paths.output_dir`` and the paths under it) and
+    W&B's own keys (``_wandb``); of the copies an interpolation makes (``module.adapter.r`` of ``peft.r``), the
+    shallowest key is kept."""
+    flat = [_flatten(config) for config in configs]
+
+    def own_folder(value: Any, run: dict[str, Any]) -> bool:
+        folder = run.get(OUTPUT_DIR_KEY)
+        return isinstance(value, str) and isinstance(folder, str) and folder in value
+
+    by_values: dict[str, str] = {}  # the values of a varied key over the runs -> the key (the shallowest of copies)
+    for key in sorted(set().union(*flat), key=lambda key: (key.count("."), key)):
+        values = [run.get(key) for run in flat]
+        if key.startswith("_") or any(own_folder(value, run) for value, run in zip(values, flat)):
+            continue
+        encoded = [json.dumps(value, sort_keys=True, default=str) for value in values]
+        if len(set(encoded)) > 1:
+            by_values.setdefault(json.dumps(encoded), key)
+    keys = sorted(by_values.values())
+    task_loss = _pattern(final_metric(f"val_after/{task_metric('val', TASK_LOSS, TASK)}"))
+    delta = _pattern(forgetting_metric(TASK, "delta"))
+    keys_logged = {key for summary in summaries for key in summary}
+    tasks = {match[1] for key in keys_logged if (match := task_loss.match(key))}
+    scores = {match[1] for key in keys_logged if (match := delta.match(key))}
+    return keys, sorted(tasks), sorted(scores)
+
+
+def group_runs(entity: str, project: str, group: str) -> tuple[str, list[str], list[str], list[str]]:
+    """``(group, varied keys, task types, forgetting scores)`` of the runs W&B holds in ``group`` (needs the W&B
+    API: an API key), by :func:`compare_runs`."""
+    import wandb
+
+    runs = list(wandb.Api().runs(f"{entity}/{project}", filters={"group": group}))
+    if not runs:
+        raise ValueError(f"W&B group {group!r} of {entity}/{project} has no runs")
+    return group, *compare_runs([dict(run.config) for run in runs], [dict(run.summary) for run in runs])
+
+
 def sweep_report(
     entity: str, project: str, group: str, keys: Sequence[str], tasks: Sequence[str], scores: Sequence[str]
 ) -> wr.Report:
@@ -277,7 +336,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Save lit-ft's W&B workspace, or a sweep's report, to a project.")
     parser.add_argument("--entity", help="W&B entity (user or team)")
     parser.add_argument("--project", help="W&B project")
-    parser.add_argument("--sweep", help="a Hydra sweep folder (its jobs logged with logger=wandb)")
+    parser.add_argument(
+        "--sweep", help="a Hydra sweep folder (its jobs logged with logger=wandb), or a W&B group (online)"
+    )
     parser.add_argument("--out", type=Path, help="the JSON file written when no API key is configured")
     parser.add_argument("--load", type=Path, help="save a definition written earlier as JSON")
     args = parser.parse_args(argv)
@@ -285,11 +346,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         definition = from_json(args.load.read_text())
     elif not (args.entity and args.project):
         parser.error("--entity and --project are required (or --load FILE)")
+    elif args.sweep and Path(args.sweep).is_dir():
+        definition = sweep_report(args.entity, args.project, *sweep_group(Path(args.sweep)))
     elif args.sweep:
-        sweep_dir = Path(args.sweep)
-        if not sweep_dir.is_dir():
-            parser.error(f"--sweep {args.sweep}: not a folder (a Hydra sweep folder: logs/<run>/multirun/<date>)")
-        definition = sweep_report(args.entity, args.project, *sweep_group(sweep_dir))
+        if wandb_offline_by_default():
+            parser.error(
+                f"--sweep {args.sweep}: not a folder, and reading the runs of a W&B group needs the W&B API (an API "
+                "key; WANDB_MODE=offline unset); offline, give the Hydra sweep folder (logs/<run>/multirun/<date>)"
+            )
+        definition = sweep_report(args.entity, args.project, *group_runs(args.entity, args.project, args.sweep))
     else:
         definition = workspace(args.entity, args.project)
     kind = "workspace" if isinstance(definition, ws.Workspace) else "sweep report"
