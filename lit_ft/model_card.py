@@ -88,7 +88,8 @@ def hyperparameters(summary: dict[str, Any], cfg: DictConfig) -> list[tuple[str,
     )
     batch, accumulate = _get(cfg, "data.batch_size"), _get(cfg, "trainer.accumulate_grad_batches", 1)
     devices, nodes = _get(cfg, "trainer.devices", 1), _get(cfg, "trainer.num_nodes", 1)
-    layout = "packed" if _get(cfg, "data.packing") else "padding-free" if _get(cfg, "data.padding_free") else "padded"
+    layouts = (("packing", "packed"), ("shared_prompt", "shared-prompt"), ("padding_free", "padding-free"))
+    layout = next((name for key, name in layouts if _get(cfg, f"data.{key}")), "padded")
     steps, epochs = summary.get("optimizer_steps"), summary.get("epochs")
     max_steps = _get(cfg, "trainer.max_steps", -1)
     limits = f"max_epochs {_get(cfg, 'trainer.max_epochs')}" + (f", max_steps {max_steps}" if max_steps != -1 else "")

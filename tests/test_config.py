@@ -105,6 +105,14 @@ def test_typos_and_wrong_types_name_the_key(overrides, message, tmp_path):
             "data.padding_free=true with model.attn_implementation=paged_attention",
         ),
         (["model.attn_implementation=flash_attention_2"], "needs a CUDA GPU (trainer=gpu); on CPU use sdpa"),
+        (  # shared prompts: only sdpa_varlen keeps the rejected answer on its prompt and off the chosen one
+            ["experiment=dpo_legal", "data.shared_prompt=true", "model.attn_implementation=sdpa"],
+            "data.shared_prompt=true with model.attn_implementation=sdpa: only sdpa_varlen keeps",
+        ),
+        (
+            ["experiment=rm_legal", "data.shared_prompt=true", "model.attn_implementation=flash_attention_2"],
+            "data.shared_prompt=true with model.attn_implementation=flash_attention_2",
+        ),
         (["peft=qlora"], "On CPU use peft=lora"),
         (["strategy=fsdp", "ewc=general"], "ewc (set ewc=null) does not work with the strategy"),
         (["strategy=fsdp", "mixout=default"], "mixout (set mixout=null) does not work with the strategy"),
@@ -123,6 +131,14 @@ def test_incompatible_options_are_refused_with_the_fix(overrides, message, tmp_p
 
 def test_evaluation_builds_no_padding_free_rows_so_any_attention_backend_is_accepted(tmp_path):
     validate_config(compose_config(["model.attn_implementation=paged_attention"], tmp_path, name="eval"))
+    shared = ["experiment=dpo_legal", "data.shared_prompt=true", "model.attn_implementation=sdpa"]
+    validate_config(compose_config(shared, tmp_path, name="eval"))
+
+
+def test_shared_prompts_are_accepted_with_the_cpu_default_attention(tmp_path):
+    cfg = compose_config(["experiment=dpo_legal", "data.shared_prompt=true"], output_dir=tmp_path)
+    assert cfg.model.attn_implementation == "sdpa_varlen"
+    validate_config(cfg)
 
 
 def test_packing_is_allowed_with_backends_that_keep_examples_apart(tmp_path):

@@ -162,3 +162,17 @@ def test_the_objective_row_names_the_forgetting_regularisers():
     cfg = compose_config(["model=tiny", "module.l2sp=0.01", "ewc=general", "mixout=default"])
     rows = dict(hyperparameters({}, cfg))
     assert rows["objective"] == "SFTModule (l2sp 0.01, ewc.strength 10000.0, mixout.p 0.1)"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "layout"),
+    [
+        ([], "padded"),
+        (["data.padding_free=true"], "padding-free"),
+        (["data.shared_prompt=true"], "shared-prompt"),
+        (["data.padding_free=true", "data.shared_prompt=true"], "shared-prompt"),  # the shared layout is one row anyway
+    ],
+)
+def test_the_batch_row_names_the_preference_layout(overrides, layout):
+    rows = dict(hyperparameters({}, compose_config(["experiment=dpo_legal", *overrides])))
+    assert rows["batch"].endswith(f"x 1 node(s), {layout}")

@@ -354,10 +354,13 @@ def test_config_checks_catch_mismatched_module_and_data():
         validate_config(compose_config(["data=preference_legal"]))  # SFT on pairs
 
 
-# --- padding-free pair batches: the padded batch's losses, rewards and gradients ---------------------------------
-def both_layouts(tokenizer, datamodule) -> tuple[dict, dict]:
+# --- one-row pair batches (padding-free, shared-prompt): the padded batch's losses, rewards and gradients -----------
+ONE_ROW_LAYOUTS = ("padding_free", "shared_prompt")
+
+
+def both_layouts(tokenizer, datamodule, layout: str = "padding_free") -> tuple[dict, dict]:
     pairs = datamodule.train_examples[:4]
-    return PairCollator(tokenizer.pad_token_id)(pairs), PairCollator(tokenizer.pad_token_id, padding_free=True)(pairs)
+    return PairCollator(tokenizer.pad_token_id)(pairs), PairCollator(tokenizer.pad_token_id, **{layout: True})(pairs)
 
 
 def outputs_and_gradients(module, batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -387,9 +390,10 @@ def nudge_adapter(module, seed: int = 0) -> None:
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
 
 
+@pytest.mark.parametrize("layout", ONE_ROW_LAYOUTS)
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])  # summed and length-averaged log-probs
 @pytest.mark.parametrize("reference", ["precomputed", "adapter", "copy"])
-def test_padding_free_dpo_equals_padded(tokenizer, datamodule, reference, loss_type):
+def test_one_row_dpo_equals_padded(tokenizer, datamodule, reference, loss_type, layout):
     module = DPOModule(
         model=lambda: tiny_llama(tokenizer, seed=0, attn_implementation=SDPA_VARLEN),
         adapter=LoRA(r=4, alpha=8, dropout=0.0),
@@ -404,14 +408,15 @@ def test_padding_free_dpo_equals_padded(tokenizer, datamodule, reference, loss_t
         module.precompute_reference_logps()
     nudge_adapter(module)
     module.model.eval()
-    padded, flat = both_layouts(tokenizer, datamodule)
+    padded, flat = both_layouts(tokenizer, datamodule, layout)
     assert flat["input_ids"].shape[0] == 1 and padded["input_ids"].shape[0] == 8
     rewards = module.pair_losses(flat, "train")["rewards/chosen"]
     assert rewards.abs().min() > 1e-3  # the nudged policy is not its reference
     assert_same_outputs_and_gradients(module, padded, flat)
 
 
-def test_padding_free_reward_model_equals_padded(tokenizer, datamodule):
+@pytest.mark.parametrize("layout", ONE_ROW_LAYOUTS)
+def test_one_row_reward_model_equals_padded(tokenizer, datamodule, layout):
     module = RewardModelModule(
         model=lambda head: tiny_llama(tokenizer, seed=0, head=head, attn_implementation=SDPA_VARLEN),
         adapter=LoRA(r=4, alpha=8, dropout=0.0),
@@ -420,7 +425,7 @@ def test_padding_free_reward_model_equals_padded(tokenizer, datamodule):
     module.configure_model()
     nudge_adapter(module)
     module.model.eval()
-    padded, flat = both_layouts(tokenizer, datamodule)
+    padded, flat = both_layouts(tokenizer, datamodule, layout)
     assert padded["margin"].abs().sum() > 0  # the margin term is exercised
     assert_same_outputs_and_gradients(module, padded, flat)
 
@@ -431,10 +436,12 @@ def run_summary(tmp_path, experiment: str, *extra: str) -> dict:
     return json.loads((tmp_path / "debug_tiny" / "summary.json").read_text())
 
 
-def test_dpo_legal_trains_on_padding_free_batches(tmp_path):
+@pytest.mark.parametrize("layout", ONE_ROW_LAYOUTS)
+def test_dpo_legal_trains_on_one_row_batches(tmp_path, layout):
     """At step 1 the policy is its reference (fresh LoRA), so the loss is log 2 only if the policy's log-probs from
-    padding-free batches equal the reference's, precomputed from padded ones."""
-    summary = run_summary(tmp_path, "dpo_legal", "data.padding_free=true")
+    padding-free (or shared-prompt) batches equal the reference's, precomputed from padded ones."""
+    attention = ["+model.attn_implementation=sdpa_varlen"] if layout == "shared_prompt" else []  # model=tiny: sdpa
+    summary = run_summary(tmp_path, "dpo_legal", f"data.{layout}=true", *attention)
     assert summary["history"]["train/loss"][0] == [1, pytest.approx(math.log(2), abs=1e-5)]
     assert summary["val_after"]["val/loss"] < math.log(2) and summary["optimizer_steps"] == 3
 

@@ -33,6 +33,12 @@ PACKING_SAFE_ATTENTION = (
     "flash_attention_4",
 )
 
+# Attention backends that keep a shared-prompt sequence's rejected answer off its chosen one (data.shared_prompt):
+# only lit-ft's sdpa_varlen reads the branch from the positions. sdpa, eager and flex would cut the rejected answer
+# off its prompt (transformers splits rows where positions stop increasing by one); flash attention's varlen
+# kernel cannot express a branch at all.
+SHARED_PROMPT_ATTENTION = ("sdpa_varlen",)
+
 Check = Callable[[DictConfig], list[str]]
 
 
@@ -86,6 +92,23 @@ def check_packing(cfg: DictConfig) -> list[str]:
         f"data.{option}=true with model.attn_implementation={attention}: transformers keeps the examples of a row "
         f"apart only with {', '.join(PACKING_SAFE_ATTENTION)}; with {attention} tokens would attend across "
         f"examples. Set model.attn_implementation=sdpa_varlen (or flash_attention_2 on a GPU), or data.{option}=false."
+    ]
+
+
+def check_shared_prompt(cfg: DictConfig) -> list[str]:
+    """A shared-prompt layout needs an attention that reads its branches from the positions (training batches
+    only, as for packing)."""
+    if _get(cfg, "mode") is not None or not _get(cfg, "data.shared_prompt", False):
+        return []
+    attention = _get(cfg, "model.attn_implementation", "sdpa")
+    if attention in SHARED_PROMPT_ATTENTION:
+        return []
+    return [
+        f"data.shared_prompt=true with model.attn_implementation={attention}: only "
+        f"{', '.join(SHARED_PROMPT_ATTENTION)} keeps the rejected answer attending to its prompt and never to the "
+        "chosen answer (sdpa, eager and flex would cut it off its prompt; flash attention cannot express it). "
+        "Set model.attn_implementation=sdpa_varlen, or data.shared_prompt=false (data.padding_free=true works "
+        "with flash attention)."
     ]
 
 
@@ -233,6 +256,7 @@ def check_logger_packages(cfg: DictConfig) -> list[str]:
 CHECKS: list[Check] = [
     check_cuda_only,
     check_packing,
+    check_shared_prompt,
     check_flash_attention,
     check_quantization,
     check_preference,

@@ -32,6 +32,12 @@ Batches (tensors; long unless said; B examples, T tokens after padding):
   rejected) back to back in one row, a :class:`PackedBatch` [1, T] with no padding; a sequence's log-probs are a
   sum over its segment (:func:`sequence_ids`), a reward model's score is read at its last token
   (``cu_seq_lens_q[1:] - 1``). Plus ``margin`` and ``example_index`` as above.
+- :class:`SharedPromptBatch` (``data.shared_prompt``): each pair as one sequence ``prompt + chosen + rejected``
+  (:mod:`lit_ft.data.shared_prompt`; the rejected answer's positions continue from the prompt's end), the B pairs
+  back to back in one row, a :class:`PackedBatch` [1, T] without varlen arguments (flash attention cannot keep the
+  rejected answer off the chosen one). Plus ``sequence_ids`` [1, T] (each token's side: chosen answer of pair i is
+  sequence i, its rejected answer B + i, the prompt counts with the chosen side, padding 2B), ``sequence_ends``
+  [2B] (each side's last token, chosen first), ``margin`` and ``example_index``.
 
 Padding-free batches (SFT's and preference ones) also carry flash attention's varlen arguments, named as
 transformers' ``FlashAttentionKwargs`` name them and computed on the host by the collator, so that no layer
@@ -144,7 +150,15 @@ class PaddingFreePreferenceBatch(PaddingFreeBatch, _PairFields):
     """B pairs' 2B sequences, chosen first, back to back in one row [1, T]."""
 
 
-Batch = PaddedBatch | PackedBatch | PreferenceBatch | PaddingFreeBatch | PaddingFreePreferenceBatch
+class SharedPromptBatch(PackedBatch, _PairFields):
+    """B pairs, each as one sequence ``prompt + chosen + rejected``, back to back in one row [1, T]."""
+
+    sequence_ids: torch.Tensor  # [1, T] long: i on pair i's prompt and chosen answer, B + i on its rejected, 2B padding
+    sequence_ends: torch.Tensor  # [2B] long, the last token of each side, chosen first
+
+
+Batch = PaddedBatch | PackedBatch | PreferenceBatch | PaddingFreeBatch | PaddingFreePreferenceBatch | SharedPromptBatch
+OneRowPreferenceBatch = PaddingFreePreferenceBatch | SharedPromptBatch
 
 
 def loss_tokens(labels: torch.Tensor | Sequence[int], dim: int | None = None) -> torch.Tensor:
@@ -193,20 +207,30 @@ def varlen_arguments(position_ids: Sequence[int]) -> VarlenArguments:
     }
 
 
-def sequence_ids(batch: PackedBatch) -> torch.Tensor:
+def sequence_ids(batch: PackedBatch | SharedPromptBatch) -> torch.Tensor:
     """Which sequence of its row each token of a packed or padding-free batch belongs to, [B, T] long:
-    ``cumsum(position_ids == 0) - 1`` (no host sync)."""
+    ``cumsum(position_ids == 0) - 1`` (no host sync); a shared-prompt batch's own ``sequence_ids``."""
+    if "sequence_ids" in batch:
+        return batch["sequence_ids"]
     return (batch["position_ids"] == 0).long().cumsum(-1) - 1
 
 
-def pair_count(batch: PreferenceBatch | PaddingFreePreferenceBatch) -> int:
-    """B, the pairs of a preference batch (2B sequences), in either layout."""
+def pair_count(batch: PreferenceBatch | OneRowPreferenceBatch) -> int:
+    """B, the pairs of a preference batch (2B sequences), in any layout."""
     return len(batch["example_index"])
 
 
-def sequence_task_ids(batch: PreferenceBatch | PaddingFreePreferenceBatch) -> torch.Tensor:
+def sequence_ends(batch: OneRowPreferenceBatch) -> torch.Tensor:
+    """The last token of each of a one-row preference batch's 2B sequences, chosen first, [2B] long: a
+    padding-free batch's ``cu_seq_lens_q[1:] - 1``, a shared-prompt batch's ``sequence_ends`` (no host sync)."""
+    if "sequence_ends" in batch:
+        return batch["sequence_ends"]
+    return batch["cu_seq_lens_q"][1 : 2 * pair_count(batch) + 1].long() - 1
+
+
+def sequence_task_ids(batch: PreferenceBatch | OneRowPreferenceBatch) -> torch.Tensor:
     """The task id of each of a preference batch's 2B sequences, [2B] long: a padded batch's first column, a
-    padding-free batch's ``task_ids`` at each segment's first token (``cu_seq_lens_q``; no host sync)."""
+    one-row batch's ``task_ids`` at each sequence's last token (:func:`sequence_ends`)."""
     if batch.get("position_ids") is None:
         return batch["task_ids"][:, 0]
-    return batch["task_ids"][0, batch["cu_seq_lens_q"][: 2 * pair_count(batch)].long()]
+    return batch["task_ids"][0, sequence_ends(batch)]

@@ -18,12 +18,14 @@ from lit_ft.data.batch import (
     PaddingFreeBatch,
     PaddingFreePreferenceBatch,
     PreferenceBatch,
+    SharedPromptBatch,
     TokenizedExample,
     TokenizedPair,
     varlen_arguments,
 )
 from lit_ft.data.packing import concatenate_examples
 from lit_ft.data.preference_rows import SIDES
+from lit_ft.data.shared_prompt import shared_prompt_sequence
 
 
 @dataclass
@@ -82,20 +84,47 @@ class PairCollator:
     its split, the key of cached reference log-probs).
 
     With ``padding_free`` the 2B sequences, in the same order, go back to back in one row instead
-    (a :class:`~lit_ft.data.batch.PaddingFreePreferenceBatch`, built by :class:`Collator`).
+    (a :class:`~lit_ft.data.batch.PaddingFreePreferenceBatch`, built by :class:`Collator`). With ``shared_prompt``
+    (whatever ``padding_free`` says) each pair is one sequence ``prompt + chosen + rejected``
+    (:mod:`lit_ft.data.shared_prompt`), the B pairs back to back in one row (a
+    :class:`~lit_ft.data.batch.SharedPromptBatch`).
     """
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
     padding_free: bool = False
+    shared_prompt: bool = False
 
-    def __call__(self, pairs: Sequence[TokenizedPair]) -> PreferenceBatch | PaddingFreePreferenceBatch:
+    def __call__(
+        self, pairs: Sequence[TokenizedPair]
+    ) -> PreferenceBatch | PaddingFreePreferenceBatch | SharedPromptBatch:
+        batch = self.shared_prompt_batch(pairs) if self.shared_prompt else self.sequences_batch(pairs)
+        batch["margin"] = torch.tensor([pair["margin"] or 0.0 for pair in pairs], dtype=torch.float32)
+        batch["example_index"] = torch.tensor([pair["example_index"] for pair in pairs], dtype=torch.long)
+        return batch
+
+    def sequences_batch(self, pairs: Sequence[TokenizedPair]) -> PaddedBatch | PaddingFreeBatch:
+        """The 2B sequences, chosen first, padded (or padding-free)."""
         sequences = [
             {**pair[side], "task_ids": [pair["task_id"]] * len(pair[side]["input_ids"])}
             for side in SIDES
             for pair in pairs
         ]
-        batch = Collator(self.pad_token_id, self.pad_to_multiple_of, self.padding_free)(sequences)
-        batch["margin"] = torch.tensor([pair["margin"] or 0.0 for pair in pairs], dtype=torch.float32)
-        batch["example_index"] = torch.tensor([pair["example_index"] for pair in pairs], dtype=torch.long)
+        return Collator(self.pad_token_id, self.pad_to_multiple_of, self.padding_free)(sequences)
+
+    def shared_prompt_batch(self, pairs: Sequence[TokenizedPair]) -> PackedBatch:
+        """The pairs' shared-prompt sequences back to back in one row [1, T], with ``sequence_ids`` [1, T] (chosen
+        answer of pair i: i, rejected: B + i, padding: 2B) and ``sequence_ends`` [2B] (each side's last token)."""
+        count, ids, ends, offset = len(pairs), [], [[], []], 0
+        sequences = [shared_prompt_sequence(pair) for pair in pairs]
+        for i, (sequence, branch) in enumerate(sequences):
+            length = len(sequence["input_ids"])
+            ids += [i] * branch + [count + i] * (length - branch)
+            ends[0].append(offset + branch - 1)
+            ends[1].append(offset + length - 1)
+            offset += length
+        batch = Collator(self.pad_token_id, self.pad_to_multiple_of)([concatenate_examples([s for s, _ in sequences])])
+        padding = batch["input_ids"].shape[1] - offset
+        batch["sequence_ids"] = torch.tensor([ids + [2 * count] * padding], dtype=torch.long)
+        batch["sequence_ends"] = torch.tensor(ends[0] + ends[1], dtype=torch.long)
         return batch

@@ -38,16 +38,25 @@ class PreferenceDataModule(FineTuneDataModule):
             (:class:`~lit_ft.data.batch.PaddingFreePreferenceBatch`): the same pairs, log-probs and rewards as
             padded batches without computing on padding (attention per sequence needs ``sdpa_varlen`` or flash
             attention). Validation batches, and the pass of precomputed reference log-probs, stay padded.
+        shared_prompt: serve each training pair as one sequence ``prompt + chosen + rejected``, the pairs back to back
+            in one row (:class:`~lit_ft.data.batch.SharedPromptBatch`; padding-free whatever ``padding_free``
+            says): the prompt runs once, with the same log-probs and rewards (needs ``sdpa_varlen``). Validation
+            batches and the precomputed reference pass stay padded.
         (others: see :class:`FineTuneDataModule`)
     """
 
     EXAMPLE_SCHEMA = PAIR_SCHEMA
 
     def __init__(
-        self, *args: Any, pad_to_multiple_of: int | None = None, padding_free: bool = False, **kwargs: Any
+        self,
+        *args: Any,
+        pad_to_multiple_of: int | None = None,
+        padding_free: bool = False,
+        shared_prompt: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.pad_to_multiple_of, self.padding_free = pad_to_multiple_of, padding_free
+        self.pad_to_multiple_of, self.padding_free, self.shared_prompt = pad_to_multiple_of, padding_free, shared_prompt
 
     def encode(self, record: Record, stats: SplitStats) -> TokenizedPair | None:
         pair = parse_preference_row(record, forbidden=self.tokenizer.all_special_tokens)
@@ -68,7 +77,7 @@ class PreferenceDataModule(FineTuneDataModule):
         return PairCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
 
     def train_collate_fn(self) -> Callable:
-        return PairCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.padding_free)
+        return PairCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.padding_free, self.shared_prompt)
 
     def ordered_dataloader(self, split: str) -> DataLoader:
         """All pairs of ``split`` (``train`` or ``val``) in file order, unshuffled (for a pass of reference log-probs)."""

@@ -6,6 +6,14 @@ the CPU kernels cannot skip masked blocks. ``sdpa_varlen`` instead runs causal s
 segment (what flash attention's varlen kernel does on GPU), so a row of k examples of length n costs
 k * n^2 / 2 instead of (k * n)^2. Padded batches (with an ``attention_mask``) go to plain ``sdpa``.
 
+Branches (the shared-prompt layout of preference pairs, ``data.shared_prompt``): inside an example, a run of
+``position_ids`` that starts at ``p > 0`` without continuing the run before it is a branch that follows the
+example's first ``p`` tokens (its trunk, here the prompt) instead: it attends to those ``p`` tokens and causally to
+itself, never to the tokens between them and the branch (the chosen answer). Positions are all it needs, so a row
+``prompt + chosen + rejected`` with the rejected answer's positions continuing from the prompt's end is attended
+exactly as ``prompt + chosen`` and ``prompt + rejected`` would be on their own. Plain ``sdpa`` and flash attention
+cannot express this: they split rows where positions restart (sdpa: where they stop increasing by one).
+
 Registered with transformers on import; select it with ``load_model(..., attn_implementation="sdpa_varlen")``.
 """
 
@@ -22,11 +30,35 @@ SDPA_VARLEN = "sdpa_varlen"
 VARLEN_KEYS = tuple(FlashAttentionKwargs.__annotations__)
 
 
+Segment = tuple[int, int, int, int]  # start, end, then the [start, end) of the trunk it follows (empty: none)
 _last: tuple[torch.Tensor | None, int, list] = (None, -1, [])  # last position_ids seen, its version, segments
 
 
-def segments(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
-    """``[start, end)`` of each run of ``position_ids`` that starts at 0, per row of a [B, T] tensor.
+def row_segments(positions: list[int]) -> list[Segment]:
+    """The segments of one row of ``position_ids``: a run that starts at 0 (or the row's start) is an example's
+    trunk; a run that starts at ``p > 0`` without continuing the run before it is a branch following the first
+    ``p`` tokens of its example's trunk (``(start, end, trunk_start, trunk_start + p)``)."""
+    cuts = [i for i in range(1, len(positions)) if positions[i] != positions[i - 1] + 1]
+    out: list[Segment] = []
+    trunk = (0, 0)
+    for start, end in zip([0, *cuts], [*cuts, len(positions)]):
+        first = positions[start]
+        if first == 0 or start == 0:
+            trunk = (start, end)
+            out.append((start, end, start, start))
+            continue
+        if first > trunk[1] - trunk[0]:
+            raise ValueError(
+                f"position_ids: a branch at token {start} continues from position {first}, past the end of its "
+                f"example's first run of {trunk[1] - trunk[0]} tokens (positions must restart at 0 per example, or "
+                "continue the example's first run)"
+            )
+        out.append((start, end, trunk[0], trunk[0] + first))
+    return out
+
+
+def segments(position_ids: torch.Tensor) -> list[list[Segment]]:
+    """The :func:`row_segments` of each row of a [B, T] ``position_ids`` tensor.
 
     Computed once per batch: every layer gets the same ``position_ids`` tensor, and the result for it is kept
     (with a reference to the tensor, so it is this very tensor, unchanged), which on GPU spares a
@@ -37,12 +69,7 @@ def segments(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
     inference = position_ids.is_inference()
     if not inference and _last[0] is position_ids and _last[1] == position_ids._version:
         return _last[2]
-    rows = []
-    for row in position_ids.tolist():
-        starts = [i for i, p in enumerate(row) if p == 0] or [0]
-        if starts[0] != 0:
-            starts.insert(0, 0)
-        rows.append(list(zip(starts, starts[1:] + [len(row)])))
+    rows = [row_segments(row) for row in position_ids.tolist()]
     if not inference:
         _last = (position_ids, position_ids._version, rows)
     return rows
@@ -59,6 +86,9 @@ def sdpa_varlen_attention(
 ) -> tuple[torch.Tensor, None]:
     """Causal sdpa per example segment; ``query`` [B, H, T, D] -> output [B, T, H, D] (as ``sdpa`` returns).
 
+    A branch of ``n`` tokens following ``p`` trunk tokens attends to their keys and its own, ``[p + n]``, under the
+    causal mask aligned to its end (``tril(ones(n, p + n), p)``).
+
     Segments come from ``position_ids`` (cached per batch); flash attention's varlen arguments, when a batch
     carries them, are not used here and not passed on."""
     for name in VARLEN_KEYS:
@@ -72,12 +102,14 @@ def sdpa_varlen_attention(
         return sdpa_attention_forward(module, query, key, value, None, **kwargs)
     outputs = []
     for b, row in enumerate(rows):
-        parts = [
-            sdpa_attention_forward(
-                module, query[b : b + 1, :, s:e], key[b : b + 1, :, s:e], value[b : b + 1, :, s:e], None, **kwargs
-            )[0]
-            for s, e in row
-        ]
+        parts = []
+        for s, e, ts, te in row:
+            keys, values, mask = key[b : b + 1, :, s:e], value[b : b + 1, :, s:e], None
+            if te > ts:  # a branch: the trunk's first te - ts keys, then its own
+                keys = torch.cat([key[b : b + 1, :, ts:te], keys], dim=2)
+                values = torch.cat([value[b : b + 1, :, ts:te], values], dim=2)
+                mask = torch.ones(e - s, te - ts + e - s, dtype=torch.bool, device=query.device).tril(te - ts)
+            parts.append(sdpa_attention_forward(module, query[b : b + 1, :, s:e], keys, values, mask, **kwargs)[0])
         outputs.append(torch.cat(parts, dim=1))
     return torch.cat(outputs, dim=0), None
 

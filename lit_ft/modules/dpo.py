@@ -140,7 +140,8 @@ class DPOModule(PairwiseModule, CausalLMModule):
     @staticmethod
     def target_sequences(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """How shifted targets [R, T-1] group into sequences, as :func:`per_sequence_sum` takes it: a padded
-        batch's rows (nothing to pass); a padding-free batch's segments, the 2B sequences of its one row."""
+        batch's rows (nothing to pass); a one-row batch's 2B sequences (padding-free segments, or the chosen and
+        rejected answers of shared-prompt sequences: :func:`~lit_ft.data.batch.sequence_ids`)."""
         if batch.get("position_ids") is None:
             return {}
         return {"sequence_ids": shift_labels(sequence_ids(batch)), "sequences": 2 * pair_count(batch)}

@@ -20,7 +20,8 @@ def reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor)
 
 class PairwiseModule(FineTuneModule):
     """Base of modules trained on batches of preference pairs (:class:`lit_ft.data.PairCollator`: B chosen
-    sequences, then their B rejected ones, as padded rows or back to back in one padding-free row).
+    sequences, then their B rejected ones, as padded rows or back to back in one padding-free row; or each pair as one
+    shared-prompt sequence, where :func:`~lit_ft.data.batch.sequence_ids` tells the answers apart).
 
     A subclass implements :meth:`pair_losses`. The optimised loss is the mean over all pairs of an optimizer
     step: the base class's accumulation window counts pairs instead of tokens (``loss_unit = "pairs"``, and

@@ -8,7 +8,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
 
-from lit_ft.data.batch import pair_count
+from lit_ft.data.batch import sequence_ends
 from lit_ft.losses import reward_loss
 from lit_ft.models import LoRA
 from lit_ft.models.freeze import head_parameters
@@ -66,18 +66,18 @@ class RewardModelModule(PairwiseModule):
     def rewards(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scalar rewards [2B] (float32) of the chosen then the rejected sequences.
 
-        Padded rows: the model's own pooling, the score at each row's last non-padding token. A padding-free row
-        (2B sequences back to back): the score head's per-token output [1, T, 1], taken from the model's own forward
-        (so FSDP and DeepSpeed gather the weights as usual), at each sequence's last token ``cu_seq_lens_q[1:] - 1``
-        (no host sync); the model's pooling of the row is ignored."""
+        Padded rows: the model's own pooling, the score at each row's last non-padding token. A one-row batch
+        (padding-free or shared-prompt): the score head's per-token output [1, T, 1], taken from the model's own
+        forward (so FSDP and DeepSpeed gather the weights as usual), at each sequence's last token
+        (:func:`~lit_ft.data.batch.sequence_ends`, no host sync); the model's pooling of the row is ignored."""
         if batch.get("position_ids") is None:
             return self(batch).squeeze(-1).float()
         model = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
         head = getattr(model, "score", None)
         if head is None:
             raise ValueError(
-                f"{type(model).__name__} has no `score` head, which padding-free reward batches read at each sequence's "
-                "last token: set data.padding_free=false."
+                f"{type(model).__name__} has no `score` head, which one-row reward batches read at each sequence's "
+                "last token: set data.padding_free=false and data.shared_prompt=false."
             )
         scores: list[torch.Tensor] = []
         hook = head.register_forward_hook(lambda module, args, output: scores.append(output))
@@ -85,8 +85,7 @@ class RewardModelModule(PairwiseModule):
             self(batch)
         finally:
             hook.remove()
-        last = batch["cu_seq_lens_q"][1 : 2 * pair_count(batch) + 1].long() - 1
-        return scores[-1][0, last].squeeze(-1).float()
+        return scores[-1][0, sequence_ends(batch)].squeeze(-1).float()
 
     def pair_losses(self, batch: dict[str, torch.Tensor], split: str) -> StepOutput:
         chosen, rejected = self.rewards(batch).chunk(2)
