@@ -233,6 +233,9 @@ class RLModule(CausalLMModule):
 
     # --- training ----------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
+        if "attention_mask" not in batch:
+            raise ValueError("module=rl reads prompts from padded batches, one row each: set data.padding_free=false "
+                             "and data.packing=false")  # fmt: skip
         spans = last_answer_spans(batch["labels"])
         prompts = [batch["input_ids"][row, :start].tolist() for row, (start, _) in enumerate(spans)]
         references = [self.tokenizer.decode(batch["input_ids"][row, s:e], skip_special_tokens=True).strip()
