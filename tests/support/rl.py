@@ -7,8 +7,9 @@ import torch
 from lit_ft.modules.rl import Rollouts
 
 
-class LengthReward:
-    """The number of tokens of each completion (sampled lengths differ, so advantages are not all zero)."""
+class EvenTokenReward:
+    """The fraction of even token ids in each completion: sampled completions differ, so their rewards do (a random
+    tiny model rarely ends a completion, so their lengths would not)."""
 
     def __call__(self, rollouts: Rollouts) -> torch.Tensor:
-        return torch.tensor([float(len(ids)) for ids in rollouts.completion_ids])
+        return torch.tensor([sum(i % 2 == 0 for i in ids) / len(ids) for ids in rollouts.completion_ids])
