@@ -185,12 +185,16 @@ class RLModule(CausalLMModule):
     def tokenizer(self) -> PreTrainedTokenizerBase:
         return self.trainer.datamodule.tokenizer
 
+    @property
+    def pad_id(self) -> int:
+        """The id rollouts are padded with: the tokenizer's pad token, else its EOS (masked either way)."""
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+
     @torch.no_grad()
     def sample(self, prompts: list[list[int]]) -> tuple[list[list[int]], int]:
         """G completions per prompt (prompt-major), each up to and including its end-of-turn token; and how many
         were cut at ``max_new_tokens``."""
-        tokenizer = self.tokenizer
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        tokenizer, pad = self.tokenizer, self.pad_id
         length = max(map(len, prompts))
         input_ids = torch.tensor([[pad] * (length - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=self.device)
@@ -229,14 +233,13 @@ class RLModule(CausalLMModule):
         padding."""
         rows = [prompts[i // self.group_size] + c for i, c in enumerate(completions)]
         width = max(map(len, rows))
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
 
         def padded(values: list[list[int]], fill: int) -> torch.Tensor:
             return torch.tensor([v + [fill] * (width - len(v)) for v in values], device=self.device)
 
         prompt_lengths = [len(prompts[i // self.group_size]) for i in range(len(rows))]
         return {
-            "input_ids": padded(rows, pad),
+            "input_ids": padded(rows, self.pad_id),
             "attention_mask": padded([[1] * len(r) for r in rows], 0),
             "labels": padded([[IGNORE_INDEX] * n + c for n, c in zip(prompt_lengths, completions)], IGNORE_INDEX),
             "task_ids": padded([[task_ids[i]] * len(r) for i, r in enumerate(rows)], -1),
