@@ -122,6 +122,10 @@ def test_typos_and_wrong_types_name_the_key(overrides, message, tmp_path):
             "module.ewc.strength=10000.0: EWC's gradient is added after backward (set ewc=null)",
         ),
         (["model.quantization=nf4", "trainer=gpu"], "use peft=qlora"),
+        (  # data=legal serves padding-free training batches: one row holds several prompts
+            ["module=rl", "reward=task_metric", "peft=lora"],
+            "module=rl reads each row's prompt and reference answer from padded batches, and data.padding_free=true",
+        ),
     ],
 )
 def test_incompatible_options_are_refused_with_the_fix(overrides, message, tmp_path):

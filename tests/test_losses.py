@@ -1,4 +1,4 @@
-"""Per-token cross-entropy against a hand computation."""
+"""Loss functions against hand computations: per-token cross-entropy, and the online-RL losses."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lit_ft.losses import token_cross_entropy
+from lit_ft.losses import clipped_policy_loss, grpo_advantages, kl_k3, rloo_advantages, token_cross_entropy
 
 
 def test_token_cross_entropy_matches_hand_computation():
@@ -82,3 +82,43 @@ def test_ewc_penalty_matches_hand_computation():
     assert ewc_penalty(parameters, anchors, fishers).item() == 18.5
     with pytest.raises(ValueError):  # one Fisher per parameter
         ewc_penalty(parameters, anchors, fishers[:1])
+
+
+# --- online RL: group-relative advantages, the clipped objective, the k3 KL --------------------------------------
+def test_rloo_advantage_is_reward_minus_the_mean_of_the_others():
+    # G = 4, rewards 1, 0, 0, 1: a rewarded completion's baseline is (0 + 0 + 1) / 3, an unrewarded one's 2/3
+    advantages = rloo_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0], [2.0, 2.0, 2.0, 2.0]]))
+    expected = torch.tensor([[2 / 3, -2 / 3, -2 / 3, 2 / 3], [0.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(advantages, expected)
+    with pytest.raises(ValueError, match="at least 2 completions"):
+        rloo_advantages(torch.ones(3, 1))
+
+
+def test_grpo_advantage_is_the_group_z_score_with_the_unbiased_std():
+    # rewards 1, 2, 3: mean 2, unbiased std sqrt(((1)^2 + 0 + 1^2) / 2) = 1; a constant group gives 0, not NaN
+    advantages = grpo_advantages(torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]), eps=1e-4)
+    torch.testing.assert_close(advantages, torch.tensor([[-1 / 1.0001, 0.0, 1 / 1.0001], [0.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="at least 2 completions"):
+        grpo_advantages(torch.ones(2, 1))
+
+
+def test_kl_k3_matches_its_formula_and_is_zero_at_equal_policies():
+    # pi = 0.5, ref = 0.25: delta = log 0.5; k3 = 0.5 - log 0.5 - 1 = 0.193147...
+    logps, ref = torch.tensor([[math.log(0.5), -1.0]]), torch.tensor([[math.log(0.25), -1.0]])
+    torch.testing.assert_close(kl_k3(logps, ref), torch.tensor([[0.5 - math.log(0.5) - 1, 0.0]]))
+
+
+def test_clipped_policy_loss_takes_the_pessimistic_term():
+    # ratio 1.5 or 0.5 (eps 0.2), advantage +1 or -1:
+    #   r=1.5, A=+1: min(1.5, 1.2) = 1.2 -> loss -1.2, clipped;  r=1.5, A=-1: min(-1.5, -1.2) = -1.5 -> 1.5, not
+    #   r=0.5, A=+1: min(0.5, 0.8) = 0.5 -> loss -0.5, not;      r=0.5, A=-1: min(-0.5, -0.8) = -0.8 -> 0.8, clipped
+    old = torch.zeros(4, 1)
+    logps = torch.log(torch.tensor([[1.5], [1.5], [0.5], [0.5]]))
+    loss, clipped = clipped_policy_loss(logps, old, torch.tensor([1.0, -1.0, 1.0, -1.0]), epsilon=0.2)
+    torch.testing.assert_close(loss, torch.tensor([[-1.2], [1.5], [-0.5], [0.8]]))
+    assert clipped.flatten().tolist() == [True, False, False, True]
+    # the first pass (old = logp detached): ratio 1, and the gradient is the policy gradient -A * grad logp
+    logps = torch.tensor([[-0.3, -1.2]], requires_grad=True)
+    loss, _ = clipped_policy_loss(logps, logps.detach(), torch.tensor([2.0]))
+    loss.sum().backward()
+    torch.testing.assert_close(logps.grad, torch.tensor([[-2.0, -2.0]]))

@@ -56,6 +56,17 @@ VARIANTS = {
                                 "+callbacks.hang.step=7", f"+callbacks.hang.marker={marker}"],
         "resumed_from_step": 6,
     },
+    # Online RL (GRPO) with LoRA and adapter dropout: completions sampled each step (a reward that varies within a
+    # group, so the policy moves), killed after step 5, resumed from step 4: the sampling draws from the generators
+    # the checkpoint restores, so the resumed run samples the completions the uninterrupted one did.
+    "rl": {
+        "overrides": ["module=rl", "module.reward={_target_:tests.support.rl.EvenTokenReward}", "module.group_size=2",
+                      "module.max_new_tokens=6", "data.padding_free=false", "peft=lora", "peft.r=4",
+                      "peft.dropout=0.1", "trainer.max_steps=7", "callbacks.last_checkpoint.every_n_train_steps=4"],
+        "kill": lambda marker: ["+callbacks.hang._target_=tests.support.faults.HangAfterStep",
+                                "+callbacks.hang.step=5", f"+callbacks.hang.marker={marker}"],
+        "resumed_from_step": 4,
+    },
 }  # fmt: skip
 
 

@@ -165,6 +165,20 @@ def check_preference(cfg: DictConfig) -> list[str]:
     ]
 
 
+def check_rl_batches(cfg: DictConfig) -> list[str]:
+    """Online RL reads one prompt and its reference per row: padded batches only."""
+    from lit_ft.modules.rl import RLModule
+
+    module = _target_class(cfg, "module")
+    options = [name for name in ("packing", "padding_free") if _get(cfg, f"data.{name}", False)]
+    if module is None or not issubclass(module, RLModule) or not options:
+        return []
+    return [
+        f"module=rl reads each row's prompt and reference answer from padded batches, and data.{options[0]}=true "
+        f"puts several rows in one: set {' '.join(f'data.{name}=false' for name in options)} (data=rl_legal does)."
+    ]
+
+
 def check_optimizer_in_backward(cfg: DictConfig) -> list[str]:
     """The settings the default config has that optimizer-in-backward refuses (clipping, accumulation), caught
     before the model is loaded; the module checks the rest (distributed strategies) when training starts."""
@@ -261,6 +275,7 @@ CHECKS: list[Check] = [
     check_quantization,
     check_preference,
     check_optimizer_in_backward,
+    check_rl_batches,
     check_forgetting_regularisers,
     check_zero3_callbacks,
     check_logger_packages,

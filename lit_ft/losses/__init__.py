@@ -4,19 +4,24 @@ from lit_ft.losses.causal_lm import masked_head_cross_entropy, shift_labels, tok
 from lit_ft.losses.dpo import dpo_loss
 from lit_ft.losses.logps import completion_logps, per_sequence_sum
 from lit_ft.losses.orpo import orpo_loss
+from lit_ft.losses.policy_gradient import clipped_policy_loss, grpo_advantages, kl_k3, rloo_advantages
 from lit_ft.losses.regularization import ewc_penalty, l2_sp_penalty
 from lit_ft.losses.reward import reward_loss
 from lit_ft.losses.simpo import simpo_loss
 
 __all__ = [
+    "clipped_policy_loss",
     "completion_logps",
     "dpo_loss",
     "ewc_penalty",
+    "grpo_advantages",
+    "kl_k3",
     "l2_sp_penalty",
     "masked_head_cross_entropy",
     "orpo_loss",
     "per_sequence_sum",
     "reward_loss",
+    "rloo_advantages",
     "shift_labels",
     "simpo_loss",
     "token_cross_entropy",

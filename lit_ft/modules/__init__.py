@@ -1,5 +1,5 @@
 """LightningModules: a fine-tuning base, a causal-LM module on token losses and its SFT, reward-model and DPO
-specialisations."""
+specialisations, and online RL."""
 
 from lit_ft.modules.causal_lm import CausalLMModule
 from lit_ft.modules.dpo import DPOModule
@@ -8,6 +8,7 @@ from lit_ft.modules.fine_tune import FineTuneModule
 from lit_ft.modules.mixout import Mixout
 from lit_ft.modules.pairwise import PairwiseModule
 from lit_ft.modules.reward import RewardModelModule
+from lit_ft.modules.rl import RLModule
 from lit_ft.modules.sft import SFTModule
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "FineTuneModule",
     "Mixout",
     "PairwiseModule",
+    "RLModule",
     "RewardModelModule",
     "SFTModule",
 ]

@@ -10,6 +10,7 @@ Families, with ``<stage>`` = ``train`` | ``val`` and ``<task>`` a task type of t
   ``tokens`` and ``examples``, and each per-example metric of a preference module;
 - forgetting (:class:`~lit_ft.callbacks.ForgettingCheck`): ``forgetting/<score>`` and its ``_delta`` (score minus
   baseline), ``_baseline`` and ``_threshold`` (the value a warning fires past) as reference lines;
+- online RL: ``train/{reward,reward_std,kl,clip_frac,completion_tokens,truncated}``;
 - throughput (:class:`~lit_ft.callbacks.Throughput`): ``perf/...``;
 - tables: ``samples`` (each generation stage), and at the end of a run ``forgetting_results``, ``per_task`` and
   ``samples_before_after``; the run summary's scalars as ``final/<key>``.
@@ -39,6 +40,11 @@ FORGETTING = "forgetting"
 MCQ_ACC = "mcq_acc"
 PROSE_PPL = "prose_ppl"
 FORGETTING_KINDS = ("delta", "baseline", "threshold")
+
+# online RL (lit_ft.modules.RLModule): train/<name> per step; reward and kl also per task (train/reward/<task>)
+RL_METRICS = ("reward", "reward_std", "kl", "clip_frac", "completion_tokens", "truncated")
+ROLLOUT_TOKENS_PER_S = "perf/rollout_tokens_per_s"  # sampled completion tokens per second of generation
+TRAIN_TOKENS_PER_S = "perf/train_tokens_per_s"  # rollout sequence tokens per second of the policy's forward/backward
 
 TOKENS_PER_S = "perf/tokens_per_s"
 SAMPLES_PER_S = "perf/samples_per_s"

@@ -1,0 +1,84 @@
+"""Online policy optimisation of a causal LM: group-relative advantages, the clipped policy-gradient objective and
+the KL penalty toward a reference. Completions are sampled in groups of ``G`` per prompt; rewards are [P, G]."""
+
+from __future__ import annotations
+
+import torch
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """RLOO's leave-one-out advantages (Ahmadian et al., 2024, "Back to Basics"; Kool et al., 2019).
+
+    ``A_i = r_i - 1/(G-1) * sum_{j != i} r_j = G/(G-1) * (r_i - mean_j r_j)``: each completion's baseline is the
+    mean reward of the other completions of its prompt, an unbiased baseline (it does not depend on ``y_i``).
+
+    Args:
+        rewards: [P, G], G >= 2 completions per prompt.
+
+    Returns:
+        [P, G] advantages (float32).
+    """
+    groups = rewards.shape[-1]
+    if groups < 2:
+        raise ValueError(
+            f"RLOO needs at least 2 completions per prompt (got {groups}): the baseline of each is the others' mean"
+        )
+    rewards = rewards.float()
+    return groups / (groups - 1) * (rewards - rewards.mean(-1, keepdim=True))
+
+
+def grpo_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's group-normalised advantages (Shao et al., 2024, DeepSeekMath).
+
+    ``A_i = (r_i - mean_j r_j) / (std_j r_j + eps)``, with the unbiased standard deviation over the group (as
+    TRL's GRPOTrainer); a group whose rewards are all equal gets advantages 0 (no signal).
+
+    Args:
+        rewards: [P, G], G >= 2 completions per prompt.
+
+    Returns:
+        [P, G] advantages (float32).
+    """
+    if rewards.shape[-1] < 2:
+        raise ValueError(
+            f"GRPO needs at least 2 completions per prompt (got {rewards.shape[-1]}): a group of one has no spread"
+        )
+    rewards = rewards.float()
+    return (rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, keepdim=True) + eps)
+
+
+def kl_k3(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """Per-token estimate of ``KL(pi || pi_ref)`` on tokens sampled from ``pi``: Schulman's k3 (2020), as in GRPO.
+
+    ``k3 = exp(ref - logp) - (ref - logp) - 1 >= 0``: unbiased (``E_pi[exp(ref - logp)] = 1``), never negative,
+    lower variance than ``logp - ref``. Gradients flow through ``logps`` only.
+
+    Args:
+        logps / ref_logps: [N, T] log-probabilities of the sampled tokens under the policy and the reference.
+    """
+    delta = ref_logps.float() - logps.float()
+    return torch.exp(delta) - delta - 1
+
+
+def clipped_policy_loss(
+    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, epsilon: float = 0.2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate, per token (Schulman et al., 2017), as GRPO and RLOO optimise it.
+
+    ``rho = exp(logp - logp_old)``; ``loss = -min(rho * A, clip(rho, 1 - eps, 1 + eps) * A)``. On the first pass over
+    a rollout ``logp_old = logp.detach()``, so ``rho = 1`` and the gradient is the policy gradient ``-A * grad logp``;
+    later passes over the same rollout are importance-weighted and clipped.
+
+    Args:
+        logps / old_logps: [N, T] log-probabilities of the sampled tokens now and when they were sampled.
+        advantages: [N], one per completion (broadcast over its tokens).
+        epsilon: clip range.
+
+    Returns:
+        per-token loss [N, T] (float32) and where the ratio was clipped [N, T] (bool: the clipped term was the min).
+    """
+    ratio = torch.exp(logps.float() - old_logps.float())
+    advantages = advantages.float().unsqueeze(-1)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * advantages
+    return -torch.minimum(unclipped, clipped), clipped < unclipped

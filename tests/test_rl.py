@@ -1,0 +1,131 @@
+"""Online RL (module=rl): reward sources against hand-computed values and their refusals, the module's own checks,
+and `python train.py experiment=rl_legal debug=tiny` end to end (rewards and KL logged, a model exported)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from lit_ft.eval import LabelMetrics, TextOverlap
+from lit_ft.eval.rewards import FormatReward, RewardModelReward, TaskMetricReward, WeightedSum
+from lit_ft.models.tiny import tiny_llama
+from lit_ft.modules.rl import RLModule, Rollouts, checked_rewards, last_answer_spans
+from tests.support.helpers import run_entry_point
+
+METRICS = {
+    "classify": LabelMetrics(pattern=r"TYPE:\s*([a-z_]+)"),
+    "flag": LabelMetrics(pattern=r"FLAG:\s*(NON-STANDARD|STANDARD)", positive="NON-STANDARD"),
+    "summarize": TextOverlap(["rouge_l"]),
+}
+
+
+def rollouts(completions, references, task_types, tokenizer=None, prompt_ids=None, completion_ids=None) -> Rollouts:
+    ids = [[1]] * len(completions)
+    return Rollouts(prompt_ids or ids, completion_ids or ids, completions, references, task_types, tokenizer,
+                    torch.device("cpu"))  # fmt: skip
+
+
+LABELLED = rollouts(
+    ["TYPE: payment", "type: indemnity", "I think it is payment", "FLAG: NON-STANDARD - uncapped", "a b d"],
+    ["TYPE: payment", "TYPE: payment", "TYPE: payment", "FLAG: STANDARD", "a b c"],
+    ["classify", "classify", "classify", "flag", "summarize"],
+)
+
+
+def test_task_metric_reward_is_label_match_or_the_text_score():
+    # label match 1, 0, 0 (unparsed), 0 (wrong flag); ROUGE-L of "a b d" vs "a b c": LCS 2, P = R = 2/3, F = 2/3
+    rewards = TaskMetricReward(METRICS)(LABELLED)
+    torch.testing.assert_close(rewards, torch.tensor([1.0, 0.0, 0.0, 0.0, 2 / 3]))
+
+
+def test_format_and_weighted_sum_rewards():
+    labels_only = rollouts(LABELLED.completions[:4], LABELLED.references[:4], LABELLED.task_types[:4])
+    torch.testing.assert_close(FormatReward(METRICS)(labels_only), torch.tensor([1.0, 1.0, 0.0, 1.0]))
+    both = WeightedSum(
+        {"task": TaskMetricReward(METRICS), "format": FormatReward(METRICS)}, {"task": 1.0, "format": 0.2}
+    )
+    torch.testing.assert_close(both(labels_only), torch.tensor([1.2, 0.2, 0.0, 0.2]))
+    with pytest.raises(ValueError, match="no label parser"):
+        FormatReward(METRICS)(LABELLED)  # summarize has a text metric, nothing to parse
+    with pytest.raises(ValueError, match="must name exactly the sources"):
+        WeightedSum({"task": TaskMetricReward(METRICS)}, {"task": 1.0, "format": 0.2})
+
+
+def test_bad_rewards_and_rows_are_refused():
+    with pytest.raises(ValueError, match=r"non-finite rewards for completions \[1\]"):
+        WeightedSum({"bad": lambda r: torch.tensor([1.0, math.nan])}, {"bad": 1.0})(
+            rollouts(["a", "b"], ["a", "b"], ["x", "x"])
+        )
+    with pytest.raises(ValueError, match=r"shape \(1, 2\), expected \(2,\)"):
+        checked_rewards(torch.zeros(1, 2), 2, "source")
+    with pytest.raises(ValueError, match="no reference answer"):
+        TaskMetricReward(METRICS)(rollouts(["TYPE: payment"], [""], ["classify"]))
+    with pytest.raises(ValueError, match="no task metric for task type 'other'"):
+        TaskMetricReward(METRICS)(rollouts(["x"], ["y"], ["other"]))
+
+
+def test_module_refuses_a_group_of_one_and_a_missing_adapter():
+    with pytest.raises(ValueError, match="needs at least 2"):
+        RLModule(model=lambda: None, reward=lambda r: None, loss_type="rloo", group_size=1)
+    with pytest.raises(ValueError, match="there is none: add peft=lora"):
+        RLModule(model=lambda: None, reward=lambda r: None, reference="adapter")
+
+
+def test_last_answer_span_is_the_reference_and_what_precedes_it_the_prompt():
+    # prompt 3 tokens, answer 2, a second prompt turn, answer 2, padding
+    labels = torch.tensor(
+        [[-100, -100, -100, 7, 8, -100, -100, 9, 10, -100], [-100, 4, 5, -100, -100, -100, -100, -100, -100, -100]]
+    )
+    assert last_answer_spans(labels) == [(7, 9), (1, 3)]
+    with pytest.raises(ValueError, match="row 0 has no prompt"):
+        last_answer_spans(torch.tensor([[1, 2, -100]]))
+    with pytest.raises(ValueError, match="row 0 has no answer tokens"):
+        last_answer_spans(torch.full((1, 3), -100))
+
+
+def test_reward_model_scores_each_sequence_at_its_last_token(tmp_path, tokenizer):
+    model = tiny_llama(tokenizer, head="score")
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    prompts, completions = [[10, 11, 12], [10, 11]], [[20, 21], [30, 31, 32, 33]]
+    # each sequence scored alone, unpadded (the model's own pooling: its last token), against a padded batch of both
+    with torch.no_grad():
+        alone = [model.eval()(torch.tensor([p + c])).logits[0, 0] for p, c in zip(prompts, completions)]
+    got = RewardModelReward(tmp_path)(rollouts(["", ""], ["", ""], ["a", "a"], tokenizer, prompts, completions))
+    torch.testing.assert_close(got, torch.stack(alone), rtol=1e-4, atol=1e-5)
+
+    class OtherTokenizer:
+        def get_vocab(self):
+            return {"a": 0}
+
+        def __len__(self):
+            return 1
+
+    with pytest.raises(ValueError, match="another tokenizer"):
+        RewardModelReward(tmp_path)(rollouts(["", ""], ["", ""], ["a", "a"], OtherTokenizer(), prompts, completions))
+
+
+def test_rl_legal_runs_and_logs_rewards_and_kl(tmp_path):
+    out = tmp_path / "run"
+    run_entry_point([
+        "experiment=rl_legal", "debug=tiny", f"paths.output_dir={out}", "logger=csv", "trainer.log_every_n_steps=1",
+        "trainer.max_steps=2", "callbacks.task_scores.max_examples=4", "module.max_new_tokens=8",
+    ])  # fmt: skip
+    [metrics_file] = out.glob("**/metrics.csv")
+    rows = [row for row in csv.DictReader(metrics_file.open()) if row["train/reward"]]
+    assert len(rows) == 2
+    for row in rows:
+        for name in ("train/reward", "train/reward/classify", "train/reward/flag", "train/kl", "train/loss"):
+            assert math.isfinite(float(row[name])), name
+        assert float(row["train/kl"]) >= 0.0  # k3 is never negative
+        assert 0 < float(row["train/completion_tokens"]) <= 8  # bounded by max_new_tokens
+        assert float(row["perf/rollout_tokens_per_s"]) > 0 and float(row["perf/train_tokens_per_s"]) > 0
+    # 4 prompts x 4 completions a step, classify and flag rows only
+    assert float(rows[0]["train/examples/classify"]) + float(rows[0]["train/examples/flag"]) == 16
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["experiment"] == "rl_legal" and "val/accuracy/classify" in summary["val_after"]
+    assert (out / "model" / "model.safetensors").exists() and (out / "adapter" / "adapter_model.safetensors").exists()
