@@ -1,7 +1,8 @@
 """W&B dashboards (issue 21): the workspace and the sweep report, built for what real tiny runs logged.
 
-Two commands run once for the module, offline (no API key): a 2-job LoRA sweep with the forgetting check, samples,
-early stopping and L2-SP, and a DPO run. Their ``.wandb`` files are read back (``tests/support/wandb_records.py``):
+Three commands run once for the module, offline (no API key): a 2-job LoRA sweep with the forgetting check, samples,
+task scores, early stopping, L2-SP and EWC, a DPO run and an online RL run. Their ``.wandb`` files are read back
+(``tests/support/wandb_records.py``):
 every panel must plot something they logged, and everything they logged must have a panel.
 """
 
@@ -59,6 +60,7 @@ SWEEP = [
     "callbacks.generation_samples.max_new_tokens=4",
 ]
 DPO = ["experiment=dpo_legal", "model=tiny", *TINY_CHECKS, "logger.wandb.dashboard=true"]
+RL = ["experiment=rl_legal", *TINY_CHECKS, "callbacks.task_scores.max_examples=4", "module.max_new_tokens=8"]
 
 
 def dashboard_command(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -68,15 +70,16 @@ def dashboard_command(args: list[str], cwd: Path, check: bool = True) -> subproc
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """``{"sweep_dir", "runs": [logged run, ...]}``: the sweep's two W&B runs and the DPO run's."""
+    """``{"sweep_dir", "runs": [logged run, ...]}``: the sweep's two W&B runs, the DPO run's and the online RL run's."""
     root = tmp_path_factory.mktemp("dashboard")
     with pytest.MonkeyPatch.context() as patch:
         offline_without_api_key(patch, root)
         run_entry_point([*SWEEP, f"paths.log_dir={root}/logs"])
         dpo = run_entry_point([*DPO, f"paths.log_dir={root}/logs", f"paths.output_dir={root}/dpo"])
+        run_entry_point([*RL, f"paths.log_dir={root}/logs", f"paths.output_dir={root}/rl"])
     [sweep_dir] = (root / "logs" / "debug_tiny" / "multirun").iterdir()
     files = sorted(root.glob("**/wandb/offline-run-*/run-*.wandb"))
-    assert len(files) == 3, files
+    assert len(files) == 4, files
     return {"sweep_dir": sweep_dir, "runs": [logged_run(f) for f in files], "dpo_output": dpo.stdout + dpo.stderr}
 
 
@@ -190,7 +193,16 @@ def test_the_offline_command_writes_the_workspace_as_json_that_round_trips(no_ap
     assert (loaded.entity, loaded.project) == ("team", "lit-ft")
     assert to_json(loaded) == text
     assert without_ids(json.loads(text)) == without_ids(json.loads(to_json(workspace("team", "lit-ft"))))
-    sections = ["Overview", "Per task", "Task scores", "Forgetting", "Preference", "Samples", "Performance"]
+    sections = [
+        "Overview",
+        "Per task",
+        "Task scores",
+        "Forgetting",
+        "Preference",
+        "Online RL",
+        "Samples",
+        "Performance",
+    ]
     assert [s.name for s in loaded.sections] == sections
     mcq = next(s for s in loaded.sections if s.name == "Forgetting").panels[0]
     assert names(mcq.y)[1:] == ["forgetting/mcq_acc_baseline", "forgetting/mcq_acc_threshold"]

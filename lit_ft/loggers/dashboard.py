@@ -47,6 +47,8 @@ from lit_ft.utils.metric_names import (
     PER_TASK_TABLE,
     PROSE_PPL,
     REWARD_METRICS,
+    RL_METRICS,
+    ROLLOUT_TOKENS_PER_S,
     SAMPLES_BEFORE_AFTER_TABLE,
     SAMPLES_PER_S,
     SAMPLES_TABLE,
@@ -57,6 +59,7 @@ from lit_ft.utils.metric_names import (
     TASK_SCORES_TABLE,
     TOKENS_PER_S,
     TRAIN_LOSS,
+    TRAIN_TOKENS_PER_S,
     VAL_LOSS,
     VAL_PPL,
     final_metric,
@@ -81,10 +84,18 @@ def _family(title: str, pattern: str) -> wr.LinePlot:
     return wr.LinePlot(title=title, x=STEP, metric_regex=pattern)
 
 
+def _task_regex(stage: str, name: str) -> str:
+    """``<stage>/<name>/<task>`` for every task: :func:`task_metric` with the task left open."""
+    return "^" + re.escape(task_metric(stage, name, TASK)).replace(TASK, "[^/]+") + "$"
+
+
 def _per_task(stage: str, name: str) -> wr.LinePlot:
-    """``<stage>/<name>/<task>`` for every task: the pattern is :func:`task_metric` with the task left open."""
-    pattern = re.escape(task_metric(stage, name, TASK)).replace(TASK, "[^/]+")
-    return _family(f"{stage_metric(stage, name)} per task", f"^{pattern}$")
+    return _family(f"{stage_metric(stage, name)} per task", _task_regex(stage, name))
+
+
+def train(name: str) -> str:
+    """``train/<name>``."""
+    return stage_metric("train", name)
 
 
 def task_scores_pattern(families: Sequence[str]) -> str:
@@ -100,6 +111,7 @@ def _against_reference(title: str, score: str) -> wr.LinePlot:
 
 def sections() -> list[ws.Section]:
     """The workspace's sections, in page order (see ``docs/recipes.md``, "Dashboards")."""
+    reward, reward_std, kl, clip_frac, completion_tokens, truncated = RL_METRICS
     not_reference = "(?!.*_(?:delta|baseline|threshold)$)"
     chosen, rejected, accuracies, margins = REWARD_METRICS
     preference = {
@@ -163,6 +175,19 @@ def sections() -> list[ws.Section]:
             ],
         ),
         ws.Section(
+            name="Online RL",
+            panels=[
+                _lines("Rollouts: mean reward and its spread within groups", [train(reward), train(reward_std)]),
+                _lines("KL to the reference (k3)", [train(kl)]),
+                _lines("Clipped share of completion tokens", [train(clip_frac)]),
+                _lines(
+                    "Completion tokens, and completions cut at max_new_tokens",
+                    [train(completion_tokens), train(truncated)],
+                ),
+                *(_family(f"{train(name)} per task", _task_regex("train", name)) for name in (reward, kl)),
+            ],
+        ),
+        ws.Section(
             name="Samples",
             is_open=True,
             panels=[
@@ -174,6 +199,7 @@ def sections() -> list[ws.Section]:
             name="Performance",
             panels=[
                 _lines("Tokens/s (non-padding, all ranks)", [TOKENS_PER_S]),
+                _lines("Online RL: rollout and training tokens/s", [ROLLOUT_TOKENS_PER_S, TRAIN_TOKENS_PER_S]),
                 _lines("Samples/s", [SAMPLES_PER_S]),
                 _lines("MFU", [MFU]),
                 _lines("Peak memory (GB)", [PEAK_MEM_GB]),
