@@ -15,6 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_ft.data.prompts import Prompt
 from lit_ft.data.tokenize import render_ids
+from lit_ft.utils.distributed import root_weights_gathered
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
@@ -64,7 +65,7 @@ def generate_answer_ids(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training
     model.eval()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), root_weights_gathered(model):
         torch.manual_seed(seed)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]

@@ -11,7 +11,6 @@ from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
-from torch.distributed.fsdp import FSDPModule
 from transformers import PreTrainedTokenizerBase
 
 from lit_ft.data.batch import IGNORE_INDEX
@@ -19,7 +18,7 @@ from lit_ft.losses import clipped_policy_loss, grpo_advantages, kl_k3, rloo_adva
 from lit_ft.modules.causal_lm import CausalLMModule
 from lit_ft.modules.dpo import eval_mode
 from lit_ft.modules.fine_tune import StepOutput
-from lit_ft.utils.distributed import reshard
+from lit_ft.utils.distributed import root_weights_gathered
 from lit_ft.utils.metric_names import RL_METRICS, ROLLOUT_TOKENS_PER_S, TRAIN_TOKENS_PER_S, stage_metric
 
 LossType = Literal["grpo", "rloo"]
@@ -198,12 +197,7 @@ class RLModule(CausalLMModule):
         length = max(map(len, prompts))
         input_ids = torch.tensor([[pad] * (length - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        # FSDP2: peft's generate calls the inner model's forward, past the root's hook that gathers the root's own
-        # weights (embeddings, head), so they are gathered here and put back as shards after
-        sharded = isinstance(self.model, FSDPModule)
-        if sharded:
-            self.model.unshard()
-        with eval_mode(self.model):
+        with root_weights_gathered(self.model), eval_mode(self.model):
             output = self.model.generate(
                 input_ids=input_ids.repeat_interleave(self.group_size, 0),
                 attention_mask=mask.repeat_interleave(self.group_size, 0),
@@ -217,8 +211,6 @@ class RLModule(CausalLMModule):
                 # under FSDP2 each forward gathers weights from all ranks: a rank done sooner keeps stepping
                 synced_gpus=self.trainer.world_size > 1,
             )
-        if sharded:
-            reshard(self.model)
         completions, truncated = [], 0
         for ids in output[:, length:].tolist():
             if tokenizer.eos_token_id in ids:

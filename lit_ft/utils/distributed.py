@@ -5,6 +5,8 @@ copies of the trainable weights (what early stopping keeps) cut into shards or g
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -39,6 +41,23 @@ def reshard(root: nn.Module) -> None:
     for module in root.modules():
         if isinstance(module, FSDPModule):
             module.reshard()
+
+
+@contextmanager
+def root_weights_gathered(model: nn.Module) -> Iterator[None]:
+    """FSDP2: the root module's own weights (embeddings, LM head) gathered for the duration, then registered as
+    shards again (:func:`reshard`); any other model as it is. Generation needs it with a peft model: peft's
+    ``generate`` calls the inner model's forward, past the root's hook that would gather them."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.unshard()
+    try:
+        yield
+    finally:
+        reshard(model)
 
 
 def is_sharded(root: nn.Module) -> bool:
