@@ -269,7 +269,8 @@ class FineTuneDataModule(L.LightningDataModule):
                 {"files": fingerprints(s.files), "val_files": fingerprints(s.val_files), "task_type": s.task_type}
                 for s in self.sources()
             ],
-            "val_files": fingerprints(self.val_files),
+            # a mixture's own validation data (without a mixture, val_files is the single source's, above)
+            "mixture_val_files": fingerprints(self.val_files) if self.mixture else [],
         }
 
     def prepare_data(self) -> None:
