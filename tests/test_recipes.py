@@ -240,3 +240,48 @@ def test_neftune_noises_embeddings_only_in_training(tiny_model):
     assert probe.noise["val"] and all(n == 0 for n in probe.noise["val"])
     probe.handle.remove()
     assert not module.model.get_input_embeddings()._forward_hooks  # NEFTune's hook is gone after fit
+
+
+class TwoTaskData(L.LightningDataModule):
+    """Two toy examples, task ids 0 ("a") and 1 ("b"), in one batch."""
+
+    task_names = ["a", "b"]
+
+    def train_dataloader(self):
+        examples = toy_examples(2)
+        examples[1]["task_ids"] = [1] * len(examples[1]["input_ids"])
+        return DataLoader(examples, batch_size=2, collate_fn=Collator(pad_token_id=0))
+
+
+def test_task_loss_weights_weight_each_tasks_tokens_in_the_step_mean(tiny_model):
+    weights = {"b": 3.0}
+    module = SFTModule(
+        model=lambda: copy.deepcopy(tiny_model),
+        optimizer=lambda g: torch.optim.SGD(g, lr=0.0),
+        task_loss_weights=weights,
+    )
+    recorder = StepRecorder()
+    trainer = tiny_trainer(gradient_clip_val=None, callbacks=[recorder], max_steps=1)
+    trainer.fit(module, datamodule=TwoTaskData())
+    # By hand: sum over loss tokens of w(task) * loss, divided by the step's N loss tokens (not by the weights).
+    batch = next(iter(TwoTaskData().train_dataloader()))
+    model = module.model
+    model.zero_grad()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    per_token = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), reduction="none"
+    ).view(2, -1)
+    token_weight = torch.tensor([[1.0], [3.0]])
+    loss = (per_token * token_weight).sum() / per_token.numel()
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(recorder.grads[f"model.{name}"], parameter.grad, atol=1e-6, rtol=1e-5)
+    assert math.isclose(trainer.callback_metrics["train/loss"].item(), loss.item(), rel_tol=1e-5)
+
+
+def test_task_loss_weights_refuse_unknown_tasks_and_negative_weights(tiny_model):
+    with pytest.raises(ValueError, match="must be >= 0"):
+        SFTModule(model=lambda: tiny_model, task_loss_weights={"a": -1.0})
+    module = SFTModule(model=lambda: tiny_model, task_loss_weights={"clasify": 2.0})
+    with pytest.raises(ValueError, match=r"does not have: \['clasify'\].*\['a', 'b'\]"):
+        tiny_trainer(max_steps=1).fit(module, datamodule=TwoTaskData())

@@ -7,6 +7,8 @@ Subclassing points, besides :class:`~lit_ft.modules.fine_tune.FineTuneModule`'s:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch.distributed.fsdp import FSDPModule
 from transformers import PreTrainedModel
@@ -28,12 +30,29 @@ class CausalLMModule(FineTuneModule):
             (logit soft-capping or scaling).
         head_chunk_tokens: with ``head_on_loss_tokens``, score more loss tokens than this in chunks whose logits
             are recomputed in backward (peak memory: one [chunk, vocabulary] block of logits).
+        task_loss_weights: task type -> weight ``w`` of its tokens in the training loss (others 1), which becomes
+            ``sum_t w(task_t) * loss_t / N`` over the step's N loss tokens: the multi-task sum
+            ``sum_task w_task * L_task`` with each task's share of the tokens kept. A task whose answers are a few
+            tokens (a label) gets a few tokens' say among long answers; a weight gives it more. The validation
+            loss stays the plain token mean, comparable across weightings.
         (others: see :class:`~lit_ft.modules.fine_tune.FineTuneModule`)
     """
 
-    def __init__(self, *args, head_on_loss_tokens: bool = True, head_chunk_tokens: int | None = 1024, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        head_on_loss_tokens: bool = True,
+        head_chunk_tokens: int | None = 1024,
+        task_loss_weights: Mapping[str, float] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.head_on_loss_tokens, self.head_chunk_tokens = head_on_loss_tokens, head_chunk_tokens
+        negative = {task: weight for task, weight in (task_loss_weights or {}).items() if not weight >= 0}
+        if negative:
+            raise ValueError(f"task_loss_weights must be >= 0, got {negative}")
+        self.task_loss_weights = dict(task_loss_weights or {})
+        self._task_weight_table: torch.Tensor | None = None  # weight per task id, built when training starts
 
     def _causal_lm(self, model: PreTrainedModel | None = None) -> PreTrainedModel:
         """The ``*ForCausalLM`` model under any peft wrapper (adapters stay active inside it)."""
@@ -74,6 +93,24 @@ class CausalLMModule(FineTuneModule):
         out = self.token_losses(batch)
         return (out["per_token_loss"] * out["loss_mask"]).sum() / out["loss_mask"].sum().clamp(min=1)
 
+    def on_fit_start(self) -> None:
+        if self.task_loss_weights:
+            names: list[str] = self.trainer.datamodule.task_names
+            unknown = sorted(set(self.task_loss_weights) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"task_loss_weights names task types the data does not have: {unknown} (it has {names})"
+                )
+            self._task_weight_table = torch.tensor([float(self.task_loss_weights.get(n, 1.0)) for n in names])
+
+    def token_weights(self, out: StepOutput) -> torch.Tensor:
+        """[B, T-1] float: each loss token's task weight (``task_loss_weights``), 0 where no loss."""
+        mask = out["loss_mask"].float()
+        if self._task_weight_table is None:
+            return mask
+        table = self._task_weight_table.to(mask.device)
+        return mask * table[out["task_ids"].clamp(min=0)]
+
     def on_train_start(self) -> None:
         # Not on_fit_start: sharded strategies restore a checkpoint (and EWC's Fisher in it) after that hook.
         if self.ewc is None or self.ewc.fisher:
@@ -88,7 +125,8 @@ class CausalLMModule(FineTuneModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         out = self.token_losses(batch)
-        loss_sum = (out["per_token_loss"] * out["loss_mask"]).sum()
+        # Summed here, divided by the step's loss tokens (all micro-batches and ranks) in normalize_gradients.
+        loss_sum = (out["per_token_loss"] * self.token_weights(out)).sum()
         return {"loss": self.loss_to_backward(loss_sum, out["loss_mask"].sum()), **out}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
