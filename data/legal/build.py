@@ -184,18 +184,24 @@ def load_clauses(paths):
             assert 6 <= words("REVISION: " + c["revision"]) <= 35, where + " revision length"
             assert c["nonstandard"] is None or 1 <= words(c["nonstandard"]) <= 10, where
             clauses.append(c)
+    assert_unique(clauses)
     return clauses
 
 
-def load_bank():
-    """``(bank clauses, test clauses)``: ids and texts unique across both."""
-    bank = load_clauses(sorted((HERE / "bank").glob("part*.jsonl")))
-    test = load_clauses([HERE / "bank" / "test.jsonl"])
-    every = bank + test
-    ids = [c["id"] for c in every]
+def assert_unique(clauses):
+    ids = [c["id"] for c in clauses]
     assert len(ids) == len(set(ids)), "duplicate clause ids"
-    assert len({c["text"] for c in every}) == len(every), "duplicate clause texts"
-    return bank, test
+    assert len({c["text"] for c in clauses}) == len(clauses), "duplicate clause texts"
+
+
+def load_bank():
+    """The bank's clauses (``bank/part*.jsonl``): the train/validation draw."""
+    return load_clauses(sorted((HERE / "bank").glob("part*.jsonl")))
+
+
+def load_test_clauses():
+    """The clauses written for the test split (``bank/test.jsonl``), never in the train/validation draw."""
+    return load_clauses([HERE / "bank" / "test.jsonl"])
 
 
 def answer(task, c):
@@ -375,7 +381,8 @@ def stats_block(splits, vp):
 
 
 def main():
-    clauses, test_cl = load_bank()
+    clauses, test_cl = load_bank(), load_test_clauses()
+    assert_unique(clauses + test_cl)
     assert {c["type"] for c in test_cl} == set(TYPES), "the test clauses must cover every clause type"
     type_counts = Counter(c["type"] for c in clauses)
     assert all(type_counts[t] >= 7 for t in TYPES), type_counts
