@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+
 import pytest
 import torch
 
 from lit_ft.data import Collator, DataError, SFTDataModule, pack_examples, read_records
 from lit_ft.data.formats import parse_sft_row
-from tests.conftest import chat, write_jsonl
+from tests.conftest import REPO, chat, write_jsonl
+
+LEGAL = REPO / "data" / "legal"
 
 
 def error_of(tmp_path, line: str) -> DataError:
@@ -168,3 +176,64 @@ def test_packed_logits_equal_each_example_alone(tokenizer, attn_implementation):
             n = len(example["input_ids"])
             torch.testing.assert_close(packed[offset : offset + n], alone, atol=1e-5, rtol=1e-4)
             offset += n
+
+
+def jsonl_rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def strings(value) -> list[str]:
+    """Every string inside parsed JSON (lists and objects walked)."""
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [text for item in items for text in strings(item)]
+
+
+def asked_clause(row: dict) -> str:
+    """The clause a legal row asks about: its first user turn after the instruction (``<instruction>\\n\\n<clause>``)."""
+    return next(m["content"] for m in row["messages"] if m["role"] == "user").split("\n\n", 1)[1]
+
+
+def test_legal_build_reproduces_the_shipped_files(tmp_path):
+    # build.py is deterministic and the shipped files (README statistics included) are what the bank builds
+    copy = tmp_path / "legal"
+    shutil.copytree(LEGAL / "bank", copy / "bank")
+    for name in ("build.py", "README.md"):
+        shutil.copy(LEGAL / name, copy / name)
+    subprocess.run([sys.executable, str(copy / "build.py")], check=True, capture_output=True)
+    for name in ("train.jsonl", "val.jsonl", "val_prompts.jsonl", "test.jsonl", "README.md"):
+        assert (copy / name).read_bytes() == (LEGAL / name).read_bytes(), name
+
+
+def test_legal_test_split_is_held_out_and_parses(tokenizer):
+    written = jsonl_rows(LEGAL / "bank" / "test.jsonl")
+    bank = [row for path in sorted((LEGAL / "bank").glob("part*.jsonl")) for row in jsonl_rows(path)]
+    splits = {name: jsonl_rows(LEGAL / f"{name}.jsonl") for name in ("train", "val", "test")}
+    clauses = {name: {asked_clause(row) for row in rows} for name, rows in splits.items()}
+    # the test split is the 24 clauses written for it, 2 of each of the 12 types
+    assert clauses["test"] == {c["text"] for c in written} and len(clauses["test"]) == 24
+    assert Counter(c["type"] for c in written) == Counter({t: 2 for t in {c["type"] for c in bank}})
+    assert len({c["type"] for c in bank}) == 12
+    # no test clause is asked in train or val, nor found in any other shipped file (the bank, preference pairs,
+    # CPT prose, general chat)
+    assert not clauses["test"] & (clauses["train"] | clauses["val"])
+    held_out = {LEGAL / "test.jsonl", LEGAL / "bank" / "test.jsonl"}
+    others = "\n".join(
+        text
+        for path in sorted(REPO.glob("data/**/*.jsonl"))
+        if path not in held_out
+        for text in strings(jsonl_rows(path))
+    )
+    assert [c["id"] for c in written if c["text"] in others] == []
+    # rows per clause: one summarize, flag and classify row each; a revise row for each of the 10 non-standard
+    # clauses and a seeded share of the 14 standard ones
+    per_task = Counter(row["task_type"] for row in splits["test"])
+    assert (per_task["summarize"], per_task["flag"], per_task["classify"]) == (24, 24, 24)
+    assert sum(c["nonstandard"] is not None for c in written) == 10 <= per_task["revise"] <= 24
+    assert len(splits["test"]) == sum(per_task.values())
+    # read as eval.py reads it (eval_files=data/legal/test.jsonl): every row kept whole at the flagship's length
+    dm = SFTDataModule(tokenizer, LEGAL / "train.jsonl", val_files=LEGAL / "test.jsonl", max_length=256)
+    dm.setup("validate")
+    stats = dm.stats["val"]
+    assert (stats.rows, stats.examples, stats.truncated_examples) == (len(splits["test"]), len(splits["test"]), 0)

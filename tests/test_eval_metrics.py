@@ -104,11 +104,12 @@ def test_score_generations_uses_the_task_metric_or_the_default():
     assert rows[0]["scores"]["label"] == "a" and "scores" not in rows[2]
 
 
-def test_legal_default_mapping_scores_the_shipped_references_perfectly():
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_legal_default_mapping_scores_the_shipped_references_perfectly(split):
     cfg = compose_config([], name="eval")
     metrics = {task: instantiate(metric) for task, metric in cfg.task_metrics.items()}
     rows = []
-    for line in (REPO / "data" / "legal" / "val.jsonl").read_text().splitlines():
+    for line in (REPO / "data" / "legal" / f"{split}.jsonl").read_text().splitlines():
         row = json.loads(line)
         answer = row["messages"][-1]["content"]
         rows.append({"task_type": row["task_type"], "generation": answer, "reference": answer})

@@ -2,13 +2,16 @@
 """Build the legal-clause SFT set from the clause bank (stdlib only, deterministic).
 
 Reads  data/legal/bank/part*.jsonl   (the hand-written clause bank)
-Writes data/legal/train.jsonl, data/legal/val.jsonl, data/legal/val_prompts.jsonl
-and refreshes the statistics block of data/legal/README.md.
+       data/legal/bank/test.jsonl    (clauses written for the test split only)
+Writes data/legal/train.jsonl, data/legal/val.jsonl, data/legal/val_prompts.jsonl,
+data/legal/test.jsonl and refreshes the statistics block of data/legal/README.md.
 
 The bank is split BY CLAUSE (seeded, stratified by clause type, 2 of every 10
 clauses per type go to validation), so no validation clause is ever seen in
-training. Each clause then yields summarize / flag / classify rows and, for
-every non-standard clause plus a seeded share of standard ones, a revise row.
+training. The test clauses never enter that draw: they make the test split
+alone, so the recipe chosen on validation is scored on clauses no run has seen.
+Each clause then yields summarize / flag / classify rows and, for every
+non-standard clause plus a seeded share of standard ones, a revise row.
 About 10% of rows are turned into two-turn conversations whose second user
 turn refers back to "that clause".
 
@@ -67,7 +70,7 @@ SUMMARY_RE = re.compile(
 
 MAX_CONV_WORDS = 115  # keeps every row under ~170 SmolLM2 tokens incl. chat template
 VAL_PER_TYPE = 2  # of 10 clauses per type -> ~80/20 split
-STD_REVISE_SHARE = {"train": 0.5, "val": 0.2}
+STD_REVISE_SHARE = {"train": 0.5, "val": 0.2, "test": 0.2}
 MULTI_TURN_SHARE = 0.10
 SYSTEM_SHARE = 0.5
 
@@ -164,9 +167,10 @@ def words(s):
     return len(s.split())
 
 
-def load_bank():
+def load_clauses(paths):
+    """The validated clause rows of ``paths``, in order."""
     clauses = []
-    for path in sorted((HERE / "bank").glob("part*.jsonl")):
+    for path in paths:
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
@@ -180,10 +184,24 @@ def load_bank():
             assert 6 <= words("REVISION: " + c["revision"]) <= 35, where + " revision length"
             assert c["nonstandard"] is None or 1 <= words(c["nonstandard"]) <= 10, where
             clauses.append(c)
+    assert_unique(clauses)
+    return clauses
+
+
+def assert_unique(clauses):
     ids = [c["id"] for c in clauses]
     assert len(ids) == len(set(ids)), "duplicate clause ids"
     assert len({c["text"] for c in clauses}) == len(clauses), "duplicate clause texts"
-    return clauses
+
+
+def load_bank():
+    """The bank's clauses (``bank/part*.jsonl``): the train/validation draw."""
+    return load_clauses(sorted((HERE / "bank").glob("part*.jsonl")))
+
+
+def load_test_clauses():
+    """The clauses written for the test split (``bank/test.jsonl``), never in the train/validation draw."""
+    return load_clauses([HERE / "bank" / "test.jsonl"])
 
 
 def answer(task, c):
@@ -320,7 +338,16 @@ def validate_file(path, with_reference=False):
     return rows
 
 
-def stats_block(train, val, vp, n_train_clauses, n_val_clauses):
+def assert_unseen(clauses, rows, where):
+    """No clause text of ``clauses`` appears in any message of ``rows`` (the split named ``where``)."""
+    seen = "\n".join(m["content"] for r in rows for m in r["messages"])
+    for c in clauses:
+        assert c["text"] not in seen, "clause %s leaks into %s" % (c["id"], where)
+
+
+def stats_block(splits, vp):
+    """The README statistics: ``splits`` maps a split name to ``(rows, number of clauses)``."""
+
     def row_stats(rows):
         cnt = Counter(r["task_type"] for r in rows)
         multi = sum(1 for r in rows if sum(m["role"] == "user" for m in r["messages"]) > 1)
@@ -328,21 +355,25 @@ def stats_block(train, val, vp, n_train_clauses, n_val_clauses):
         avg = sum(conv_words(r["messages"]) for r in rows) / len(rows)
         return cnt, multi, sysn, avg
 
-    ct, mt, st, at = row_stats(train)
-    cv, mv, sv, av = row_stats(val)
+    names = list(splits)
+    st = {name: row_stats(rows) for name, (rows, _) in splits.items()}
+
+    def per_split(fmt, value):
+        return " / ".join(fmt % value(name) + " " + name for name in names)
+
     lines = [
-        "| task_type | train | val |",
-        "|-----------|------:|----:|",
+        "| task_type | " + " | ".join(names) + " |",
+        "|-----------|" + "".join("%s:|" % ("-" * (len(name) + 1)) for name in names),
     ]
     for t in TASKS:
-        lines.append("| %s | %d | %d |" % (t, ct[t], cv[t]))
+        lines.append("| %s | " % t + " | ".join("%d" % st[name][0][t] for name in names) + " |")
     lines += [
-        "| **total** | **%d** | **%d** |" % (len(train), len(val)),
+        "| **total** | " + " | ".join("**%d**" % len(splits[name][0]) for name in names) + " |",
         "",
-        "- clauses: %d train / %d val (split by clause, no overlap)" % (n_train_clauses, n_val_clauses),
-        "- multi-turn rows: %d train / %d val" % (mt, mv),
-        "- rows with a system message: %d train / %d val" % (st, sv),
-        "- average words per conversation (all messages): %.1f train / %.1f val" % (at, av),
+        "- clauses: %s (split by clause, no overlap)" % per_split("%d", lambda name: splits[name][1]),
+        "- multi-turn rows: %s" % per_split("%d", lambda name: st[name][1]),
+        "- rows with a system message: %s" % per_split("%d", lambda name: st[name][2]),
+        "- average words per conversation (all messages): %s" % per_split("%.1f", lambda name: st[name][3]),
         "- val_prompts.jsonl: %d prompts (%s)"
         % (len(vp), ", ".join("%s %d" % (t, n) for t, n in sorted(Counter(r["task_type"] for r in vp).items()))),
     ]
@@ -350,7 +381,9 @@ def stats_block(train, val, vp, n_train_clauses, n_val_clauses):
 
 
 def main():
-    clauses = load_bank()
+    clauses, test_cl = load_bank(), load_test_clauses()
+    assert_unique(clauses + test_cl)
+    assert {c["type"] for c in test_cl} == set(TYPES), "the test clauses must cover every clause type"
     type_counts = Counter(c["type"] for c in clauses)
     assert all(type_counts[t] >= 7 for t in TYPES), type_counts
 
@@ -365,27 +398,34 @@ def main():
     train = build_split(random.Random(SEED + 1), train_cl, "train")
     val = build_split(random.Random(SEED + 2), val_cl, "val")
     vp = pick_val_prompts(random.Random(SEED + 3), val_cl)
+    test = build_split(random.Random(SEED + 4), test_cl, "test")
 
     write_jsonl(HERE / "train.jsonl", train)
     write_jsonl(HERE / "val.jsonl", val)
     write_jsonl(HERE / "val_prompts.jsonl", vp)
+    write_jsonl(HERE / "test.jsonl", test)
 
     # ---- validation of what was written ----
     train_r = validate_file(HERE / "train.jsonl")
     val_r = validate_file(HERE / "val.jsonl")
     vp_r = validate_file(HERE / "val_prompts.jsonl", with_reference=True)
+    test_r = validate_file(HERE / "test.jsonl")
     assert not ({c["id"] for c in train_cl} & {c["id"] for c in val_cl}), "clause in both splits"
     train_text = "\n".join(m["content"] for r in train_r for m in r["messages"])
-    for c in val_cl:
-        assert c["text"] not in train_text, "val clause %s leaks into train" % c["id"]
+    assert_unseen(val_cl, train_r, "train")
     for r in vp_r:
         assert r["messages"][0]["content"].split("\n\n", 1)[1] not in train_text
+    assert_unseen(test_cl, train_r, "train")
+    assert_unseen(test_cl, val_r, "val")
+    assert_unseen(train_cl + val_cl, test_r, "test")
     assert len(train_r) >= 320, len(train_r)
-    assert 60 <= len(val_r) <= 90, len(val_r)
-    for rows in (train_r, val_r):
+    for rows in (val_r, test_r):
+        assert 60 <= len(rows) <= 90, len(rows)
+    for rows in (train_r, val_r, test_r):
         assert set(r["task_type"] for r in rows) == set(TASKS)
 
-    block = stats_block(train_r, val_r, vp_r, len(train_cl), len(val_cl))
+    splits = {"train": (train_r, len(train_cl)), "val": (val_r, len(val_cl)), "test": (test_r, len(test_cl))}
+    block = stats_block(splits, vp_r)
     readme = HERE / "README.md"
     if readme.exists():
         text = readme.read_text(encoding="utf-8")
