@@ -80,6 +80,11 @@ SYSTEM_PROMPTS = [
     "You review contract clauses for Harrow & Vale LLP lawyers. Reply only in the firm's house notation.",
 ]
 
+# Rows that ask for a clause type carry this per-task system prompt (appended to their system message, or as
+# one): the answer is one of a closed set of labels, which a model cannot guess from the clause alone.
+CLASSIFY_SYSTEM = "Clause types: " + ", ".join(TYPES) + "."
+# Its words come on top of MAX_CONV_WORDS (it is the same in every classify row).
+
 # {contract} is replaced by the clause's contract name, e.g. "SaaS agreement".
 PROMPTS = {
     "summarize": [
@@ -245,7 +250,16 @@ def make_row(rng, c, task, first_task, want_system):
         sys_msg = {"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}
         if conv_words([sys_msg] + msgs) <= MAX_CONV_WORDS:
             msgs = [sys_msg] + msgs
+    if "classify" in (task, first_task):
+        msgs = with_classify_system(msgs)
     return {"messages": msgs, "task_type": task}
+
+
+def with_classify_system(msgs):
+    """``msgs`` with CLASSIFY_SYSTEM appended to their system message, or as their system message."""
+    if msgs[0]["role"] == "system":
+        return [{"role": "system", "content": msgs[0]["content"] + " " + CLASSIFY_SYSTEM}] + msgs[1:]
+    return [{"role": "system", "content": CLASSIFY_SYSTEM}] + msgs
 
 
 def build_split(rng, clauses, split):
@@ -298,7 +312,9 @@ def pick_val_prompts(rng, val_clauses):
             user = PROMPTS[task][len(out) % len(PROMPTS[task])].format(contract=c["contract"])
             out.append(
                 {
-                    "messages": [{"role": "user", "content": user + "\n\n" + c["text"]}],
+                    "messages": with_classify_system([{"role": "user", "content": user + "\n\n" + c["text"]}])
+                    if task == "classify"
+                    else [{"role": "user", "content": user + "\n\n" + c["text"]}],
                     "task_type": task,
                     "reference": answer(task, c),
                 }
@@ -333,7 +349,8 @@ def validate_file(path, with_reference=False):
             for k, m in enumerate(body):
                 assert m["role"] == ("user" if k % 2 == 0 else "assistant"), where + " role order"
                 assert m["content"].strip(), where + " empty content"
-            assert conv_words(msgs) <= MAX_CONV_WORDS, where + " too long"
+            limit = MAX_CONV_WORDS + (words(CLASSIFY_SYSTEM) if CLASSIFY_SYSTEM in msgs[0]["content"] else 0)
+            assert conv_words(msgs) <= limit, where + " too long"
         rows.append(r)
     return rows
 
@@ -414,7 +431,7 @@ def main():
     train_text = "\n".join(m["content"] for r in train_r for m in r["messages"])
     assert_unseen(val_cl, train_r, "train")
     for r in vp_r:
-        assert r["messages"][0]["content"].split("\n\n", 1)[1] not in train_text
+        assert r["messages"][-1]["content"].split("\n\n", 1)[1] not in train_text
     assert_unseen(test_cl, train_r, "train")
     assert_unseen(test_cl, val_r, "val")
     assert_unseen(train_cl + val_cl, test_r, "test")
