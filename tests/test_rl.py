@@ -129,3 +129,22 @@ def test_rl_legal_runs_and_logs_rewards_and_kl(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["experiment"] == "rl_legal" and "val/accuracy/classify" in summary["val_after"]
     assert (out / "model" / "model.safetensors").exists() and (out / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_second_pass_over_the_rollouts_is_importance_weighted_and_clipped(tmp_path):
+    # num_iterations=2: step 1 samples (ratio 1: nothing clipped), step 2 reuses its rollouts after an update (ratios
+    # away from 1: with epsilon 1e-3 and a large LR, some clip), step 3 samples from the next batch (ratio 1 again).
+    out = tmp_path / "run"
+    run_entry_point([
+        "experiment=rl_legal", "debug=tiny", f"paths.output_dir={out}", "logger=csv", "trainer.log_every_n_steps=1",
+        "~reward", "module.reward={_target_:tests.support.rl.EvenTokenReward}", "module.num_iterations=2",
+        "module.epsilon=0.001", "module.optimizer.lr=0.01", "module.max_new_tokens=6", "trainer.max_steps=3",
+        "callbacks=[default]",
+    ])  # fmt: skip
+    [metrics_file] = out.glob("**/metrics.csv")
+    rows = [row for row in csv.DictReader(metrics_file.open()) if row["train/reward"]]
+    assert [float(row["train/clip_frac"]) > 0 for row in rows] == [False, True, False]
+    assert float(rows[0]["train/clip_frac"]) == 0.0 and float(rows[2]["train/clip_frac"]) == 0.0
+    assert rows[0]["train/reward"] == rows[1]["train/reward"]  # the same rollouts, the same rewards
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["optimizer_steps"] == 3
