@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from lit_ft.eval import LabelMetrics, TextOverlap
 from lit_ft.eval.rewards import FormatReward, RewardModelReward, TaskMetricReward, WeightedSum
@@ -148,3 +149,24 @@ def test_second_pass_over_the_rollouts_is_importance_weighted_and_clipped(tmp_pa
     assert rows[0]["train/reward"] == rows[1]["train/reward"]  # the same rollouts, the same rewards
     summary = json.loads((out / "summary.json").read_text())
     assert summary["optimizer_steps"] == 3
+
+
+def test_ppo_trains_a_value_head_checkpoints_it_and_exports_the_policy_only(tmp_path):
+    out = tmp_path / "run"
+    run_entry_point([
+        "experiment=rl_legal", "debug=tiny", "module.loss_type=ppo", f"paths.output_dir={out}", "logger=csv",
+        "trainer.log_every_n_steps=1", "~reward", "module.reward={_target_:tests.support.rl.EvenTokenReward}",
+        "module.max_new_tokens=6", "module.num_iterations=2", "trainer.max_steps=2", "callbacks=[default]",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
+    ])  # fmt: skip
+    [metrics_file] = out.glob("**/metrics.csv")
+    rows = [row for row in csv.DictReader(metrics_file.open()) if row["train/reward"]]
+    assert len(rows) == 2
+    for row in rows:
+        assert float(row["train/value_loss"]) >= 0 and math.isfinite(float(row["train/explained_variance"]))
+    assert float(rows[0]["train/explained_variance"]) == 0.0  # values start at 0: they explain nothing yet
+    assert "val/reward" in json.loads((out / "summary.json").read_text())["val_after"]
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state["value_head.weight"].shape[0] == 1 and state["value_head.weight"].abs().sum() > 0  # trained from 0
+    exported = load_file(out / "model" / "model.safetensors")
+    assert exported and not any("value_head" in key for key in exported)
