@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 from safetensors.torch import load_file
 
+from lit_ft.data.repeated_batches import RepeatedBatches
 from lit_ft.data.sampler import ResumableSampler
 from lit_ft.run import train
 from lit_ft.utils.resume import resume_checkpoint
@@ -159,6 +160,18 @@ def test_sampler_order_is_seeded_per_epoch_and_resumes_mid_epoch():
     assert list(resumed) == epoch1  # only the first iteration after resume() starts late
     ranks = [list(ResumableSampler(data, num_replicas=2, rank=r, seed=3)) for r in (0, 1)]
     assert sorted(ranks[0] + ranks[1]) == data
+
+
+def test_repeated_batches_serve_each_batch_k_times_and_resume_between_repeats():
+    loader = torch.utils.data.DataLoader(list(range(5)), batch_size=2)  # batches [0, 1], [2, 3], [4]
+    repeated = RepeatedBatches(loader, 2)
+    assert len(repeated) == 6 and repeated.batch_size == 2 and repeated.sampler is loader.sampler
+    assert [batch.tolist() for batch in repeated] == [[0, 1], [0, 1], [2, 3], [2, 3], [4], [4]]
+    repeated.resume(1)  # one repeat of the first batch was served before the resume
+    assert [batch.tolist() for batch in repeated] == [[0, 1], [2, 3], [2, 3], [4], [4]]
+    assert len(list(repeated)) == 6  # only the first iteration after resume() starts part-way
+    with pytest.raises(ValueError, match=r"done must be in \[0, 2\)"):
+        repeated.resume(2)
 
 
 def test_last_resolves_to_the_run_checkpoint(tmp_path, monkeypatch, caplog):

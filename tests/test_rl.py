@@ -170,3 +170,32 @@ def test_ppo_trains_a_value_head_checkpoints_it_and_exports_the_policy_only(tmp_
     assert state["value_head.weight"].shape[0] == 1 and state["value_head.weight"].abs().sum() > 0  # trained from 0
     exported = load_file(out / "model" / "model.safetensors")
     assert exported and not any("value_head" in key for key in exported)
+
+
+def test_val_reward_is_the_mean_reward_of_greedy_completions_and_early_stopping_can_monitor_it(tmp_path):
+    # a reward of 1 for the completions of classify prompts, 0 for flag's: val/reward/<task> is 1 and 0, and
+    # val/reward the share of classify rows among the validated ones
+    out = tmp_path / "run"
+    run_entry_point([
+        "experiment=rl_legal", "debug=tiny", f"paths.output_dir={out}", "~reward",
+        "module.reward={_target_:tests.support.rl.TaskTypeReward,task_type:classify}", "module.max_new_tokens=4",
+        "trainer.max_steps=2", "trainer.val_check_interval=1", "callbacks=[default,early_stopping]",
+        "callbacks.early_stopping.monitor=val/reward", "callbacks.early_stopping.mode=max",
+    ])  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    after = summary["val_after"]
+    assert (after["val/reward/classify"], after["val/reward/flag"]) == (1.0, 0.0)
+    classify, flag = after["val/examples/classify"], after["val/examples/flag"]
+    assert classify > 0 and flag > 0 and after["val/reward"] == pytest.approx(classify / (classify + flag))
+    assert summary["early_stopping"]["monitor"] == "val/reward"
+    assert summary["early_stopping"]["best_score"] == pytest.approx(after["val/reward"])
+
+
+def test_several_passes_with_gradient_accumulation_are_refused(tmp_path):
+    # each pass over the rollouts must follow an update: accumulation would put both passes in one step
+    result = run_entry_point(
+        ["experiment=rl_legal", "debug=tiny", f"paths.output_dir={tmp_path}", "module.num_iterations=2",
+         "trainer.accumulate_grad_batches=2"], check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "set trainer.accumulate_grad_batches=1" in result.stderr + result.stdout
