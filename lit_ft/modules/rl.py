@@ -379,7 +379,7 @@ class RLModule(CausalLMModule):
         datamodule = self.trainer.datamodule
         if not hasattr(datamodule, "batch_repeats"):
             raise ValueError(f"module.num_iterations needs a datamodule that can repeat its training batches "
-                             f"(lit_ft.data.DataModule's batch_repeats); {type(datamodule).__name__} cannot")  # fmt: skip
+                             f"(lit_ft.data.FineTuneDataModule's batch_repeats); {type(datamodule).__name__} cannot")  # fmt: skip
         datamodule.batch_repeats = self.num_iterations
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
