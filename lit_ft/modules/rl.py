@@ -141,8 +141,8 @@ class RLModule(CausalLMModule):
     (through ``TaskMetrics``). Early stopping may monitor it (``mode: max``). Logged per step:
     ``train/{reward,reward_std,kl,clip_frac,completion_tokens,truncated}`` (``truncated``: the fraction of completions
     cut at ``max_new_tokens``; ``kl`` the k3 estimate for every loss type), ppo also ``train/value_loss`` and
-    ``train/explained_variance`` (of the returns by the values at sampling), ``perf/rollout_tokens_per_s`` (steps
-    that sample) and ``perf/train_tokens_per_s``; per task (through ``TaskMetrics``) ``train/reward/<task>``,
+    ``train/explained_variance`` (of the returns by the values at sampling), ``perf/rollout_tokens_per_s`` (of the
+    generation that made the rollouts being optimised) and ``perf/train_tokens_per_s``; per task (through ``TaskMetrics``) ``train/reward/<task>``,
     ``train/kl/<task>`` and the loss.
 
     Args:
