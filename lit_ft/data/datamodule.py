@@ -39,8 +39,8 @@ from lit_ft.data.example_store import EXAMPLE_SCHEMA, ArrowExamples, write_examp
 from lit_ft.data.example_views import ExampleView, PackedExamples
 from lit_ft.data.mixing import DataSource, sample_mixture
 from lit_ft.data.readers import TRAIN_SPLITS, VAL_SPLITS, DataError, Record
-from lit_ft.data.rows import SFTExample
 from lit_ft.data.repeated_batches import RepeatedBatches
+from lit_ft.data.rows import SFTExample
 from lit_ft.data.sampler import LengthGroupedSampler, ResumableSampler
 from lit_ft.data.sources import RowSource, Sources, source_list
 from lit_ft.data.stats import SplitStats
@@ -476,7 +476,8 @@ class FineTuneDataModule(L.LightningDataModule):
         self._resume_at = (epoch, batch * self.batch_size, repeats_done)
         # Lightning warns that a loader without state_dict cannot resume mid-epoch; this one resumes through here.
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
-        log.info("Resuming the training data at epoch %d, batch %d", epoch, batch)
+        log.info("Resuming the training data at epoch %d, batch %d (%d of its repeats served)", epoch, batch,
+                 repeats_done)  # fmt: skip
         fetcher = train_data_fetcher(self.trainer) if self.trainer is not None else None
         if self.train_sampler is not None and fetcher is not None:
             # Strategies that restore after setup (FSDP, DeepSpeed, ModelParallel) built and started the loader

@@ -5,6 +5,7 @@ it started from."""
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from lit_ft.losses import (
 from lit_ft.modules.causal_lm import CausalLMModule
 from lit_ft.modules.dpo import eval_mode
 from lit_ft.modules.fine_tune import StepOutput
-from lit_ft.utils.distributed import root_weights_gathered
+from lit_ft.utils.distributed import gathered_objects, root_weights_gathered
 from lit_ft.utils.metric_names import (
     PPO_METRICS,
     RL_METRICS,
@@ -45,6 +46,8 @@ LossType = Literal["grpo", "rloo", "ppo"]
 Reference = Literal["adapter", "copy"]
 ADVANTAGES = {"grpo": grpo_advantages, "rloo": rloo_advantages}  # group-relative; ppo's come from its value head
 ROLLOUT_BATCH = ("input_ids", "attention_mask", "labels", "task_ids")  # the padded batch the policy trains on
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -465,13 +468,26 @@ class RLModule(CausalLMModule):
 
     # --- checkpoints: the rollouts being optimised ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save every rank's rollouts (each rank optimises its own; rank 0 writes the checkpoint) and the passes
+        done over them, when a checkpoint falls between two passes."""
         super().on_save_checkpoint(checkpoint)
-        if self.rollouts is not None:
-            rollouts = {key: value.detach().cpu() for key, value in self.rollouts.items()}
-            checkpoint["rl_rollouts"] = {"passes_done": self.passes_done, "tensors": rollouts}
+        local = None if self.rollouts is None else {key: value.detach().cpu() for key, value in self.rollouts.items()}
+        ranks = gathered_objects(local)
+        if any(rollouts is not None for rollouts in ranks):
+            checkpoint["rl_rollouts"] = {"passes_done": self.passes_done, "ranks": ranks}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get("rl_rollouts")
-        self.rollouts = dict(saved["tensors"]) if saved else None
-        self.passes_done = saved["passes_done"] if saved else 0
+        self.rollouts, self.passes_done = None, 0
+        if saved is None:
+            return
+        if len(saved["ranks"]) != self.trainer.world_size:
+            raise ValueError(
+                f"the checkpoint was taken between two passes over the rollouts of {len(saved['ranks'])} processes, "
+                f"and this run has {self.trainer.world_size}: resume with as many (trainer.devices), or from a "
+                "checkpoint taken after a batch's last pass"
+            )
+        self.rollouts, self.passes_done = dict(saved["ranks"][self.global_rank]), saved["passes_done"]
+        log.info("Resuming between two passes over the saved rollouts (%d of %d done)", self.passes_done,
+                 self.num_iterations)  # fmt: skip
