@@ -199,3 +199,22 @@ def test_several_passes_with_gradient_accumulation_are_refused(tmp_path):
     )  # fmt: skip
     assert result.returncode != 0
     assert "set trainer.accumulate_grad_batches=1" in result.stderr + result.stdout
+
+
+def test_sampled_validation_leaves_training_sampling_alone(tmp_path):
+    # validating after every step, greedy or sampled at val_temperature=1: the training steps sample and lose the same
+    def losses(val_temperature: float) -> list[str]:
+        out = tmp_path / str(val_temperature)
+        run_entry_point([
+            "experiment=rl_legal", "debug=tiny", f"paths.output_dir={out}", "logger=csv", "trainer.log_every_n_steps=1",
+            "~reward", "module.reward={_target_:tests.support.rl.EvenTokenReward}", "module.max_new_tokens=6",
+            "trainer.max_steps=3", "trainer.val_check_interval=1", "trainer.limit_val_batches=1", "callbacks=[default]",
+            f"module.val_temperature={val_temperature}",
+        ])  # fmt: skip
+        [metrics_file] = out.glob("**/metrics.csv")
+        rows = list(csv.DictReader(metrics_file.open()))
+        assert len([row for row in rows if row["val/reward"]]) >= 3
+        return [row["train/loss"] for row in rows if row["train/loss"]]
+
+    greedy = losses(0.0)
+    assert len(greedy) == 3 and losses(1.0) == greedy
