@@ -145,8 +145,8 @@ class RLModule(CausalLMModule):
     ``train/{reward,reward_std,kl,clip_frac,completion_tokens,truncated}`` (``truncated``: the fraction of completions
     cut at ``max_new_tokens``; ``kl`` the k3 estimate for every loss type), ppo also ``train/value_loss`` and
     ``train/explained_variance`` (of the returns by the values at sampling), ``perf/rollout_tokens_per_s`` (of the
-    generation that made the rollouts being optimised) and ``perf/train_tokens_per_s``; per task (through ``TaskMetrics``) ``train/reward/<task>``,
-    ``train/kl/<task>`` and the loss.
+    generation that made the rollouts being optimised) and ``perf/train_tokens_per_s``; per task (through
+    ``TaskMetrics``) ``train/reward/<task>``, ``train/kl/<task>`` and the loss.
 
     Args:
         reward: the reward source (the ``reward`` config group).
@@ -380,10 +380,16 @@ class RLModule(CausalLMModule):
                              "batch of rollouts: set trainer.accumulate_grad_batches=1 (raise data.batch_size "
                              "instead)")  # fmt: skip
         datamodule = self.trainer.datamodule
-        if not hasattr(datamodule, "batch_repeats"):
-            raise ValueError(f"module.num_iterations needs a datamodule that can repeat its training batches "
-                             f"(lit_ft.data.FineTuneDataModule's batch_repeats); {type(datamodule).__name__} cannot")  # fmt: skip
-        datamodule.batch_repeats = self.num_iterations
+        if hasattr(datamodule, "batch_repeats"):
+            datamodule.batch_repeats = self.num_iterations
+        elif self.num_iterations > 1:
+            raise ValueError(f"module.num_iterations needs a datamodule that can repeat its training batches (lit_ft."
+                             f"data.FineTuneDataModule's batch_repeats); {type(datamodule).__name__} cannot")  # fmt: skip
+
+    def teardown(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if stage == "fit" else None
+        if hasattr(datamodule, "batch_repeats"):  # a later fit on the same data (a curriculum stage) starts plain
+            datamodule.batch_repeats = 1
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         if self.rollouts is None:
