@@ -43,20 +43,24 @@ def test_two_process_run_from_the_command_line(tmp_path, arithmetic_files, strat
     assert two["val_loss_after"] != two["val_loss_before"]  # and the two ranks trained
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_process_online_rl(tmp_path, strategy):
+@pytest.mark.parametrize(
+    ("strategy", "objective"), [("ddp", []), ("fsdp", ["module.loss_type=ppo", "module.num_iterations=2"])]
+)
+def test_two_process_online_rl(tmp_path, strategy, objective):
     """module=rl on two CPU processes: each rank samples, scores and trains on its own prompts, the gradients are
     averaged (DDP) or the weights sharded (FSDP2: generation gathers the root's weights and steps all ranks together
-    until all are done). The task_scores callback generates too, before and after training: under FSDP2 with LoRA
-    it needs the same gathering (peft's generate bypasses the root's gathering hook)."""
+    until all are done; PPO's value head is a unit of its own). Validation samples too (val/reward). The task_scores
+    callback generates before and after training: under FSDP2 with LoRA it needs the same gathering (peft's generate
+    bypasses the root's gathering hook)."""
     result = run_entry_point([
         "experiment=rl_legal", "debug=tiny", f"strategy={strategy}", "trainer.devices=2", "trainer.accelerator=cpu",
         "trainer.precision=32-true", "trainer.max_steps=2", "callbacks.progress_bar=null", "module.max_new_tokens=8",
         "callbacks.task_scores.max_examples=4", "callbacks.task_scores.max_new_tokens=4", f"paths.log_dir={tmp_path}",
-        f"data.cache_dir={tmp_path / 'cache'}",
+        f"data.cache_dir={tmp_path / 'cache'}", *objective,
     ])  # fmt: skip
     assert noise_lines(result.stdout + result.stderr) == []
     summary = json.loads((tmp_path / "debug_tiny" / "summary.json").read_text())
     assert (tmp_path / "debug_tiny" / "train_rank1.log").exists()  # the second rank ran
     assert summary["optimizer_steps"] == 2 and (tmp_path / "debug_tiny" / "model" / "model.safetensors").exists()
     assert "val/accuracy/classify" in summary["val_before"] and "val/accuracy/classify" in summary["val_after"]
+    assert 0 <= summary["val_after"]["val/reward"] <= 1.2  # task metric + 0.2 format, over both ranks' prompts

@@ -60,7 +60,14 @@ SWEEP = [
     "callbacks.generation_samples.max_new_tokens=4",
 ]
 DPO = ["experiment=dpo_legal", "model=tiny", *TINY_CHECKS, "logger.wandb.dashboard=true"]
-RL = ["experiment=rl_legal", *TINY_CHECKS, "callbacks.task_scores.max_examples=4", "module.max_new_tokens=8"]
+# PPO logs what GRPO and RLOO do, and its value loss and explained variance
+RL = [
+    "experiment=rl_legal",
+    "module.loss_type=ppo",
+    *TINY_CHECKS,
+    "callbacks.task_scores.max_examples=4",
+    "module.max_new_tokens=8",
+]
 
 
 def dashboard_command(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""Loss functions against hand computations: per-token cross-entropy, and the online-RL losses."""
+"""Loss functions against hand computations: per-token cross-entropy, and the online-RL losses (PPO's too)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,18 @@ import math
 import pytest
 import torch
 
-from lit_ft.losses import clipped_policy_loss, grpo_advantages, kl_k3, rloo_advantages, token_cross_entropy
+from lit_ft.losses import (
+    clipped_policy_loss,
+    clipped_value_loss,
+    explained_variance,
+    gae_advantages,
+    grpo_advantages,
+    kl_k3,
+    kl_penalized_rewards,
+    rloo_advantages,
+    token_cross_entropy,
+    whiten,
+)
 
 
 def test_token_cross_entropy_matches_hand_computation():
@@ -122,3 +133,57 @@ def test_clipped_policy_loss_takes_the_pessimistic_term():
     loss, _ = clipped_policy_loss(logps, logps.detach(), torch.tensor([2.0]))
     loss.sum().backward()
     torch.testing.assert_close(logps.grad, torch.tensor([[-2.0, -2.0]]))
+
+
+def test_clipped_policy_loss_takes_per_token_advantages():
+    # PPO's GAE advantages, one per token: ratios 1 and 1.5 (eps 0.2); A = +1: -1 and -1.2 (clipped); A = -1 at
+    # ratio 1.5: min(-1.5, -1.2) = -1.5 -> 1.5, not clipped
+    logps, old = torch.log(torch.tensor([[1.0, 1.5]])), torch.zeros(1, 2)
+    loss, clipped = clipped_policy_loss(logps, old, torch.tensor([[1.0, 1.0]]))
+    torch.testing.assert_close(loss, torch.tensor([[-1.0, -1.2]]))
+    assert clipped.tolist() == [[False, True]]
+    loss, clipped = clipped_policy_loss(logps, old, torch.tensor([[1.0, -1.0]]))
+    torch.testing.assert_close(loss, torch.tensor([[-1.0, 1.5]]))
+    assert clipped.tolist() == [[False, False]]
+
+
+def test_kl_penalized_rewards_put_the_score_on_the_last_completion_token():
+    # beta 0.1; row 0: completion at 1..3, logp - ref = 0.5, -1, 0 -> -0.05, 0.1, 0, plus the score 1 at t=3;
+    # row 1: completion at 1..2 (then padding), logp - ref = 0, 2 -> 0, -0.2, plus the score 2 at t=2
+    logps = torch.tensor([[9.0, -1.0, -2.0, -0.5], [9.0, -1.0, -1.0, 9.0]])
+    ref = torch.tensor([[0.0, -1.5, -1.0, -0.5], [0.0, -1.0, -3.0, 0.0]])
+    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 0]]).bool()
+    rewards = kl_penalized_rewards(torch.tensor([1.0, 2.0]), logps, ref, mask, beta=0.1)
+    torch.testing.assert_close(rewards, torch.tensor([[0.0, -0.05, 0.1, 1.0], [0.0, 0.0, 1.8, 0.0]]))
+
+
+def test_gae_advantages_and_returns_by_hand():
+    # gamma 0.9, lam 0.5 (gamma * lam = 0.45); V after the last completion token is 0
+    # row 0 (tokens 1..3): t3: 1 - 0.3 = 0.7; t2: -0.2 + 0.9*0.3 - 0.4 = -0.33, + 0.45*0.7 = -0.015;
+    #   t1: 0.1 + 0.9*0.4 - 0.5 = -0.04, + 0.45*(-0.015) = -0.04675
+    # row 1 (tokens 1..2, then padding whose value 9 is ignored): t2: 2 - 0.5 = 1.5; t1: 0.9*0.5 - 1 + 0.45*1.5 = 0.125
+    rewards = torch.tensor([[0.0, 0.1, -0.2, 1.0], [0.0, 0.0, 2.0, 0.0]])
+    values = torch.tensor([[5.0, 0.5, 0.4, 0.3], [0.0, 1.0, 0.5, 9.0]])
+    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 0]]).bool()
+    advantages, returns = gae_advantages(rewards, values, mask, gamma=0.9, lam=0.5)
+    torch.testing.assert_close(advantages, torch.tensor([[0.0, -0.04675, -0.015, 0.7], [0.0, 0.125, 1.5, 0.0]]))
+    torch.testing.assert_close(returns, torch.tensor([[0.0, 0.45325, 0.385, 1.0], [0.0, 1.125, 2.0, 0.0]]))
+    # lam = 1, gamma = 1: the return is the sum of the rewards to go, whatever the values
+    _, returns = gae_advantages(rewards, values, mask, gamma=1.0, lam=1.0)
+    torch.testing.assert_close(returns, torch.tensor([[0.0, 0.9, 0.8, 1.0], [0.0, 2.0, 2.0, 0.0]]))
+
+
+def test_whiten_clipped_value_loss_and_explained_variance_by_hand():
+    # masked values 1, 2, 3: mean 2, unbiased variance 1; the unmasked 100 is left out (and set to 0)
+    whitened = whiten(torch.tensor([[1.0, 2.0, 3.0, 100.0]]), torch.tensor([[1, 1, 1, 0]]).bool())
+    torch.testing.assert_close(whitened, torch.tensor([[-1.0, 0.0, 1.0, 0.0]]))
+    # V_old 0.5, clip 0.2: V=1 -> clipped 0.7, max((1-2)^2, (0.7-2)^2) = 1.69 -> 0.845 (the clipped term);
+    # V=0 -> clipped 0.3, max(1, 0.49) -> 0.5; V=2 -> clipped 0.7, max(4, 0.49) -> 2
+    loss, clipped = clipped_value_loss(
+        torch.tensor([[1.0, 0.0, 2.0]]), torch.full((1, 3), 0.5), torch.tensor([[2.0, 1.0, 0.0]]), clip=0.2
+    )
+    torch.testing.assert_close(loss, torch.tensor([[0.845, 0.5, 2.0]]))
+    assert clipped.tolist() == [[True, False, False]]
+    # R = 1..4, V = 1, 2, 3, 3: Var(R - V) = Var(0, 0, 0, 1) = 0.25, Var(R) = 5/3: 1 - 0.25 / (5/3) = 0.85
+    returns, values = torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([[1.0, 2.0, 3.0, 3.0]])
+    torch.testing.assert_close(explained_variance(values, returns, torch.ones(1, 4).bool()), torch.tensor(0.85))

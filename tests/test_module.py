@@ -79,3 +79,18 @@ def test_warmup_cosine_schedule_values():
     assert math.isclose(lrs[110], 0.1)
     ratio = warmup_cosine_schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 100, warmup=0.2)
     assert ratio.lr_lambdas[0](10) == 0.5
+
+
+def test_token_losses_with_hidden_give_the_final_hidden_state_on_either_head_path(tiny_model):
+    # PPO's value head reads the last hidden state (after the final norm) at each position that predicts a target:
+    # the decoder's output on the loss-tokens path, the model's last hidden_states on the full-logits path
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    batch |= {"labels": torch.tensor([[-100, -100, 7, 8]]), "task_ids": torch.zeros(1, 4, dtype=torch.long)}
+    expected = tiny_model.model(input_ids=batch["input_ids"]).last_hidden_state[:, :-1]
+    for head_on_loss_tokens in (True, False):
+        module = SFTModule(model=lambda: tiny_model, head_on_loss_tokens=head_on_loss_tokens)
+        module.model = tiny_model.eval()
+        out = module.token_losses(batch, with_hidden=True)
+        torch.testing.assert_close(out["hidden"], expected)
+        assert out["hidden"].shape == (1, 3, tiny_model.config.hidden_size) and out["loss_mask"].shape == (1, 3)
+        assert "hidden" not in module.token_losses(batch)

@@ -9,13 +9,14 @@ from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 import lit_ft.callbacks
 from lit_ft.data import SFTDataModule
 from lit_ft.loggers import CSVLogger, WandbLogger
-from lit_ft.modules import DPOModule, RewardModelModule, SFTModule
+from lit_ft.modules import DPOModule, RewardModelModule, RLModule, SFTModule
 from lit_ft.utils.protocols import (
     FinishingLogger,
     HeadPositions,
     SummaryProvider,
     TableLogger,
     TaskData,
+    TrainedBatch,
     TrainedModule,
 )
 
@@ -36,6 +37,11 @@ def test_lit_ft_modules_are_trained_modules_and_plain_ones_are_not():
 def test_only_modules_with_an_lm_head_say_where_it_runs():
     assert issubclass(SFTModule, HeadPositions) and issubclass(DPOModule, HeadPositions)
     assert not issubclass(RewardModelModule, HeadPositions)  # a score head: Throughput counts no skipped head
+
+
+def test_only_online_rl_trains_on_batches_of_its_own_making():
+    assert issubclass(RLModule, TrainedBatch)  # its rollouts: what Throughput counts
+    assert not any(issubclass(cls, TrainedBatch) for cls in (SFTModule, DPOModule, RewardModelModule))
 
 
 def test_a_set_up_datamodule_is_task_data(tokenizer, arithmetic_files):

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 from safetensors.torch import load_file
 
+from lit_ft.data.repeated_batches import RepeatedBatches
 from lit_ft.data.sampler import ResumableSampler
 from lit_ft.run import train
 from lit_ft.utils.resume import resume_checkpoint
@@ -56,16 +57,19 @@ VARIANTS = {
                                 "+callbacks.hang.step=7", f"+callbacks.hang.marker={marker}"],
         "resumed_from_step": 6,
     },
-    # Online RL (GRPO) with LoRA and adapter dropout: completions sampled each step (a reward that varies within a
-    # group, so the policy moves), killed after step 5, resumed from step 4: the sampling draws from the generators
-    # the checkpoint restores, so the resumed run samples the completions the uninterrupted one did.
+    # Online RL (GRPO) with LoRA and adapter dropout, two optimizer steps per batch of rollouts: completions sampled
+    # every other step (a reward that varies within a group, so the policy moves), killed after step 5, resumed from
+    # step 3, between the two passes over step 3's rollouts: the checkpoint carries them (with their sampling-time
+    # log-probs) and the loader serves their batch once more; later sampling draws from the generators the
+    # checkpoint restores, so the resumed run samples the completions the uninterrupted one did.
     "rl": {
         "overrides": ["module=rl", "module.reward={_target_:tests.support.rl.EvenTokenReward}", "module.group_size=2",
-                      "module.max_new_tokens=6", "data.padding_free=false", "peft=lora", "peft.r=4",
-                      "peft.dropout=0.1", "trainer.max_steps=7", "callbacks.last_checkpoint.every_n_train_steps=4"],
+                      "module.num_iterations=2", "module.max_new_tokens=6", "data.padding_free=false", "peft=lora",
+                      "peft.r=4", "peft.dropout=0.1", "trainer.max_steps=7",
+                      "callbacks.last_checkpoint.every_n_train_steps=3"],
         "kill": lambda marker: ["+callbacks.hang._target_=tests.support.faults.HangAfterStep",
                                 "+callbacks.hang.step=5", f"+callbacks.hang.marker={marker}"],
-        "resumed_from_step": 4,
+        "resumed_from_step": 3,
     },
 }  # fmt: skip
 
@@ -114,6 +118,10 @@ def test_killed_run_resumes_bit_for_bit(variant, tmp_path, request, one_thread):
     assert last["global_step"] == spec["resumed_from_step"]
     if data == "preference":  # the reference log-probs of all 16 training and 8 validation pairs
         assert {s: v.shape for s, v in last["reference_logps"]["splits"].items()} == {"train": (16, 2), "val": (8, 2)}
+    if variant == "rl":  # one pass of two done over the rollouts of step 3, kept with what the second reuses
+        [rollouts] = last["rl_rollouts"]["ranks"]  # one process
+        assert last["rl_rollouts"]["passes_done"] == 1
+        assert {"input_ids", "old_logps", "ref_logps", "advantages"} <= set(rollouts)
     if variant == "lora":  # killed mid-save: the half-written file is the temporary one, last.ckpt is whole
         partial = checkpoints / ".last.ckpt.partial"
         assert 0 < partial.stat().st_size < (checkpoints / "last.ckpt").stat().st_size
@@ -153,6 +161,18 @@ def test_sampler_order_is_seeded_per_epoch_and_resumes_mid_epoch():
     assert list(resumed) == epoch1  # only the first iteration after resume() starts late
     ranks = [list(ResumableSampler(data, num_replicas=2, rank=r, seed=3)) for r in (0, 1)]
     assert sorted(ranks[0] + ranks[1]) == data
+
+
+def test_repeated_batches_serve_each_batch_k_times_and_resume_between_repeats():
+    loader = torch.utils.data.DataLoader(list(range(5)), batch_size=2)  # batches [0, 1], [2, 3], [4]
+    repeated = RepeatedBatches(loader, 2)
+    assert len(repeated) == 6 and repeated.batch_size == 2 and repeated.sampler is loader.sampler
+    assert [batch.tolist() for batch in repeated] == [[0, 1], [0, 1], [2, 3], [2, 3], [4], [4]]
+    repeated.resume(1)  # one repeat of the first batch was served before the resume
+    assert [batch.tolist() for batch in repeated] == [[0, 1], [2, 3], [2, 3], [4], [4]]
+    assert len(list(repeated)) == 6  # only the first iteration after resume() starts part-way
+    with pytest.raises(ValueError, match=r"done must be in \[0, 2\)"):
+        repeated.resume(2)
 
 
 def test_last_resolves_to_the_run_checkpoint(tmp_path, monkeypatch, caplog):

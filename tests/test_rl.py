@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from lit_ft.eval import LabelMetrics, TextOverlap
 from lit_ft.eval.rewards import FormatReward, RewardModelReward, TaskMetricReward, WeightedSum
@@ -129,3 +130,91 @@ def test_rl_legal_runs_and_logs_rewards_and_kl(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["experiment"] == "rl_legal" and "val/accuracy/classify" in summary["val_after"]
     assert (out / "model" / "model.safetensors").exists() and (out / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_second_pass_over_the_rollouts_is_importance_weighted_and_clipped(tmp_path):
+    # num_iterations=2: step 1 samples (ratio 1: nothing clipped), step 2 reuses its rollouts after an update (ratios
+    # away from 1: with epsilon 1e-3 and a large LR, some clip), step 3 samples from the next batch (ratio 1 again).
+    out = tmp_path / "run"
+    run_entry_point([
+        "experiment=rl_legal", "debug=tiny", f"paths.output_dir={out}", "logger=csv", "trainer.log_every_n_steps=1",
+        "~reward", "module.reward={_target_:tests.support.rl.EvenTokenReward}", "module.num_iterations=2",
+        "module.epsilon=0.001", "module.optimizer.lr=0.01", "module.max_new_tokens=6", "trainer.max_steps=3",
+        "callbacks=[default]",
+    ])  # fmt: skip
+    [metrics_file] = out.glob("**/metrics.csv")
+    rows = [row for row in csv.DictReader(metrics_file.open()) if row["train/reward"]]
+    assert [float(row["train/clip_frac"]) > 0 for row in rows] == [False, True, False]
+    assert float(rows[0]["train/clip_frac"]) == 0.0 and float(rows[2]["train/clip_frac"]) == 0.0
+    assert rows[0]["train/reward"] == rows[1]["train/reward"]  # the same rollouts, the same rewards
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["optimizer_steps"] == 3
+
+
+def test_ppo_trains_a_value_head_checkpoints_it_and_exports_the_policy_only(tmp_path):
+    out = tmp_path / "run"
+    run_entry_point([
+        "experiment=rl_legal", "debug=tiny", "module.loss_type=ppo", f"paths.output_dir={out}", "logger=csv",
+        "trainer.log_every_n_steps=1", "~reward", "module.reward={_target_:tests.support.rl.EvenTokenReward}",
+        "module.max_new_tokens=6", "module.num_iterations=2", "trainer.max_steps=2", "callbacks=[default]",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
+    ])  # fmt: skip
+    [metrics_file] = out.glob("**/metrics.csv")
+    rows = [row for row in csv.DictReader(metrics_file.open()) if row["train/reward"]]
+    assert len(rows) == 2
+    for row in rows:
+        assert float(row["train/value_loss"]) >= 0 and math.isfinite(float(row["train/explained_variance"]))
+    assert float(rows[0]["train/explained_variance"]) == 0.0  # values start at 0: they explain nothing yet
+    assert "val/reward" in json.loads((out / "summary.json").read_text())["val_after"]
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state["value_head.weight"].shape[0] == 1 and state["value_head.weight"].abs().sum() > 0  # trained from 0
+    exported = load_file(out / "model" / "model.safetensors")
+    assert exported and not any("value_head" in key for key in exported)
+
+
+def test_val_reward_is_the_mean_reward_of_greedy_completions_and_early_stopping_can_monitor_it(tmp_path):
+    # a reward of 1 for the completions of classify prompts, 0 for flag's: val/reward/<task> is 1 and 0, and
+    # val/reward the share of classify rows among the validated ones
+    out = tmp_path / "run"
+    run_entry_point([
+        "experiment=rl_legal", "debug=tiny", f"paths.output_dir={out}", "~reward",
+        "module.reward={_target_:tests.support.rl.TaskTypeReward,task_type:classify}", "module.max_new_tokens=4",
+        "trainer.max_steps=2", "trainer.val_check_interval=1", "callbacks=[default,early_stopping]",
+        "callbacks.early_stopping.monitor=val/reward", "callbacks.early_stopping.mode=max",
+    ])  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    after = summary["val_after"]
+    assert (after["val/reward/classify"], after["val/reward/flag"]) == (1.0, 0.0)
+    classify, flag = after["val/examples/classify"], after["val/examples/flag"]
+    assert classify > 0 and flag > 0 and after["val/reward"] == pytest.approx(classify / (classify + flag))
+    assert summary["early_stopping"]["monitor"] == "val/reward"
+    assert summary["early_stopping"]["best_score"] == pytest.approx(after["val/reward"])
+
+
+def test_several_passes_with_gradient_accumulation_are_refused(tmp_path):
+    # each pass over the rollouts must follow an update: accumulation would put both passes in one step
+    result = run_entry_point(
+        ["experiment=rl_legal", "debug=tiny", f"paths.output_dir={tmp_path}", "module.num_iterations=2",
+         "trainer.accumulate_grad_batches=2"], check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "set trainer.accumulate_grad_batches=1" in result.stderr + result.stdout
+
+
+def test_sampled_validation_leaves_training_sampling_alone(tmp_path):
+    # validating after every step, greedy or sampled at val_temperature=1: the training steps sample and lose the same
+    def losses(val_temperature: float) -> list[str]:
+        out = tmp_path / str(val_temperature)
+        run_entry_point([
+            "experiment=rl_legal", "debug=tiny", f"paths.output_dir={out}", "logger=csv", "trainer.log_every_n_steps=1",
+            "~reward", "module.reward={_target_:tests.support.rl.EvenTokenReward}", "module.max_new_tokens=6",
+            "trainer.max_steps=3", "trainer.val_check_interval=1", "trainer.limit_val_batches=1", "callbacks=[default]",
+            f"module.val_temperature={val_temperature}",
+        ])  # fmt: skip
+        [metrics_file] = out.glob("**/metrics.csv")
+        rows = list(csv.DictReader(metrics_file.open()))
+        assert len([row for row in rows if row["val/reward"]]) >= 3
+        return [row["train/loss"] for row in rows if row["train/loss"]]
+
+    greedy = losses(0.0)
+    assert len(greedy) == 3 and losses(1.0) == greedy

@@ -233,6 +233,18 @@ def test_fsdp2_shards_each_decoder_layer_with_checkpointing_and_keeps_the_number
             torch.testing.assert_close(grads[name], parameter.grad, atol=1e-5, rtol=1e-4)
 
 
+def test_fsdp2_shards_a_head_with_no_layers_whole(one_process_group):
+    # online RL's value head beside the policy: no decoder layers to find, one FSDP unit
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, OffloadPolicy
+
+    head = torch.nn.Linear(4, 1)
+    hidden = torch.randn(3, 4)
+    expected = head(hidden)
+    shard_model(head, one_process_group, MixedPrecisionPolicy(), OffloadPolicy(), True, True)
+    assert isinstance(head, FSDPModule) and all(isinstance(p, DTensor) for p in head.parameters())
+    torch.testing.assert_close(head(hidden), expected)
+
+
 def test_module_losses_under_fsdp2_equal_the_unsharded_ones(one_process_group, tokenizer):
     from torch.distributed.fsdp import MixedPrecisionPolicy, OffloadPolicy
 

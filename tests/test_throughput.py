@@ -15,6 +15,7 @@ from lit_ft.models import Freeze, LoRA, tiny_llama
 from lit_ft.models.flops import head_flops_per_token, training_flops_per_token
 from lit_ft.modules import SFTModule
 from lit_ft.utils.perf import compute_dtype, measure_matmul_flops, peak_flops
+from lit_ft.utils.protocols import TrainedBatch
 from tests.test_task_metrics import packed_batch, padded_batch
 
 # tiny_llama: hidden 64, 4 heads of 16, 2 KV heads, FFN 128, vocabulary 49152 (tied head)
@@ -128,3 +129,27 @@ def test_mfu_on_cuda_is_against_the_datasheet_peak(monkeypatch):
             1e14,
             "measured matmul peak on Some Future GPU (bf16; no datasheet figure known)",
         )
+
+
+def test_a_module_training_on_batches_of_its_own_making_is_counted_by_those(tiny_model, tiny_trainer):
+    # As online RL trains on the rollouts it samples from the loader's prompts (TrainedBatch): the loader serves
+    # padded batches, the module trains on a packed one, and the packed one's tokens and examples are counted.
+    class TrainsOnPacked(SFTModule):
+        def training_step(self, batch, batch_idx):
+            return super().training_step(packed_batch(), batch_idx)
+
+        def trained_batch(self, batch):
+            return packed_batch()
+
+    assert isinstance(TrainsOnPacked(model=lambda: tiny_model), TrainedBatch)
+    module = TrainsOnPacked(model=lambda: tiny_model, optimizer=lambda groups: torch.optim.SGD(groups, lr=0.0))
+    throughput = Throughput(peak_flops=1e12, warmup_steps=1)
+    tiny_trainer(max_steps=2, callbacks=[throughput]).fit(module, DataLoader([padded_batch()] * 2, batch_size=None))
+    tokens, samples = int(non_padding_tokens(packed_batch())), len(example_task_ids(packed_batch()))
+    assert (tokens, samples) != (int(non_padding_tokens(padded_batch())), len(example_task_ids(padded_batch())))
+    summary = throughput.summary()["perf"]
+    assert summary["timed_tokens"] == tokens  # step 2's
+    assert summary["samples_per_s"] / summary["tokens_per_s"] == pytest.approx(samples / tokens)
+    positions = int(module.head_positions(packed_batch()))  # the head's share is counted on the trained batch too
+    flops = training_flops_per_token(module.model) * tokens - head_flops_per_token(module.model) * (tokens - positions)
+    assert summary["flops_per_token"] == pytest.approx(flops / tokens)

@@ -14,7 +14,7 @@ from lit_ft.data.batch import example_task_ids, non_padding_tokens
 from lit_ft.models.flops import head_flops_per_token, training_flops_per_token
 from lit_ft.utils.metric_names import MFU, PEAK_MEM_GB, SAMPLES_PER_S, TOKENS_PER_S
 from lit_ft.utils.perf import compute_dtype, peak_flops, peak_memory_bytes
-from lit_ft.utils.protocols import HeadPositions
+from lit_ft.utils.protocols import HeadPositions, TrainedBatch
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,10 @@ class Throughput(L.Callback):
 
     - tokens are the non-padding tokens of the training batches (``attention_mask`` ones, or the tokens of a
       packed batch that are not padding: ``task_ids >= 0``), on all ranks together; samples are examples (one per
-      padded row, one per packed segment);
+      padded row, one per packed segment). The batch is the one the model trained on: for a module that trains on
+      batches of its own making (``TrainedBatch``: online RL's rollouts), that one, so an RL step counts each
+      prompt once per completion sampled from it, plus the completions, and not the reference answers of the
+      loader's rows; its samples are completions;
     - time is wall time spent in the training loop (data loading included), validation and checks excluded;
     - MFU = ``training FLOPs/s / (peak_flops · world_size)``. A batch's FLOPs are
       :func:`~lit_ft.models.flops.training_flops_per_token` (6·N for full fine-tuning, about 4·N for LoRA) per
@@ -86,6 +89,8 @@ class Throughput(L.Callback):
         self._pause()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if isinstance(pl_module, TrainedBatch):
+            batch = pl_module.trained_batch(batch)
         tokens = float(non_padding_tokens(batch))
         self._window[0] += tokens
         self._window[1] += len(example_task_ids(batch))

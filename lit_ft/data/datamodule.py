@@ -39,6 +39,7 @@ from lit_ft.data.example_store import EXAMPLE_SCHEMA, ArrowExamples, write_examp
 from lit_ft.data.example_views import ExampleView, PackedExamples
 from lit_ft.data.mixing import DataSource, sample_mixture
 from lit_ft.data.readers import TRAIN_SPLITS, VAL_SPLITS, DataError, Record
+from lit_ft.data.repeated_batches import RepeatedBatches
 from lit_ft.data.rows import SFTExample
 from lit_ft.data.sampler import LengthGroupedSampler, ResumableSampler
 from lit_ft.data.sources import RowSource, Sources, source_list
@@ -144,7 +145,12 @@ class FineTuneDataModule(L.LightningDataModule):
         self._examples_dir: Path | None = None
         self._temporary_dir: tempfile.TemporaryDirectory | None = None
         self.train_sampler: ResumableSampler | None = None
-        self._resume_at: tuple[int, int] | None = None  # (epoch, samples to skip) for the next training loader
+        # Each training batch served this many times in a row (:class:`RepeatedBatches`): set by a module that
+        # optimises several passes over what it makes of one batch (online RL's rollouts), not by the config.
+        self.batch_repeats = 1
+        self._train_batches: RepeatedBatches | None = None
+        # (epoch, samples to skip, repeats of the first batch already served) for the next training loader
+        self._resume_at: tuple[int, int, int] | None = None
 
     # --- subclass points -------------------------------------------------------------------------------
     def encode(self, record: Record, stats: SplitStats) -> Example | None:
@@ -395,7 +401,7 @@ class FineTuneDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | RepeatedBatches:
         trainer = self.trainer
         ranks = {"num_replicas": trainer.world_size if trainer else 1, "rank": trainer.global_rank if trainer else 0}
         if self.group_by_length:
@@ -405,10 +411,20 @@ class FineTuneDataModule(L.LightningDataModule):
             )
         else:
             self.train_sampler = ResumableSampler(self.train_examples, seed=self.seed, **ranks)
-        if self._resume_at is not None:
-            self.train_sampler.resume(*self._resume_at)
-            self._resume_at = None
-        return self._loader(self.train_examples, self.batch_size, self.train_sampler, self.train_collate_fn())
+        loader = self._loader(self.train_examples, self.batch_size, self.train_sampler, self.train_collate_fn())
+        self._train_batches = RepeatedBatches(loader, self.batch_repeats) if self.batch_repeats > 1 else None
+        self._apply_resume()
+        return self._train_batches or loader
+
+    def _apply_resume(self) -> None:
+        """Start the training sampler (and the repeats of its first batch) where a resumed run left off."""
+        if self._resume_at is None:
+            return
+        epoch, skip, repeats_done = self._resume_at
+        self.train_sampler.resume(epoch, skip)
+        if self._train_batches is not None:
+            self._train_batches.resume(repeats_done)
+        self._resume_at = None
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_examples:
@@ -443,7 +459,9 @@ class FineTuneDataModule(L.LightningDataModule):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Start the next training loader at the saved position: the epoch's seeded order, minus the batches done."""
+        """Start the next training loader at the saved position: the epoch's seeded order, minus the batches done
+        (with ``batch_repeats`` R, a step is one repeat: step ``s`` of the epoch serves batch ``s // R`` for the
+        ``s % R``-th time)."""
         if not state_dict:
             return
         if state_dict.get("layout") != self._data_layout():
@@ -453,19 +471,21 @@ class FineTuneDataModule(L.LightningDataModule):
                 state_dict.get("layout"),
                 self._data_layout(),
             )
-        epoch, batch = divmod(state_dict["batches_done"], state_dict["batches_per_epoch"])
-        self._resume_at = (epoch, batch * self.batch_size)
+        epoch, step = divmod(state_dict["batches_done"], state_dict["batches_per_epoch"])
+        batch, repeats_done = divmod(step, self.batch_repeats)
+        self._resume_at = (epoch, batch * self.batch_size, repeats_done)
         # Lightning warns that a loader without state_dict cannot resume mid-epoch; this one resumes through here.
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
-        log.info("Resuming the training data at epoch %d, batch %d", epoch, batch)
+        log.info("Resuming the training data at epoch %d, batch %d (%d of its repeats served)", epoch, batch,
+                 repeats_done)  # fmt: skip
         fetcher = train_data_fetcher(self.trainer) if self.trainer is not None else None
         if self.train_sampler is not None and fetcher is not None:
             # Strategies that restore after setup (FSDP, DeepSpeed, ModelParallel) built and started the loader
             # before this call: restart its iterator at the resumed position.
-            self.train_sampler.resume(*self._resume_at)
-            self._resume_at = None
+            self._apply_resume()
             iter(fetcher)
 
     def _data_layout(self) -> dict[str, int]:
         world_size = self.trainer.world_size if self.trainer is not None else 1
-        return {"examples": len(self.train_examples), "batch_size": self.batch_size, "world_size": world_size}
+        layout = {"examples": len(self.train_examples), "batch_size": self.batch_size, "world_size": world_size}
+        return layout | ({"batch_repeats": self.batch_repeats} if self.batch_repeats > 1 else {})

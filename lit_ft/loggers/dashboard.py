@@ -45,9 +45,11 @@ from lit_ft.utils.metric_names import (
     MFU,
     PEAK_MEM_GB,
     PER_TASK_TABLE,
+    PPO_METRICS,
     PROSE_PPL,
     REWARD_METRICS,
     RL_METRICS,
+    RL_VAL_REWARD,
     ROLLOUT_TOKENS_PER_S,
     SAMPLES_BEFORE_AFTER_TABLE,
     SAMPLES_PER_S,
@@ -112,6 +114,7 @@ def _against_reference(title: str, score: str) -> wr.LinePlot:
 def sections() -> list[ws.Section]:
     """The workspace's sections, in page order (see ``docs/recipes.md``, "Dashboards")."""
     reward, reward_std, kl, clip_frac, completion_tokens, truncated = RL_METRICS
+    value_loss, explained_variance = PPO_METRICS
     not_reference = "(?!.*_(?:delta|baseline|threshold)$)"
     chosen, rejected, accuracies, margins = REWARD_METRICS
     preference = {
@@ -148,7 +151,10 @@ def sections() -> list[ws.Section]:
             panels=[
                 # val/<metric>/<task> of the task-scores callback: the metrics are the task_metrics config's, so the
                 # panel takes every per-task validation metric that is not one of the families above.
-                _family("Held-out task scores (greedy generations), per task", task_scores_pattern(per_task_names)),
+                _family(
+                    "Held-out task scores (greedy generations), per task",
+                    task_scores_pattern((*per_task_names, reward)),  # val/reward/<task>: Online RL's panel
+                ),
                 wr.WeavePanelSummaryTable(table_name=TASK_SCORES_TABLE),
             ],
         ),
@@ -185,6 +191,10 @@ def sections() -> list[ws.Section]:
                     [train(completion_tokens), train(truncated)],
                 ),
                 *(_family(f"{train(name)} per task", _task_regex("train", name)) for name in (reward, kl)),
+                _lines("Validation reward: one completion per prompt (greedy unless val_temperature)", [RL_VAL_REWARD]),
+                _per_task("val", reward),
+                _lines("PPO: clipped value loss", [train(value_loss)]),
+                _lines("PPO: variance of the returns explained by the values", [train(explained_variance)]),
             ],
         ),
         ws.Section(

@@ -71,14 +71,16 @@ def clipped_policy_loss(
 
     Args:
         logps / old_logps: [N, T] log-probabilities of the sampled tokens now and when they were sampled.
-        advantages: [N], one per completion (broadcast over its tokens).
+        advantages: [N], one per completion (broadcast over its tokens), or [N, T] per token (PPO's GAE).
         epsilon: clip range.
 
     Returns:
         per-token loss [N, T] (float32) and where the ratio was clipped [N, T] (bool: the clipped term was the min).
     """
     ratio = torch.exp(logps.float() - old_logps.float())
-    advantages = advantages.float().unsqueeze(-1)
+    advantages = advantages.float()
+    if advantages.dim() < ratio.dim():
+        advantages = advantages.unsqueeze(-1)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * advantages
     return -torch.minimum(unclipped, clipped), clipped < unclipped

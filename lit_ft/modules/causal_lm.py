@@ -59,24 +59,33 @@ class CausalLMModule(FineTuneModule):
         model = model or self.model
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
-    def token_losses(self, batch: dict[str, torch.Tensor], model: PreTrainedModel | None = None) -> StepOutput:
+    def token_losses(
+        self, batch: dict[str, torch.Tensor], model: PreTrainedModel | None = None, with_hidden: bool = False
+    ) -> StepOutput:
         """``per_token_loss``, ``loss_mask`` and ``task_ids``, all [B, T-1] aligned with the shifted targets,
-        of ``model`` (default: the trained one; a frozen reference model, say).
+        of ``model`` (default: the trained one; a frozen reference model, say); ``with_hidden`` adds ``hidden``
+        [B, T-1, H], the last hidden state at each position that predicts a target (a value head reads it).
 
         With ``head_on_loss_tokens`` the LM head runs only on positions that carry loss
         (:func:`masked_head_cross_entropy`); otherwise on full logits from :meth:`forward`. Under FSDP2 the
         model's own weights (embeddings, head) are gathered only by its ``forward``, so it runs whole there.
         """
         model = model or self.model
+        hidden = None
         if self._head_on_loss_tokens(model):
             causal_lm = self._causal_lm(model)
             hidden = causal_lm.get_decoder()(**self._model_inputs(batch)).last_hidden_state
             per_token_loss, loss_mask = masked_head_cross_entropy(
                 hidden, causal_lm.get_output_embeddings(), batch["labels"], self.head_chunk_tokens
             )
+        elif with_hidden:
+            output = model(**self._model_inputs(batch), output_hidden_states=True)
+            hidden = output.hidden_states[-1]
+            per_token_loss, loss_mask = token_cross_entropy(output.logits, batch["labels"])
         else:
             per_token_loss, loss_mask = token_cross_entropy(self(batch, model), batch["labels"])
-        return {"per_token_loss": per_token_loss, "loss_mask": loss_mask, "task_ids": shift_labels(batch["task_ids"])}
+        out = {"per_token_loss": per_token_loss, "loss_mask": loss_mask, "task_ids": shift_labels(batch["task_ids"])}
+        return out | ({"hidden": hidden[:, :-1]} if with_hidden else {})
 
     def _head_on_loss_tokens(self, model: PreTrainedModel) -> bool:
         return self.head_on_loss_tokens and not isinstance(model, FSDPModule)

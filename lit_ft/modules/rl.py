@@ -1,9 +1,11 @@
 """Online RL of a causal LM (RLHF stage 3): sample groups of completions, score them, push the policy toward the
-better ones with group-relative advantages (RLOO or GRPO) and a KL penalty toward the model it started from."""
+better ones with group-relative advantages (RLOO or GRPO) or a value head's (PPO), and a KL penalty toward the model
+it started from."""
 
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,19 +13,41 @@ from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 from transformers import PreTrainedTokenizerBase
 
 from lit_ft.data.batch import IGNORE_INDEX
-from lit_ft.losses import clipped_policy_loss, grpo_advantages, kl_k3, rloo_advantages
+from lit_ft.losses import (
+    clipped_policy_loss,
+    clipped_value_loss,
+    explained_variance,
+    gae_advantages,
+    grpo_advantages,
+    kl_k3,
+    kl_penalized_rewards,
+    masked_mean,
+    rloo_advantages,
+    whiten,
+)
 from lit_ft.modules.causal_lm import CausalLMModule
 from lit_ft.modules.dpo import eval_mode
 from lit_ft.modules.fine_tune import StepOutput
-from lit_ft.utils.distributed import root_weights_gathered
-from lit_ft.utils.metric_names import RL_METRICS, ROLLOUT_TOKENS_PER_S, TRAIN_TOKENS_PER_S, stage_metric
+from lit_ft.utils.distributed import gathered_objects, root_weights_gathered
+from lit_ft.utils.metric_names import (
+    PPO_METRICS,
+    RL_METRICS,
+    RL_VAL_REWARD,
+    ROLLOUT_TOKENS_PER_S,
+    TRAIN_TOKENS_PER_S,
+    stage_metric,
+)
 
-LossType = Literal["grpo", "rloo"]
+LossType = Literal["grpo", "rloo", "ppo"]
 Reference = Literal["adapter", "copy"]
-ADVANTAGES = {"grpo": grpo_advantages, "rloo": rloo_advantages}
+ADVANTAGES = {"grpo": grpo_advantages, "rloo": rloo_advantages}  # group-relative; ppo's come from its value head
+ROLLOUT_BATCH = ("input_ids", "attention_mask", "labels", "task_ids")  # the padded batch the policy trains on
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,39 +106,58 @@ def last_answer_spans(labels: torch.Tensor) -> list[tuple[int, int]]:
 
 
 class RLModule(CausalLMModule):
-    """Optimise a causal LM online against a reward source, as GRPO (Shao et al., 2024) or RLOO (Ahmadian et al.,
-    2024) do.
+    """Optimise a causal LM online against a reward source, as GRPO (Shao et al., 2024), RLOO (Ahmadian et al.,
+    2024) or PPO with a value head (Schulman et al., 2017; InstructGPT, Ouyang et al., 2022) do.
 
-    Each training step takes a batch of B SFT rows (chat or prompt/completion, padded): each row's last answer is the
-    reference and the conversation before it the prompt. It then
+    Each new batch of B SFT rows (chat or prompt/completion, padded: each row's last answer is the reference and the
+    conversation before it the prompt) becomes a batch of rollouts:
 
-    1. samples ``group_size`` (G) completions per prompt from the policy (``generate``: KV cache, dropout off,
+    1. ``group_size`` (G) completions per prompt sampled from the policy (``generate``: KV cache, dropout off,
        ``temperature``/``top_p``, at most ``max_new_tokens``; from the global torch generator, which checkpoints
        carry, so a resumed run samples what the uninterrupted one did);
-    2. scores them with ``reward`` (a :data:`RewardSource`, ``lit_ft.eval.rewards``); a wrong shape or NaN is refused;
-    3. computes advantages per group: ``loss_type=rloo`` leave-one-out, ``grpo`` mean/std
-       (:func:`~lit_ft.losses.rloo_advantages`, :func:`~lit_ft.losses.grpo_advantages`);
-    4. optimises, per completion token (end-of-turn included), the clipped policy-gradient loss plus ``beta`` times
-       the k3 estimate of ``KL(policy || reference)`` (:func:`~lit_ft.losses.clipped_policy_loss`,
-       :func:`~lit_ft.losses.kl_k3`), averaged over all the completion tokens of the optimizer step (the
-       token-level mean of DAPO, Yu et al., 2025, through ``loss_to_backward``). One pass per rollout batch: the
-       importance ratio is 1 and the objective is the policy gradient; the clip acts on later passes.
+    2. scored by ``reward`` (a :data:`RewardSource`, ``lit_ft.eval.rewards``); a wrong shape or NaN is refused;
+    3. advantages: ``loss_type=rloo`` leave-one-out, ``grpo`` group mean/std, one per completion
+       (:func:`~lit_ft.losses.rloo_advantages`, :func:`~lit_ft.losses.grpo_advantages`); ``ppo`` per token, by GAE
+       (``gamma``, ``lam``) on the values of a scalar head on the policy's last hidden state, from the reward on
+       the last token minus ``beta`` times the per-token log-ratio to the reference, whitened over the batch
+       (:func:`~lit_ft.losses.kl_penalized_rewards`, :func:`~lit_ft.losses.gae_advantages`,
+       :func:`~lit_ft.losses.whiten`).
+
+    The rollouts are then optimised for ``num_iterations`` (K) optimizer steps, one per training step: the loader
+    serves each batch K times in a row (:class:`~lit_ft.data.repeated_batches.RepeatedBatches`, so an epoch is K
+    steps per batch), sampling happens on the first, and later passes reuse the rollouts, their log-probabilities
+    at sampling (``old_logps``), reference log-probs and advantages. The loss per completion token (end-of-turn
+    included) is the clipped surrogate (:func:`~lit_ft.losses.clipped_policy_loss`: the ratio is 1 on the first
+    pass, importance-weighted and clipped at ``epsilon`` on later ones), plus ``beta`` times the k3 estimate of
+    ``KL(policy || reference)`` (:func:`~lit_ft.losses.kl_k3`) for grpo/rloo, or ``vf_coef`` times the clipped
+    value loss (:func:`~lit_ft.losses.clipped_value_loss`, clip ``value_clip``) for ppo; averaged over all the
+    completion tokens of the optimizer step (the token-level mean of DAPO, Yu et al., 2025, through
+    ``loss_to_backward``). Checkpoints carry the rollouts and the passes done, so a run resumed between two passes
+    continues on the same rollouts. The value head is trained and checkpointed; the export is the policy alone.
 
     The reference is the model training starts from: with a LoRA adapter (``reference=adapter``), the policy with its
     adapter disabled (start from a merged SFT export, so this is the SFT model, not the base); else a frozen copy.
 
-    Validation is the causal LM's: the loss of the reference answers (``val/loss``, per task). Logged per step:
+    Validation: the causal LM's loss of the reference answers (``val/loss``, per task) and ``val/reward``, the mean
+    reward of one completion per validation prompt, greedy (``val_temperature=0``) or sampled at
+    ``val_temperature`` (from a generator seeded per batch, apart from training's); per task ``val/reward/<task>``
+    (through ``TaskMetrics``). Early stopping may monitor it (``mode: max``). Logged per step:
     ``train/{reward,reward_std,kl,clip_frac,completion_tokens,truncated}`` (``truncated``: the fraction of completions
-    cut at ``max_new_tokens``), ``perf/rollout_tokens_per_s`` and ``perf/train_tokens_per_s``; per task (through
+    cut at ``max_new_tokens``; ``kl`` the k3 estimate for every loss type), ppo also ``train/value_loss`` and
+    ``train/explained_variance`` (of the returns by the values at sampling), ``perf/rollout_tokens_per_s`` (of the
+    generation that made the rollouts being optimised) and ``perf/train_tokens_per_s``; per task (through
     ``TaskMetrics``) ``train/reward/<task>``, ``train/kl/<task>`` and the loss.
 
     Args:
         reward: the reward source (the ``reward`` config group).
-        loss_type: ``grpo`` or ``rloo``.
-        group_size: completions per prompt (G >= 2).
-        max_new_tokens / temperature / top_p: sampling.
+        loss_type: ``grpo``, ``rloo`` or ``ppo``.
+        group_size: completions per prompt (G >= 2 for grpo and rloo, which compare them; >= 1 for ppo).
+        num_iterations: optimizer steps per batch of rollouts (K, TRL's ``num_iterations``); with K > 1 no gradient
+            accumulation (each pass must follow an update).
+        max_new_tokens / temperature / top_p: sampling; ``val_temperature``: validation's (0: greedy).
         beta: KL strength (0.04 as GRPO; 0 switches the reference off).
         epsilon: clip range of the ratio.
+        gamma / lam: ppo's discount and GAE lambda; vf_coef / value_clip: its value loss weight and clip range.
         reference: ``adapter`` or ``copy``.
         (others: see :class:`~lit_ft.modules.CausalLMModule`)
     """
@@ -125,44 +168,72 @@ class RLModule(CausalLMModule):
         reward: RewardSource,
         loss_type: LossType = "grpo",
         group_size: int = 4,
+        num_iterations: int = 1,
         max_new_tokens: int = 64,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        val_temperature: float = 0.0,
         beta: float = 0.04,
         epsilon: float = 0.2,
+        gamma: float = 1.0,
+        lam: float = 0.95,
+        vf_coef: float = 0.1,
+        value_clip: float = 0.2,
         reference: Reference = "adapter",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if loss_type not in ADVANTAGES:
-            raise ValueError(f"unknown loss_type {loss_type!r} ({', '.join(ADVANTAGES)})")
+        if loss_type not in get_args(LossType):
+            raise ValueError(f"unknown loss_type {loss_type!r} ({', '.join(get_args(LossType))})")
         if reference not in get_args(Reference):
             raise ValueError(f"unknown reference {reference!r} ({', '.join(get_args(Reference))})")
-        if group_size < 2:
+        if loss_type in ADVANTAGES and group_size < 2:
             raise ValueError(
                 f"group_size={group_size}: {loss_type} compares the completions of a prompt with each other (RLOO's "
                 "baseline is the mean of the others, GRPO's the group mean), so it needs at least 2"
             )
-        if max_new_tokens < 1 or temperature <= 0 or not 0 < top_p <= 1:
-            raise ValueError(f"max_new_tokens >= 1, temperature > 0 and 0 < top_p <= 1 needed, got "
-                             f"{max_new_tokens}, {temperature}, {top_p}")  # fmt: skip
+        if group_size < 1 or num_iterations < 1:
+            raise ValueError(f"group_size >= 1 and num_iterations >= 1 needed, got {group_size}, {num_iterations}")
+        if max_new_tokens < 1 or temperature <= 0 or not 0 < top_p <= 1 or val_temperature < 0:
+            raise ValueError(f"max_new_tokens >= 1, temperature > 0, 0 < top_p <= 1 and val_temperature >= 0 "
+                             f"needed, got {max_new_tokens}, {temperature}, {top_p}, {val_temperature}")  # fmt: skip
+        if not (0 <= gamma <= 1 and 0 <= lam <= 1 and vf_coef >= 0 and value_clip > 0):
+            raise ValueError(f"0 <= gamma, lam <= 1, vf_coef >= 0 and value_clip > 0 needed, got {gamma}, {lam}, "
+                             f"{vf_coef}, {value_clip}")  # fmt: skip
         if reference == "adapter" and beta and self.adapter is None:
             raise ValueError("reference=adapter disables the LoRA adapter, but there is none: add peft=lora, or "
                              "use module.reference=copy")  # fmt: skip
         self.reward, self.loss_type, self.group_size = reward, loss_type, group_size
+        self.num_iterations = num_iterations
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.val_temperature = val_temperature
         self.beta, self.epsilon, self.reference = beta, epsilon, reference
+        self.gamma, self.lam, self.vf_coef, self.value_clip = gamma, lam, vf_coef, value_clip
         self.reference_model: nn.Module | None = None
+        self.value_head: nn.Linear | None = None  # ppo: built with the model
         if reference == "copy":
             self.strict_loading = False  # the frozen copy is rebuilt from the pretrained model, not checkpointed
+        # The rollouts being optimised (the padded batch, rewards and what the first pass computed) and the passes
+        # over them done so far; checkpointed.
+        self.rollouts: dict[str, torch.Tensor] | None = None
+        self.passes_done = 0
+        self._trained_batch: dict[str, torch.Tensor] | None = None  # what the last training step ran on
+        self.val_reward = MeanMetric()
         self._train_started: float | None = None
         self._train_tokens = 0
 
-    # --- reference ----------------------------------------------------------------------------------------------
+    # --- model: the reference, the value head ------------------------------------------------------------------
     def configure_model(self) -> None:
         super().configure_model()
         if self.reference == "copy" and self.beta and self.reference_model is None:
             self.reference_model = copy.deepcopy(self.model).requires_grad_(False).eval()
+        if self.loss_type == "ppo" and self.value_head is None:
+            # Zero-initialised: values start at 0, the plain return; trained (and checkpointed) with the adapter.
+            hidden = self._causal_lm().config.hidden_size
+            self.value_head = nn.Linear(hidden, 1, device=next(self.model.parameters()).device)
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+            self.trainable_names |= {f"value_head.{name}" for name, _ in self.value_head.named_parameters()}
 
     def train(self, mode: bool = True) -> RLModule:
         super().train(mode)
@@ -179,6 +250,10 @@ class RLModule(CausalLMModule):
         with eval_mode(self.reference_model):
             return -self.token_losses(batch, self.reference_model)["per_token_loss"]
 
+    def values(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The value head on the last hidden states [N, T-1, H] -> values [N, T-1] (float32)."""
+        return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
+
     # --- rollouts -------------------------------------------------------------------------------------------------
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -189,22 +264,32 @@ class RLModule(CausalLMModule):
         """The id rollouts are padded with: the tokenizer's pad token, else its EOS (masked either way)."""
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
 
+    def prompts_of(self, batch: dict[str, torch.Tensor]) -> tuple[list[list[int]], list[str], list[int]]:
+        """Each row's prompt (token ids), reference answer (text) and task id."""
+        if "attention_mask" not in batch:
+            raise ValueError("module=rl reads prompts from padded batches, one row each: set data.padding_free=false "
+                             "and data.packing=false")  # fmt: skip
+        spans = last_answer_spans(batch["labels"])
+        prompts = [batch["input_ids"][row, :start].tolist() for row, (start, _) in enumerate(spans)]
+        references = [self.tokenizer.decode(batch["input_ids"][row, s:e], skip_special_tokens=True).strip()
+                      for row, (s, e) in enumerate(spans)]  # fmt: skip
+        return prompts, references, [int(batch["task_ids"][row, start]) for row, (start, _) in enumerate(spans)]
+
     @torch.no_grad()
-    def sample(self, prompts: list[list[int]]) -> tuple[list[list[int]], int]:
-        """G completions per prompt (prompt-major), each up to and including its end-of-turn token; and how many
-        were cut at ``max_new_tokens``."""
+    def sample(self, prompts: list[list[int]], count: int, temperature: float) -> tuple[list[list[int]], int]:
+        """``count`` completions per prompt (prompt-major), each up to and including its end-of-turn token, sampled
+        at ``temperature`` (0: greedy); and how many were cut at ``max_new_tokens``."""
         tokenizer, pad = self.tokenizer, self.pad_id
         length = max(map(len, prompts))
         input_ids = torch.tensor([[pad] * (length - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": self.top_p} if temperature else {}
         with root_weights_gathered(self.model), eval_mode(self.model):
             output = self.model.generate(
-                input_ids=input_ids.repeat_interleave(self.group_size, 0),
-                attention_mask=mask.repeat_interleave(self.group_size, 0),
+                input_ids=input_ids.repeat_interleave(count, 0),
+                attention_mask=mask.repeat_interleave(count, 0),
                 max_new_tokens=self.max_new_tokens,
-                do_sample=True,
-                temperature=self.temperature,
-                top_p=self.top_p,
+                **(sampling or {"do_sample": False}),
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
                 use_cache=True,
@@ -219,6 +304,22 @@ class RLModule(CausalLMModule):
                 truncated += 1
             completions.append(ids)
         return completions, truncated
+
+    def score(
+        self, prompts: list[list[int]], completions: list[list[int]], references: list[str], row_tasks: list[int]
+    ) -> torch.Tensor:
+        """The reward source's rewards [N] of the completions (``N // len(prompts)`` per prompt, prompt-major)."""
+        repeat, names = len(completions) // len(prompts), self.trainer.datamodule.task_names
+        rollouts = Rollouts(
+            prompt_ids=[prompts[i // repeat] for i in range(len(completions))],
+            completion_ids=completions,
+            completions=[self.tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions],
+            references=[references[i // repeat] for i in range(len(completions))],
+            task_types=[names[row_tasks[i // repeat]] for i in range(len(completions))],
+            tokenizer=self.tokenizer,
+            device=self.device,
+        )
+        return checked_rewards(self.reward(rollouts), len(completions), self.reward).to(self.device)
 
     def rollout_batch(self, prompts: list[list[int]], completions: list[list[int]], task_ids: list[int]) -> dict:
         """Prompt + completion of each rollout as a padded batch: labels on the completion only, ``task_ids`` -1 on
@@ -237,57 +338,100 @@ class RLModule(CausalLMModule):
             "task_ids": padded([[task_ids[i]] * len(r) for i, r in enumerate(rows)], -1),
         }
 
-    # --- training ----------------------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
-        if "attention_mask" not in batch:
-            raise ValueError("module=rl reads prompts from padded batches, one row each: set data.padding_free=false "
-                             "and data.packing=false")  # fmt: skip
-        spans = last_answer_spans(batch["labels"])
-        prompts = [batch["input_ids"][row, :start].tolist() for row, (start, _) in enumerate(spans)]
-        references = [self.tokenizer.decode(batch["input_ids"][row, s:e], skip_special_tokens=True).strip()
-                      for row, (s, e) in enumerate(spans)]  # fmt: skip
-        row_tasks = [int(batch["task_ids"][row, start]) for row, (start, _) in enumerate(spans)]
+    def new_rollouts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Sample and score the rollouts of a batch of prompts: the padded batch (:meth:`rollout_batch`), ``rewards``
+        [N] and ``truncated`` (the fraction cut at ``max_new_tokens``)."""
+        prompts, references, row_tasks = self.prompts_of(batch)
         started = time.perf_counter()
-        completions, truncated = self.sample(prompts)
+        completions, truncated = self.sample(prompts, self.group_size, self.temperature)
         generated = sum(map(len, completions))
         self.log(ROLLOUT_TOKENS_PER_S, generated / (time.perf_counter() - started), on_step=True, on_epoch=False)
+        rewards = self.score(prompts, completions, references, row_tasks)
+        tasks = [row_tasks[i // self.group_size] for i in range(len(completions))]
+        rollout = self.rollout_batch(prompts, completions, tasks)
+        return {**rollout, "rewards": rewards, "truncated": torch.tensor(truncated / len(completions))}
 
-        names = self.trainer.datamodule.task_names
-        repeat = self.group_size
-        rollouts = Rollouts(
-            prompt_ids=[prompts[i // repeat] for i in range(len(completions))],
-            completion_ids=completions,
-            completions=[self.tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions],
-            references=[references[i // repeat] for i in range(len(completions))],
-            task_types=[names[row_tasks[i // repeat]] for i in range(len(completions))],
-            tokenizer=self.tokenizer,
-            device=self.device,
+    def first_pass(
+        self, rollouts: dict[str, torch.Tensor], logps: torch.Tensor, values: torch.Tensor | None, mask: torch.Tensor
+    ) -> None:
+        """Add what the later passes over ``rollouts`` reuse, from the first pass's forward (the policy that
+        sampled them; ``logps``, ``values`` [N, T-1] without gradient, ``mask`` the completion tokens):
+        ``old_logps``, the reference's ``ref_logps``, the ``advantages`` and, for ppo, ``old_values`` and
+        ``returns``."""
+        rollouts["old_logps"] = logps
+        rollouts["ref_logps"] = (
+            self.reference_logps({key: rollouts[key] for key in ROLLOUT_BATCH}) if self.beta else logps
         )
-        rewards = checked_rewards(self.reward(rollouts), len(completions), self.reward).to(self.device)
-        grouped = rewards.view(-1, repeat)
-        advantages = ADVANTAGES[self.loss_type](grouped).flatten()
+        if self.loss_type in ADVANTAGES:
+            grouped = rollouts["rewards"].view(-1, self.group_size)
+            rollouts["advantages"] = ADVANTAGES[self.loss_type](grouped).flatten()
+            return
+        token_rewards = kl_penalized_rewards(rollouts["rewards"], logps, rollouts["ref_logps"], mask, self.beta)
+        advantages, rollouts["returns"] = gae_advantages(token_rewards, values, mask, self.gamma, self.lam)
+        rollouts["advantages"], rollouts["old_values"] = whiten(advantages, mask), values
 
+    # --- training ----------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Have the datamodule serve each training batch ``num_iterations`` times (refused where it cannot)."""
+        if stage != "fit":
+            return
+        if self.num_iterations > 1 and self.trainer.accumulate_grad_batches > 1:
+            raise ValueError(f"module.num_iterations={self.num_iterations} takes one optimizer step per pass over a "
+                             "batch of rollouts: set trainer.accumulate_grad_batches=1 (raise data.batch_size "
+                             "instead)")  # fmt: skip
+        datamodule = self.trainer.datamodule
+        if hasattr(datamodule, "batch_repeats"):
+            datamodule.batch_repeats = self.num_iterations
+        elif self.num_iterations > 1:
+            raise ValueError(f"module.num_iterations needs a datamodule that can repeat its training batches (lit_ft."
+                             f"data.FineTuneDataModule's batch_repeats); {type(datamodule).__name__} cannot")  # fmt: skip
+
+    def teardown(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if stage == "fit" else None
+        if hasattr(datamodule, "batch_repeats"):  # a later fit on the same data (a curriculum stage) starts plain
+            datamodule.batch_repeats = 1
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
+        if self.rollouts is None:
+            self.rollouts = self.new_rollouts(batch)
+        rollouts = self.rollouts = {key: value.to(self.device) for key, value in self.rollouts.items()}
+        rollout = self._trained_batch = {key: rollouts[key] for key in ROLLOUT_BATCH}
         self._train_started = time.perf_counter()
-        rollout = self.rollout_batch(prompts, completions, [row_tasks[i // repeat] for i in range(len(completions))])
         self._train_tokens = int(rollout["attention_mask"].sum())
-        out = self.token_losses(rollout)
+        ppo = self.loss_type == "ppo"
+        out = self.token_losses(rollout, with_hidden=ppo)
         mask = out["loss_mask"].float()
         logps = -out["per_token_loss"]
-        policy_loss, clipped = clipped_policy_loss(logps, logps.detach(), advantages, self.epsilon)
-        kl = kl_k3(logps, self.reference_logps(rollout)) if self.beta else torch.zeros_like(policy_loss)
-        per_token_loss = (policy_loss + self.beta * kl) * mask
-        tokens = mask.sum(-1)
-        metrics = {
+        values = self.values(out.pop("hidden")) if ppo else None
+        if "old_logps" not in rollouts:
+            self.first_pass(rollouts, logps.detach(), values.detach() if ppo else None, mask)
+        policy_loss, clipped = clipped_policy_loss(logps, rollouts["old_logps"], rollouts["advantages"], self.epsilon)
+        kl = kl_k3(logps, rollouts["ref_logps"]) if self.beta else torch.zeros_like(policy_loss)
+        metrics = {}
+        if ppo:
+            value_loss, _ = clipped_value_loss(values, rollouts["old_values"], rollouts["returns"], self.value_clip)
+            per_token_loss = (policy_loss + self.vf_coef * value_loss) * mask
+            metrics["value_loss"] = masked_mean(value_loss, mask)
+            metrics["explained_variance"] = explained_variance(rollouts["old_values"], rollouts["returns"], mask)
+            kl = kl.detach()  # the KL is in the rewards: logged, not optimised
+        else:
+            per_token_loss = (policy_loss + self.beta * kl) * mask
+        rewards, tokens = rollouts["rewards"], mask.sum(-1)
+        grouped = rewards.view(-1, self.group_size)
+        metrics |= {
             "reward": rewards.mean(),
-            "reward_std": grouped.std(-1).mean(),
-            "kl": (kl * mask).sum() / mask.sum().clamp(min=1),
-            "clip_frac": (clipped.float() * mask).sum() / mask.sum().clamp(min=1),
+            "reward_std": grouped.std(-1).mean() if self.group_size > 1 else torch.zeros(()),
+            "kl": masked_mean(kl, mask),
+            "clip_frac": masked_mean(clipped.float(), mask),
             "completion_tokens": tokens.mean(),
-            "truncated": torch.tensor(truncated / len(completions)),
+            "truncated": rollouts["truncated"],
         }
-        for name in RL_METRICS:
+        for name in RL_METRICS + (PPO_METRICS if ppo else ()):
             self.log(stage_metric("train", name), metrics[name].detach(), on_step=True, on_epoch=False,
-                     batch_size=len(completions))  # fmt: skip
+                     batch_size=len(rewards))  # fmt: skip
+        self.passes_done += 1
+        if self.passes_done == self.num_iterations:  # used up: the next step samples from the next batch
+            self.rollouts, self.passes_done = None, 0
         return {
             "loss": self.loss_to_backward(per_token_loss.sum(), mask.sum()),
             "per_token_loss": per_token_loss.detach(),
@@ -297,8 +441,59 @@ class RLModule(CausalLMModule):
             "example_task_ids": rollout["task_ids"][:, 0],
         }
 
+    def trained_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The rollouts the last training step trained on (``TrainedBatch``: what the throughput counts)."""
+        return self._trained_batch if self._trained_batch is not None else batch
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._train_started is not None:  # the policy's forward and backward (and the optimizer step)
             seconds = time.perf_counter() - self._train_started
             self.log(TRAIN_TOKENS_PER_S, self._train_tokens / seconds, on_step=True, on_epoch=False)
             self._train_started = None
+
+    # --- validation: the reward of the policy's completions -------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self.val_reward.reset()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
+        out = super().validation_step(batch, batch_idx)
+        prompts, references, row_tasks = self.prompts_of(batch)
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # training's generators stay where they were
+            torch.manual_seed(batch_idx)
+            completions, _ = self.sample(prompts, 1, self.val_temperature)
+        rewards = self.score(prompts, completions, references, row_tasks)
+        self.val_reward.update(rewards)
+        task_ids = torch.tensor(row_tasks, device=self.device)
+        return {**out, "example_metrics": {"reward": rewards}, "example_task_ids": task_ids}
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        self.log(RL_VAL_REWARD, self.val_reward.compute(), sync_dist=False)
+
+    # --- checkpoints: the rollouts being optimised ------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save every rank's rollouts (each rank optimises its own; rank 0 writes the checkpoint) and the passes
+        done over them, when a checkpoint falls between two passes."""
+        super().on_save_checkpoint(checkpoint)
+        local = None if self.rollouts is None else {key: value.detach().cpu() for key, value in self.rollouts.items()}
+        ranks = gathered_objects(local)
+        if any(rollouts is not None for rollouts in ranks):
+            checkpoint["rl_rollouts"] = {"passes_done": self.passes_done, "ranks": ranks}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get("rl_rollouts")
+        self.rollouts, self.passes_done = None, 0
+        if saved is None:
+            return
+        if len(saved["ranks"]) != self.trainer.world_size:
+            raise ValueError(
+                f"the checkpoint was taken between two passes over the rollouts of {len(saved['ranks'])} processes, "
+                f"and this run has {self.trainer.world_size}: resume with as many (trainer.devices), or from a "
+                "checkpoint taken after a batch's last pass"
+            )
+        self.rollouts, self.passes_done = dict(saved["ranks"][self.global_rank]), saved["passes_done"]
+        log.info("Resuming between two passes over the saved rollouts (%d of %d done)", self.passes_done,
+                 self.num_iterations)  # fmt: skip

@@ -60,10 +60,12 @@ def shard_model(
     reshard_after_forward: bool,
     activation_checkpointing: bool,
 ) -> None:
-    """``fully_shard`` each decoder layer of ``model``, then ``model`` itself; a no-op on a sharded model."""
+    """``fully_shard`` each decoder layer of ``model``, then ``model`` itself; a no-op on a sharded model. A small
+    module with no list of layers (online RL's value head) is one unit, the root."""
     if isinstance(model, FSDPModule):
         return
-    layer_classes = tuple(decoder_layer_classes(model))
+    has_layers = any(isinstance(m, nn.ModuleList) for m in model.modules())
+    layer_classes = tuple(decoder_layer_classes(model)) if has_layers else ()
     if activation_checkpointing:
         checkpoint_layers(model, layer_classes)
     options = {"mesh": mesh, "mp_policy": mp_policy, "offload_policy": offload_policy}

@@ -141,3 +141,13 @@ def own_shards(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[
             value = distribute_tensor(value, p.device_mesh, p.placements, src_data_rank=None).to_local().cpu()
         shards[name] = value
     return shards
+
+
+def gathered_objects(value: object) -> list[object]:
+    """Every rank's ``value``, in rank order (a collective: every rank calls it); ``[value]`` in one process.
+    Picklable objects of any shape, such as each rank's own rollouts, which no tensor gather takes."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [value]
+    values: list[object] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(values, value)
+    return values

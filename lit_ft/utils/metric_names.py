@@ -10,7 +10,8 @@ Families, with ``<stage>`` = ``train`` | ``val`` and ``<task>`` a task type of t
   ``tokens`` and ``examples``, and each per-example metric of a preference module;
 - forgetting (:class:`~lit_ft.callbacks.ForgettingCheck`): ``forgetting/<score>`` and its ``_delta`` (score minus
   baseline), ``_baseline`` and ``_threshold`` (the value a warning fires past) as reference lines;
-- online RL: ``train/{reward,reward_std,kl,clip_frac,completion_tokens,truncated}``;
+- online RL: ``train/{reward,reward_std,kl,clip_frac,completion_tokens,truncated}``, PPO also
+  ``train/{value_loss,explained_variance}``; ``val/reward`` (and per task ``val/reward/<task>``);
 - throughput (:class:`~lit_ft.callbacks.Throughput`): ``perf/...``;
 - tables: ``samples`` (each generation stage), and at the end of a run ``forgetting_results``, ``per_task`` and
   ``samples_before_after``; the run summary's scalars as ``final/<key>``.
@@ -43,6 +44,8 @@ FORGETTING_KINDS = ("delta", "baseline", "threshold")
 
 # online RL (lit_ft.modules.RLModule): train/<name> per step; reward and kl also per task (train/reward/<task>)
 RL_METRICS = ("reward", "reward_std", "kl", "clip_frac", "completion_tokens", "truncated")
+PPO_METRICS = ("value_loss", "explained_variance")  # train/<name>, loss_type=ppo only
+RL_VAL_REWARD = "val/reward"  # mean reward of one completion per validation prompt (per task: val/reward/<task>)
 ROLLOUT_TOKENS_PER_S = "perf/rollout_tokens_per_s"  # sampled completion tokens per second of generation
 TRAIN_TOKENS_PER_S = "perf/train_tokens_per_s"  # rollout sequence tokens per second of the policy's forward/backward
 

@@ -112,3 +112,13 @@ class HeadPositions(Protocol):
     def head_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """How many positions of ``batch`` the head runs on (a 0-dim tensor); ``None`` when it runs on all."""
         ...
+
+
+@runtime_checkable
+class TrainedBatch(Protocol):
+    """A module whose training step runs the model on another batch than the loader's (online RL: the rollouts it
+    samples from the loader's prompts): the ``Throughput`` callback counts that batch's tokens."""
+
+    def trained_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The padded batch the last training step ran forward and backward on, for the loader's ``batch``."""
+        ...
