@@ -55,6 +55,7 @@ def test_two_process_online_rl(tmp_path, strategy, objective):
     result = run_entry_point([
         "experiment=rl_legal", "debug=tiny", f"strategy={strategy}", "trainer.devices=2", "trainer.accelerator=cpu",
         "trainer.precision=32-true", "trainer.max_steps=2", "callbacks.progress_bar=null", "module.max_new_tokens=8",
+        "data.max_length=256",  # debug=tiny's 128 would cut the classify rows (their clause-type list) and drop them
         "callbacks.task_scores.max_examples=4", "callbacks.task_scores.max_new_tokens=4", f"paths.log_dir={tmp_path}",
         f"data.cache_dir={tmp_path / 'cache'}", *objective,
     ])  # fmt: skip
