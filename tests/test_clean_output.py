@@ -28,6 +28,7 @@ def test_the_flagship_composition_runs_clean(tmp_path, arithmetic_files):
             f"data.train_files={train_file}",
             f"data.val_files={val_file}",
             "trainer.max_steps=2",
+            "trainer.val_check_interval=2",  # a check inside fit (lora_legal validates at the epoch's end), for early stopping
             "callbacks.forgetting.max_questions=4",
             "callbacks.forgetting.max_passages=1",
             "callbacks.generation_samples.max_new_tokens=4",
