@@ -224,6 +224,8 @@ def test_train_py_trains_on_each_format(tmp_path, name):
             "data.batch_size=2",
             f"paths.log_dir={tmp_path / 'logs'}",
             *EXTRA_OVERRIDES[EXPERIMENT[name]],
+            # raw text has no prompts to answer: sft_legal's task scores refuse it, naming the fix (this one)
+            *(["callbacks.task_scores=null"] if name == "text" else []),
         ]
     )
     summary = json.loads((tmp_path / "logs" / "debug_tiny" / "summary.json").read_text())

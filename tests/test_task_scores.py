@@ -51,6 +51,7 @@ def run(tmp_path_factory):
                 FIRST_WORD,
                 "trainer.max_steps=20",
                 "trainer.val_check_interval=5",
+                "data.batch_size=8",  # 20 steps of 8: what makes the tiny model's first words change between checks
                 "module.optimizer.lr=0.05",
                 f"callbacks.early_stopping.monitor={MONITOR}",
                 "callbacks.early_stopping.mode=max",
