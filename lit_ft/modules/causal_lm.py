@@ -14,7 +14,7 @@ from torch.distributed.fsdp import FSDPModule
 from transformers import PreTrainedModel
 
 from lit_ft.data.batch import loss_tokens
-from lit_ft.losses import masked_head_cross_entropy, shift_labels, token_cross_entropy
+from lit_ft.losses import masked_head_cross_entropy, masked_mean, shift_labels, token_cross_entropy
 from lit_ft.modules.fine_tune import FineTuneModule, StepOutput
 from lit_ft.utils.metric_names import VAL_LOSS, VAL_PPL
 from lit_ft.utils.protocols import TaskData
@@ -100,7 +100,7 @@ class CausalLMModule(FineTuneModule):
     def mean_token_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The mean next-token loss over a batch's loss tokens (a scalar): what EWC's Fisher is estimated on."""
         out = self.token_losses(batch)
-        return (out["per_token_loss"] * out["loss_mask"]).sum() / out["loss_mask"].sum().clamp(min=1)
+        return masked_mean(out["per_token_loss"], out["loss_mask"])
 
     def on_fit_start(self) -> None:
         if self.task_loss_weights:

@@ -283,13 +283,17 @@ class RLModule(CausalLMModule):
         length = max(map(len, prompts))
         input_ids = torch.tensor([[pad] * (length - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": self.top_p} if temperature else {}
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": self.top_p}
+            if temperature
+            else {"do_sample": False}
+        )
         with root_weights_gathered(self.model), eval_mode(self.model):
             output = self.model.generate(
                 input_ids=input_ids.repeat_interleave(count, 0),
                 attention_mask=mask.repeat_interleave(count, 0),
                 max_new_tokens=self.max_new_tokens,
-                **(sampling or {"do_sample": False}),
+                **sampling,
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
                 use_cache=True,
