@@ -295,10 +295,12 @@ def litft_optimization(cfg: Config) -> dict[str, Any]:
     }
 
 
-def litft_trainer(cfg: Config, recorder: StepRecorder, metrics: dict[str, str] | None = None):
+def litft_trainer(
+    cfg: Config, recorder: StepRecorder, metrics: dict[str, str] | None = None, count_tokens: bool = True
+):
     """A Lightning Trainer for ``warmup + steps`` optimizer steps that feeds ``recorder``: peak memory reset when
-    training starts, non-padding tokens of each batch (``task_ids != -1``), ``train/loss`` and the logged
-    ``metrics`` (``ours: logged name``) after each step."""
+    training starts, non-padding tokens of each batch (``task_ids != -1``; unless ``count_tokens`` is off, for a
+    module that counts its own), ``train/loss`` and the logged ``metrics`` (``ours: logged name``) after each step."""
     import lightning as L
     import torch
 
@@ -310,7 +312,8 @@ def litft_trainer(cfg: Config, recorder: StepRecorder, metrics: dict[str, str] |
             recorder.started = time.perf_counter()
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            recorder.count(int((batch["task_ids"] != -1).sum()))  # task_ids are -1 exactly on padding
+            if count_tokens:
+                recorder.count(int((batch["task_ids"] != -1).sum()))  # task_ids are -1 exactly on padding
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if device == "cuda":

@@ -126,9 +126,9 @@ def test_defaults_are_the_protocol(monkeypatch):
     assert Config("trl", "lora", "matched").steps == 10
 
 
-@pytest.mark.parametrize("script", ["bench_sft", "bench_preference"])
+@pytest.mark.parametrize("script", ["bench_sft", "bench_preference", "bench_rl"])
 def test_the_scripts_take_the_protocol_options(script, tmp_path):
-    """Both scripts parse --force, --idle-timeout and --busy-cores (their --help lists them)."""
+    """The scripts parse --force, --idle-timeout and --busy-cores (their --help lists them)."""
     import subprocess
 
     repo = Path(__file__).resolve().parents[1]
