@@ -29,7 +29,7 @@ import argparse
 import json
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common import (
     LORA,
@@ -60,6 +60,9 @@ from common import (
     worker,
     write_section,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DATA = REPO / "data" / "legal" / "train.jsonl"
 
@@ -230,34 +233,111 @@ def ablation_configs(modes: list[str], steps: int, warmup: int, threads: int, **
     return configs
 
 
+SCALING_LENGTHS = (128, 256, 512, 1024, 2048)  # T, at batch 1
+SCALING_BATCHES = (1, 2, 4, 8)  # B, at T = SCALING_BATCH_LENGTH
+SCALING_BATCH_LENGTH = 256
+TOOL_COLORS = {"lit-ft": "C0", "trl": "C1"}  # one colour per tool in every panel
+SCALING_PLOT = "scaling.png"  # written beside the report (benchmarks/scaling.png by default)
+
+
+def scaling_label(seq_len: int, batch_size: int) -> str:
+    return f"T={seq_len} B={batch_size}"
+
+
 def scaling_configs(steps: int, warmup: int, threads: int, **settings: Any) -> list[Config]:
-    """LoRA step time and memory against sequence length (batch 1) and batch size (length 256)."""
-    base = {"steps": steps, "warmup": warmup, "threads": threads, "setting": "scaling", **settings}
-    base.update(batching="padding_free", attn="sdpa_varlen")
+    """LoRA tokens/s and peak memory against sequence length (batch 1) and batch size (T = 256), TRL then lit-ft
+    at each point, both on the same rows of exactly T tokens (:func:`tokenised_examples`).
+
+    TRL runs the matched comparison's settings (the run's precision, padded batches, no gradient checkpointing:
+    rows of equal length need no padding), lit-ft its defaults (padding-free rows, ``sdpa_varlen``). One more
+    lit-ft point at the longest T adds gradient checkpointing: the memory it saves where activations are largest.
+    The point T = 256, B = 1 belongs to both curves and runs once.
+    """
+    base = {"steps": steps, "warmup": warmup, "threads": threads, "setting": "scaling", "mode": "lora", **settings}
+    tools = {"trl": {}, "lit-ft": {"batching": "padding_free", "attn": "sdpa_varlen"}}
+    points = [(n, 1) for n in SCALING_LENGTHS]
+    points += [(SCALING_BATCH_LENGTH, b) for b in SCALING_BATCHES if (SCALING_BATCH_LENGTH, b) not in points]
     configs = [
-        Config("lit-ft", "lora", label=f"T={n} B=1", seq_len=n, batch_size=1, max_length=n, **base)
-        for n in (256, 1024, 2048)
+        Config(tool, label=scaling_label(n, b), seq_len=n, batch_size=b, **tools[tool], **base)
+        for n, b in points
+        for tool in tools
     ]
+    longest = max(SCALING_LENGTHS)
     configs.append(
         Config(
             "lit-ft",
-            "lora",
-            label="T=2048 B=1 grad ckpt",
-            seq_len=2048,
+            label=f"{scaling_label(longest, 1)} grad ckpt",
+            seq_len=longest,
             batch_size=1,
-            max_length=2048,
             gradient_checkpointing=True,
+            **tools["lit-ft"],
             **base,
         )
     )
-    configs += [Config("lit-ft", "lora", label=f"T=256 B={b}", seq_len=256, batch_size=b, **base) for b in (4, 8)]
     return configs
 
 
+def plot_scaling(results: list[tuple[Config, dict]], path: Path) -> Figure | None:
+    """Draw the scaling rows of ``results`` to ``path`` (PNG) and return the figure; ``None`` without any.
+
+    Top row: tokens/s and peak memory against T at batch 1; bottom row: against B at T = 256; one line per tool
+    (lit-ft's gradient-checkpointing point as its own marker), log-2 x axes. A failed run is not a point: the
+    figure's footnote names it.
+    """
+    rows = [(c, r) for c, r in results if c.setting == "scaling"]
+    if not rows:
+        return None
+    from lit_ft.utils.plotting import pyplot
+
+    plt = pyplot()
+    figure, axes = plt.subplots(2, 2, figsize=(10, 7.5), dpi=110)
+    curves = [  # (x axis, which rows, their x)
+        ("sequence length T (tokens, batch 1)", lambda c: c.batch_size == 1, lambda c: c.seq_len),
+        (
+            f"batch size B (T = {SCALING_BATCH_LENGTH})",
+            lambda c: c.seq_len == SCALING_BATCH_LENGTH,
+            lambda c: c.batch_size,
+        ),
+    ]
+    panels = {"tokens_per_s": "tokens/s (wall clock)", "peak_mem_mb": "peak memory (MB)"}
+    for row, (xlabel, on_curve, x_of) in zip(axes, curves):
+        for axis, (key, ylabel) in zip(row, panels.items()):
+            series: dict[tuple[str, bool], list[tuple[int, float]]] = {}
+            for cfg, r in rows:
+                if "error" not in r and on_curve(cfg):
+                    series.setdefault((cfg.tool, cfg.gradient_checkpointing), []).append((x_of(cfg), r[key]))
+            for (tool, checkpointed), points in sorted(series.items()):
+                xs, ys = zip(*sorted(points))
+                label, style = (f"{tool} + grad ckpt", "s") if checkpointed else (tool, "o-")
+                axis.plot(xs, ys, style, color=TOOL_COLORS.get(tool), label=label)
+            ticks = sorted({x for points in series.values() for x, _ in points})
+            axis.set_xscale("log", base=2)
+            axis.set_xticks(ticks, [str(t) for t in ticks])
+            axis.minorticks_off()
+            axis.set_xlabel(xlabel)
+            axis.set_ylabel(ylabel)
+            axis.set_ylim(bottom=0)
+            axis.grid(alpha=0.3)
+            if series:
+                axis.legend(fontsize=8)
+    failed = [f"{c.tool} {c.label}" for c, r in rows if "error" in r]
+    cfg = rows[0][0]
+    figure.suptitle(f"LoRA scaling, lit-ft (defaults) and TRL (matched), {cfg.device} {cfg.precision}")
+    if failed:
+        figure.text(0.01, 0.01, "not plotted (run failed): " + ", ".join(failed), fontsize=8)
+    figure.tight_layout(rect=(0, 0.03 if failed else 0, 1, 1))
+    figure.savefig(path)
+    plt.close(figure)
+    return figure
+
+
 def reference(results: list[tuple[Config, dict]], cfg: Config) -> dict | None:
-    """The row ``cfg`` is compared with: TRL in the comparisons, the padded lit-ft run in the ablation."""
+    """The row ``cfg`` is compared with: TRL in the comparisons, TRL at the same T and B in the scaling curve, the
+    padded lit-ft run in the ablation."""
     if cfg.setting in ("matched", "defaults") and cfg.tool == "lit-ft":
         wanted = lambda c: c.tool == "trl"  # noqa: E731
+    elif cfg.setting == "scaling" and cfg.tool == "lit-ft":
+        wanted = lambda c: c.tool == "trl" and (c.seq_len, c.batch_size) == (cfg.seq_len, cfg.batch_size)  # noqa: E731
     elif cfg.setting == "ablation" and cfg.label != "padded":
         wanted = lambda c: c.label == "padded"  # noqa: E731
     else:
@@ -302,13 +382,23 @@ def write_report(
         "matched": f"Matched settings ({precision}, padded batches of 4, max length 256, no gradient checkpointing)",
         "defaults": "Each tool's recommended defaults (batch 4, max length 256)",
         "ablation": "lit-ft ablation: one change at a time (ratios against the padded run)",
-        "scaling": "Scaling: LoRA step time and memory vs sequence length and batch (lit-ft defaults)",
+        "scaling": "Scaling: LoRA tokens/s and peak memory vs sequence length and batch size, lit-ft and TRL",
     }
+    plot = plot_scaling(results, out.with_name(SCALING_PLOT))
     for setting, title in titles.items():
         rows = [(c, r) for c, r in results if c.setting == setting]
         if not rows:
             continue
         lines += [f"## {title}", "", steps_line(rows), ""]
+        if setting == "scaling":
+            lines += [
+                f"Lengths at batch 1, batch sizes at T = {SCALING_BATCH_LENGTH}; both tools train on the same rows "
+                "of exactly T tokens. lit-ft runs its defaults (padding-free, sdpa_varlen), TRL the matched "
+                f"settings ({precision}, padded, no gradient checkpointing); lit-ft's ratios are against TRL at "
+                "the same T and B.",
+                "",
+                *([f"![tokens/s and peak memory against T and B]({SCALING_PLOT})", ""] if plot else []),
+            ]
         lines += [
             "| mode | tool | settings | steps/s | tokens/s | tokens/CPU-s | step s | first step s | peak MB | "
             "MB at start | MFU % | loss step 1 | loss last | speed (wall) | speed (CPU time) | memory |",

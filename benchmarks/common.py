@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the benchmarks import the lit_ft beside them, whatever else is installed
 MODEL = "smollm2-135m-instruct"
 LORA = {"r": 16, "alpha": 32}
 # ``--model`` value for SmolLM2-135M-Instruct's architecture with seeded random weights and the embedded tokenizer:
@@ -118,7 +119,6 @@ def prepare_model(name: str) -> str:
     written once here (both tools then load the same random weights, and each process only reads them)."""
     if name != RANDOM_MODEL:
         return name
-    sys.path.insert(0, str(REPO))
     from lit_ft.models import load_tokenizer, tiny_llama
 
     folder = Path(tempfile.mkdtemp(prefix="bench_model_"))
@@ -433,7 +433,6 @@ def worker(cfg: Config, run: Callable[[Config], dict[str, Any]]) -> None:
     import torch
 
     torch.set_num_threads(cfg.threads)
-    sys.path.insert(0, str(REPO))
     peaks = {dtype: matmul_peak_gflops(dtype, cfg.threads, cfg.device) for dtype in sorted({"fp32", cfg.precision})}
     result = run(cfg)
     print(

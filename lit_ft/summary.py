@@ -10,6 +10,7 @@ from rich.table import Table
 
 from lit_ft.callbacks.history import MetricHistory
 from lit_ft.utils.io import write_json_atomic
+from lit_ft.utils.plotting import pyplot
 
 
 def format_value(value: Any) -> str:
@@ -195,10 +196,7 @@ def plot_loss_curves(history: MetricHistory, path: str | Path, title: str = "") 
     """Plot training loss per optimizer step and validation loss per check; ``None`` when nothing was logged."""
     if not history.train and not history.val.get("val/loss"):
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
     if history.train:

@@ -31,6 +31,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lit_ft.eval.task_metrics import logged_scores
+from lit_ft.utils.plotting import pyplot
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +199,7 @@ def plot_curves(jobs: Sequence[JobResult], labels: dict[str, list[str]], path: P
     """Validation loss per check, one line per job; ``False`` when no job logged any."""
     if not any(j.curve for j in jobs):
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(8, 4.5), dpi=110)
     for job in jobs:
