@@ -3,6 +3,7 @@
     python benchmarks/bench_sft.py                        # comparisons (full and LoRA SFT) and scaling curve
     python benchmarks/bench_sft.py --suite compare --modes lora --steps 6 --force
     python benchmarks/bench_sft.py --suite ablation       # each lit-ft optimisation switched on and off
+    python benchmarks/bench_sft.py --suite scaling        # both tools against sequence length and batch size
     python benchmarks/bench_sft.py --device cuda --bf16 --only matched   # on a GPU, both tools in bf16 mixed precision
 
 Every configuration runs in a fresh Python process (``--worker``) pinned to ``--threads`` cores, on the embedded
@@ -20,7 +21,8 @@ bf16 mixed precision (a LoRA run's frozen base loaded in bf16 by both).
   (N = all parameters; for LoRA the real work is nearer ``4 * N`` per token, so its MFU reads high);
 - the training loss of the first and the last step (the same batches, so the same loss within noise).
 
-The table goes to ``benchmarks/RESULTS.md`` (``--out``) with the machine, the load average and the settings.
+The table goes to ``benchmarks/RESULTS.md`` (``--out``) with the machine, the load average and the settings; the
+scaling suite's tokens/s and peak memory against T and B are also drawn to ``scaling.png`` beside it.
 """
 
 from __future__ import annotations
