@@ -59,7 +59,7 @@ from common import (
     trl_arguments,
     trl_timer,
     worker,
-    write_section,
+    write_table_section,
 )
 
 DATA = REPO / "data" / "preference" / "train.jsonl"
@@ -387,9 +387,7 @@ def write_report(results: list[tuple[Config, dict]], peaks: dict[str, float], st
             ]
             lines.append(f"{head} | " + " | ".join(cells) + " |")
         lines.append("")
-    text = "\n".join(lines)
-    write_section(out, "bench_preference", text)
-    return text
+    return write_table_section(out, "bench_preference", lines)
 
 
 def main() -> None:

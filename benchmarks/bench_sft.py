@@ -60,7 +60,7 @@ from common import (
     trl_arguments,
     trl_timer,
     worker,
-    write_section,
+    write_table_section,
 )
 
 if TYPE_CHECKING:
@@ -419,9 +419,7 @@ def write_report(
                 f"{fmt(r['loss_first'], 4)} | {fmt(r['loss_last'], 4)} | {speed_wall} | {speed_cpu} | {memory} |"
             )
         lines.append("")
-    text = "\n".join(lines)
-    write_section(out, "bench_sft", text)
-    return text
+    return write_table_section(out, "bench_sft", lines)
 
 
 def main() -> None:

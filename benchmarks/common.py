@@ -707,6 +707,13 @@ def ratio_cells(r: dict, ref: dict | None) -> list[str]:
     ]
 
 
+def write_table_section(out: Path, key: str, lines: list[str]) -> str:
+    """Write ``lines`` (a report section) as section ``key`` of ``out``; return its text."""
+    text = "\n".join(lines)
+    write_section(out, key, text)
+    return text
+
+
 def write_section(out: Path, key: str, text: str) -> None:
     """Put ``text`` in ``out`` between the markers of section ``key`` (replacing that section only, or appending it)."""
     begin, end = f"<!-- begin {key} -->", f"<!-- end {key} -->"
