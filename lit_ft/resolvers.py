@@ -8,8 +8,6 @@ and ``lit_ft.run``).
   defaults that follow the hardware (``trainer=default``, the ``model`` group). They resolve when the config is
   composed, so ``config.yaml`` records what was chosen, and an explicit ``trainer=cpu`` on a GPU machine also
   gets the CPU precision and attention. The one home of the rule "does this run use CUDA".
-- ``${lit_ft.shares_prompts:<attention>}``: whether that attention runs shared-prompt rows (``module.shared_prompt``'s
-  default in ``conf/module/rl.yaml``).
 - ``${shipped_data_dir:checkout}``: the folder of the data sets lit-ft ships (``paths.data_dir``).
 """
 
@@ -67,15 +65,6 @@ def default_attention(accelerator: str | None = "auto") -> str:
     return "sdpa_varlen"
 
 
-def shares_prompts(attention: str) -> bool:
-    """Whether ``attention`` keeps the branches of a shared-prompt row apart: ``module.shared_prompt``'s default
-    (online RL), so it is on where the model's attention can run it (``sdpa_varlen``, the CPU default) and off
-    where it cannot (flash attention or sdpa, the GPU defaults; the tiny test model's sdpa)."""
-    from lit_ft.models.attention import SHARED_PROMPT_ATTENTION
-
-    return attention in SHARED_PROMPT_ATTENTION
-
-
 def shipped_data_dir(checkout: str | None = None) -> str:
     """``<checkout>/data`` when an entry point of a checkout set ``LIT_FT_ROOT`` (train.py and eval.py do), else
     the copy installed with lit-ft (package ``lit_ft.shipped_data``): the experiments and callbacks that read the
@@ -96,4 +85,3 @@ OmegaConf.register_new_resolver("shipped_data_dir", shipped_data_dir, replace=Tr
 OmegaConf.register_new_resolver("lit_ft.accelerator", default_accelerator, replace=True)
 OmegaConf.register_new_resolver("lit_ft.precision", default_precision, replace=True)
 OmegaConf.register_new_resolver("lit_ft.attention", default_attention, replace=True)
-OmegaConf.register_new_resolver("lit_ft.shares_prompts", shares_prompts, replace=True)

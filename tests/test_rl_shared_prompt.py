@@ -10,15 +10,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lit_ft.config import validate_config
 from lit_ft.data.batch import IGNORE_INDEX as X
 from lit_ft.data.rollouts import rollout_batch
 from lit_ft.losses import per_sequence_sum, shift_labels, token_cross_entropy
 from lit_ft.models import SDPA_VARLEN, tiny_llama
 from lit_ft.models.adapters import LoRA
 from lit_ft.modules.rl import RLModule
-from tests.support.helpers import compose_config, run_entry_point
-from tests.test_hardware_defaults import fake_machine
+from tests.support.helpers import run_entry_point
 from tests.test_preference_modules import nudge_adapter
 
 # B = 3 prompts (the last of one token: its branches start new sequences) x G = 3 completions, of 1 to 4 tokens
@@ -146,20 +144,17 @@ def test_shared_prompt_with_an_attention_that_cannot_run_it_is_refused(tmp_path)
     assert "module.shared_prompt=true with model.attn_implementation=sdpa" in result.stderr + result.stdout
 
 
-@pytest.mark.parametrize(
-    ("machine", "attention", "shared"),
-    [
-        ({"cuda": False}, "sdpa_varlen", True),
-        ({"cuda": True, "bf16": True, "flash_attn": True}, "flash_attention_2", False),
-    ],
-)
-def test_the_default_follows_the_models_attention(machine, attention, shared, monkeypatch, tmp_path):
-    """On where the hardware's default attention runs branches (CPU: sdpa_varlen), off where it cannot (flash
-    attention on a GPU); either config passes the checks, and ppo never shares."""
-    fake_machine(monkeypatch, **machine)
-    cfg = compose_config(["experiment=rl_legal"], output_dir=tmp_path)
-    assert (cfg.model.attn_implementation, cfg.module.shared_prompt) == (attention, shared)
-    validate_config(cfg)
-    assert not RLModule(
-        model=lambda: None, reward=lambda r: None, loss_type="ppo", shared_prompt=True, reference="copy"
-    ).shared_prompt
+def test_the_default_follows_the_models_attention(tokenizer):
+    """``shared_prompt=None`` (the config's default): on with sdpa_varlen, off with any other attention; ``True``
+    with another attention is refused; ppo never shares."""
+
+    def configured(attention: str, **options) -> RLModule:
+        module = RLModule(model=lambda: tiny_llama(tokenizer, attn_implementation=attention), reward=lambda r: None,
+                          reference="copy", **options)  # fmt: skip
+        module.configure_model()
+        return module
+
+    assert configured(SDPA_VARLEN).shared_prompt is True and configured("sdpa").shared_prompt is False
+    assert configured(SDPA_VARLEN, loss_type="ppo", shared_prompt=True).shared_prompt is False
+    with pytest.raises(ValueError, match="shared_prompt=true with attention sdpa: only sdpa_varlen"):
+        configured("sdpa", shared_prompt=True)

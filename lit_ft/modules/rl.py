@@ -33,6 +33,7 @@ from lit_ft.losses import (
     shift_labels,
     whiten,
 )
+from lit_ft.models.attention import SHARED_PROMPT_ATTENTION
 from lit_ft.modules.causal_lm import CausalLMModule
 from lit_ft.modules.dpo import eval_mode
 from lit_ft.modules.fine_tune import StepOutput
@@ -169,7 +170,8 @@ class RLModule(CausalLMModule):
         epsilon: clip range of the ratio.
         gamma / lam: ppo's discount and GAE lambda; vf_coef / value_clip: its value loss weight and clip range.
         reference: ``adapter`` or ``copy``.
-        shared_prompt: grpo/rloo: lay each group out as its prompt once plus G branches (ppo: always padded).
+        shared_prompt: grpo/rloo: lay each group out as its prompt once plus G branches (ppo: always padded);
+            ``None``: where the model's attention can (``sdpa_varlen``); ``True`` refuses any other attention.
         (others: see :class:`~lit_ft.modules.CausalLMModule`)
     """
 
@@ -191,7 +193,7 @@ class RLModule(CausalLMModule):
         vf_coef: float = 0.1,
         value_clip: float = 0.2,
         reference: Reference = "adapter",
-        shared_prompt: bool = True,
+        shared_prompt: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -221,7 +223,8 @@ class RLModule(CausalLMModule):
         self.val_temperature = val_temperature
         self.beta, self.epsilon, self.reference = beta, epsilon, reference
         self.gamma, self.lam, self.vf_coef, self.value_clip = gamma, lam, vf_coef, value_clip
-        self.shared_prompt = shared_prompt and loss_type in ADVANTAGES  # ppo's GAE needs one row per completion
+        # ppo's GAE needs one row per completion; None: decided by the model's attention in configure_model
+        self.shared_prompt = shared_prompt if loss_type in ADVANTAGES else False
         self.reference_model: nn.Module | None = None
         self.value_head: nn.Linear | None = None  # ppo: built with the model
         if reference == "copy":
@@ -238,6 +241,16 @@ class RLModule(CausalLMModule):
     # --- model: the reference, the value head ------------------------------------------------------------------
     def configure_model(self) -> None:
         super().configure_model()
+        attention = self._causal_lm().config._attn_implementation
+        if self.shared_prompt is None:
+            self.shared_prompt = attention in SHARED_PROMPT_ATTENTION
+            log.info("Rollouts %s (attention %s)", "share each prompt" if self.shared_prompt else "padded", attention)
+        elif self.shared_prompt and attention not in SHARED_PROMPT_ATTENTION:
+            raise ValueError(
+                f"module.shared_prompt=true with attention {attention}: only {', '.join(SHARED_PROMPT_ATTENTION)} "
+                "keeps each completion of a group attending to its prompt and never to the others. Load the model "
+                "with attn_implementation=sdpa_varlen, or set shared_prompt=false (padded rollouts)"
+            )
         if self.reference == "copy" and self.beta and self.reference_model is None:
             self.reference_model = copy.deepcopy(self.model).requires_grad_(False).eval()
         if self.loss_type == "ppo" and self.value_head is None:
@@ -450,7 +463,7 @@ class RLModule(CausalLMModule):
             "task_ids": out["task_ids"],
             "example_metrics": {
                 "reward": rewards,
-                "kl": (per_sequence_sum(kl.detach() * mask, owners, len(rewards)) / tokens.clamp(min=1)),
+                "kl": per_sequence_sum(kl.detach() * mask, owners, len(rewards)) / tokens.clamp(min=1),
             },
             "example_task_ids": rollouts["example_task_ids"],
         }
