@@ -44,7 +44,11 @@ def test_two_process_run_from_the_command_line(tmp_path, arithmetic_files, strat
 
 
 @pytest.mark.parametrize(
-    ("strategy", "objective"), [("ddp", []), ("fsdp", ["module.loss_type=ppo", "module.num_iterations=2"])]
+    ("strategy", "objective"),
+    [
+        ("ddp", ["+model.attn_implementation=sdpa_varlen"]),  # GRPO's shared-prompt rollouts (module.shared_prompt)
+        ("fsdp", ["module.loss_type=ppo", "module.num_iterations=2"]),
+    ],
 )
 def test_two_process_online_rl(tmp_path, strategy, objective):
     """module=rl on two CPU processes: each rank samples, scores and trains on its own prompts, the gradients are

@@ -61,9 +61,11 @@ VARIANTS = {
     # every other step (a reward that varies within a group, so the policy moves), killed after step 5, resumed from
     # step 3, between the two passes over step 3's rollouts: the checkpoint carries them (with their sampling-time
     # log-probs) and the loader serves their batch once more; later sampling draws from the generators the
-    # checkpoint restores, so the resumed run samples the completions the uninterrupted one did.
+    # checkpoint restores, so the resumed run samples the completions the uninterrupted one did. sdpa_varlen: the
+    # rollouts in the shared-prompt layout (module.shared_prompt), one padding-free row.
     "rl": {
         "overrides": ["module=rl", "module.reward={_target_:tests.support.rl.EvenTokenReward}", "module.group_size=2",
+                      "+model.attn_implementation=sdpa_varlen",
                       "module.num_iterations=2", "module.max_new_tokens=6", "data.padding_free=false", "peft=lora",
                       "peft.r=4", "peft.dropout=0.1", "trainer.max_steps=7",
                       "callbacks.last_checkpoint.every_n_train_steps=3"],
@@ -121,7 +123,10 @@ def test_killed_run_resumes_bit_for_bit(variant, tmp_path, request, one_thread):
     if variant == "rl":  # one pass of two done over the rollouts of step 3, kept with what the second reuses
         [rollouts] = last["rl_rollouts"]["ranks"]  # one process
         assert last["rl_rollouts"]["passes_done"] == 1
-        assert {"input_ids", "old_logps", "ref_logps", "advantages"} <= set(rollouts)
+        assert {"input_ids", "position_ids", "completion_index", "old_logps", "ref_logps", "advantages"} <= set(
+            rollouts
+        )
+        assert rollouts["input_ids"].shape[0] == 1  # the shared-prompt layout
     if variant == "lora":  # killed mid-save: the half-written file is the temporary one, last.ckpt is whole
         partial = checkpoints / ".last.ckpt.partial"
         assert 0 < partial.stat().st_size < (checkpoints / "last.ckpt").stat().st_size

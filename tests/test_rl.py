@@ -110,11 +110,14 @@ def test_reward_model_scores_each_sequence_at_its_last_token(tmp_path, tokenizer
         RewardModelReward(tmp_path)(rollouts(["", ""], ["", ""], ["a", "a"], OtherTokenizer(), prompts, completions))
 
 
-def test_rl_legal_runs_and_logs_rewards_and_kl(tmp_path):
+@pytest.mark.parametrize("shared_prompt", [True, False])
+def test_rl_legal_runs_and_logs_rewards_and_kl(tmp_path, shared_prompt):
+    # shared-prompt rollouts need sdpa_varlen (the CPU default of real models; the tiny model's is sdpa)
     out = tmp_path / "run"
     run_entry_point([
         "experiment=rl_legal", "debug=tiny", f"paths.output_dir={out}", "logger=csv", "trainer.log_every_n_steps=1",
         "trainer.max_steps=2", "callbacks.task_scores.max_examples=4", "module.max_new_tokens=8",
+        "+model.attn_implementation=sdpa_varlen", f"module.shared_prompt={str(shared_prompt).lower()}",
     ])  # fmt: skip
     [metrics_file] = out.glob("**/metrics.csv")
     rows = [row for row in csv.DictReader(metrics_file.open()) if row["train/reward"]]

@@ -15,6 +15,7 @@ from importlib.util import find_spec
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lit_ft.models.attention import SHARED_PROMPT_ATTENTION
 from lit_ft.resolvers import uses_cuda
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,6 @@ PACKING_SAFE_ATTENTION = (
     "flash_attention_4",
 )
 
-# Attention backends that keep a shared-prompt sequence's rejected answer off its chosen one (data.shared_prompt):
-# only lit-ft's sdpa_varlen reads the branch from the positions. sdpa, eager and flex would cut the rejected answer
-# off its prompt (transformers splits rows where positions stop increasing by one); flash attention's varlen
-# kernel cannot express a branch at all.
-SHARED_PROMPT_ATTENTION = ("sdpa_varlen",)
 
 Check = Callable[[DictConfig], list[str]]
 
@@ -96,20 +92,31 @@ def check_packing(cfg: DictConfig) -> list[str]:
 
 
 def check_shared_prompt(cfg: DictConfig) -> list[str]:
-    """A shared-prompt layout needs an attention that reads its branches from the positions (training batches
-    only, as for packing)."""
-    if _get(cfg, "mode") is not None or not _get(cfg, "data.shared_prompt", False):
+    """A shared-prompt layout (preference pairs' ``data.shared_prompt``, online RL's ``module.shared_prompt`` for
+    grpo/rloo) needs an attention that reads its branches from the positions (training batches only, as for
+    packing)."""
+    if _get(cfg, "mode") is not None:
         return []
     attention = _get(cfg, "model.attn_implementation", "sdpa")
     if attention in SHARED_PROMPT_ATTENTION:
         return []
-    return [
-        f"data.shared_prompt=true with model.attn_implementation={attention}: only "
-        f"{', '.join(SHARED_PROMPT_ATTENTION)} keeps the rejected answer attending to its prompt and never to the "
-        "chosen answer (sdpa, eager and flex would cut it off its prompt; flash attention cannot express it). "
-        "Set model.attn_implementation=sdpa_varlen, or data.shared_prompt=false (data.padding_free=true works "
-        "with flash attention)."
-    ]
+    errors = []
+    if _get(cfg, "data.shared_prompt", False):
+        errors.append(
+            f"data.shared_prompt=true with model.attn_implementation={attention}: only "
+            f"{', '.join(SHARED_PROMPT_ATTENTION)} keeps the rejected answer attending to its prompt and never to the "
+            "chosen answer (sdpa, eager and flex would cut it off its prompt; flash attention cannot express it). "
+            "Set model.attn_implementation=sdpa_varlen, or data.shared_prompt=false (data.padding_free=true works "
+            "with flash attention)."
+        )
+    if _get(cfg, "module.shared_prompt", False) and _get(cfg, "module.loss_type") in ("grpo", "rloo"):
+        errors.append(
+            f"module.shared_prompt=true with model.attn_implementation={attention}: only "
+            f"{', '.join(SHARED_PROMPT_ATTENTION)} keeps each completion of a group attending to its prompt and "
+            "never to the other completions. Set model.attn_implementation=sdpa_varlen, or module.shared_prompt=false "
+            "(padded rollouts, each prompt run once per completion)."
+        )
+    return errors
 
 
 def check_flash_attention(cfg: DictConfig) -> list[str]:

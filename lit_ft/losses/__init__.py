@@ -2,7 +2,7 @@
 
 from lit_ft.losses.causal_lm import masked_head_cross_entropy, shift_labels, token_cross_entropy
 from lit_ft.losses.dpo import dpo_loss
-from lit_ft.losses.logps import completion_logps, per_sequence_sum
+from lit_ft.losses.logps import completion_logps, per_sequence_broadcast, per_sequence_sum
 from lit_ft.losses.orpo import orpo_loss
 from lit_ft.losses.policy_gradient import clipped_policy_loss, grpo_advantages, kl_k3, rloo_advantages
 from lit_ft.losses.ppo import (
@@ -32,6 +32,7 @@ __all__ = [
     "masked_head_cross_entropy",
     "masked_mean",
     "orpo_loss",
+    "per_sequence_broadcast",
     "per_sequence_sum",
     "reward_loss",
     "rloo_advantages",

@@ -46,3 +46,9 @@ def per_sequence_sum(
         raise ValueError("per_sequence_sum: sequence_ids needs the number of sequences")
     ids = sequence_ids.flatten().clamp(max=sequences)
     return values.new_zeros(sequences + 1).index_add(0, ids, values.flatten())[:sequences]
+
+
+def per_sequence_broadcast(values: torch.Tensor, sequence_ids: torch.Tensor) -> torch.Tensor:
+    """Spread one value per sequence (``values`` [S]) onto its tokens: [R, T] like ``sequence_ids``, 0 where the id
+    is S or more (a token of no sequence). The converse of :func:`per_sequence_sum`; a gather, no host sync."""
+    return torch.cat([values, values.new_zeros(1)])[sequence_ids.clamp(max=len(values))]

@@ -26,6 +26,11 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_flash_attention_utils import FlashAttentionKwargs
 
 SDPA_VARLEN = "sdpa_varlen"
+# Attention backends that keep a shared-prompt sequence's branches apart (the rejected answer off the chosen one, a
+# completion off its group's others): only sdpa_varlen reads the branches from the positions. sdpa, eager and flex
+# would cut a branch off its prompt (transformers splits rows where positions stop increasing by one); flash
+# attention's varlen kernel cannot express a branch at all.
+SHARED_PROMPT_ATTENTION = (SDPA_VARLEN,)
 # Flash attention's varlen arguments (cu_seq_lens_q/k, max_length_q/k), which padding-free batches carry.
 VARLEN_KEYS = tuple(FlashAttentionKwargs.__annotations__)
 

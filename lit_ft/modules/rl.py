@@ -16,7 +16,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from transformers import PreTrainedTokenizerBase
 
-from lit_ft.data.batch import IGNORE_INDEX
+from lit_ft.data.batch import IGNORE_INDEX, non_padding_tokens
+from lit_ft.data.rollouts import ROLLOUT_KEYS, rollout_batch
 from lit_ft.losses import (
     clipped_policy_loss,
     clipped_value_loss,
@@ -26,9 +27,13 @@ from lit_ft.losses import (
     kl_k3,
     kl_penalized_rewards,
     masked_mean,
+    per_sequence_broadcast,
+    per_sequence_sum,
     rloo_advantages,
+    shift_labels,
     whiten,
 )
+from lit_ft.models.attention import SHARED_PROMPT_ATTENTION
 from lit_ft.modules.causal_lm import CausalLMModule
 from lit_ft.modules.dpo import eval_mode
 from lit_ft.modules.fine_tune import StepOutput
@@ -45,7 +50,6 @@ from lit_ft.utils.metric_names import (
 LossType = Literal["grpo", "rloo", "ppo"]
 Reference = Literal["adapter", "copy"]
 ADVANTAGES = {"grpo": grpo_advantages, "rloo": rloo_advantages}  # group-relative; ppo's come from its value head
-ROLLOUT_BATCH = ("input_ids", "attention_mask", "labels", "task_ids")  # the padded batch the policy trains on
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +139,13 @@ class RLModule(CausalLMModule):
     ``loss_to_backward``). Checkpoints carry the rollouts and the passes done, so a run resumed between two passes
     continues on the same rollouts. The value head is trained and checkpointed; the export is the policy alone.
 
+    The rollouts' batch (:mod:`lit_ft.data.rollouts`): for grpo and rloo with ``shared_prompt`` each prompt runs
+    once per group, its G completions branching off it in one padding-free row (the same per-token log-probs as
+    the padded layout, at about 1/G of the prompt's cost; needs ``sdpa_varlen``); ppo, whose GAE runs along each
+    sequence's own time axis, and ``shared_prompt=false`` train on padded rows ``prompt + completion``. Every
+    per-completion quantity (advantages broadcast to tokens, per-completion KL and token counts) goes through the
+    batch's ``completion_index``, so the step reads both layouts alike.
+
     The reference is the model training starts from: with a LoRA adapter (``reference=adapter``), the policy with its
     adapter disabled (start from a merged SFT export, so this is the SFT model, not the base); else a frozen copy.
 
@@ -159,6 +170,8 @@ class RLModule(CausalLMModule):
         epsilon: clip range of the ratio.
         gamma / lam: ppo's discount and GAE lambda; vf_coef / value_clip: its value loss weight and clip range.
         reference: ``adapter`` or ``copy``.
+        shared_prompt: grpo/rloo: lay each group out as its prompt once plus G branches (ppo: always padded);
+            ``None``: where the model's attention can (``sdpa_varlen``); ``True`` refuses any other attention.
         (others: see :class:`~lit_ft.modules.CausalLMModule`)
     """
 
@@ -180,6 +193,7 @@ class RLModule(CausalLMModule):
         vf_coef: float = 0.1,
         value_clip: float = 0.2,
         reference: Reference = "adapter",
+        shared_prompt: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -209,11 +223,13 @@ class RLModule(CausalLMModule):
         self.val_temperature = val_temperature
         self.beta, self.epsilon, self.reference = beta, epsilon, reference
         self.gamma, self.lam, self.vf_coef, self.value_clip = gamma, lam, vf_coef, value_clip
+        # ppo's GAE needs one row per completion; None: decided by the model's attention in configure_model
+        self.shared_prompt = shared_prompt if loss_type in ADVANTAGES else False
         self.reference_model: nn.Module | None = None
         self.value_head: nn.Linear | None = None  # ppo: built with the model
         if reference == "copy":
             self.strict_loading = False  # the frozen copy is rebuilt from the pretrained model, not checkpointed
-        # The rollouts being optimised (the padded batch, rewards and what the first pass computed) and the passes
+        # The rollouts being optimised (their batch, rewards and what the first pass computed) and the passes
         # over them done so far; checkpointed.
         self.rollouts: dict[str, torch.Tensor] | None = None
         self.passes_done = 0
@@ -225,6 +241,16 @@ class RLModule(CausalLMModule):
     # --- model: the reference, the value head ------------------------------------------------------------------
     def configure_model(self) -> None:
         super().configure_model()
+        attention = self._causal_lm().config._attn_implementation
+        if self.shared_prompt is None:
+            self.shared_prompt = attention in SHARED_PROMPT_ATTENTION
+            log.info("Rollouts %s (attention %s)", "share each prompt" if self.shared_prompt else "padded", attention)
+        elif self.shared_prompt and attention not in SHARED_PROMPT_ATTENTION:
+            raise ValueError(
+                f"module.shared_prompt=true with attention {attention}: only {', '.join(SHARED_PROMPT_ATTENTION)} "
+                "keeps each completion of a group attending to its prompt and never to the others. Load the model "
+                "with attn_implementation=sdpa_varlen, or set shared_prompt=false (padded rollouts)"
+            )
         if self.reference == "copy" and self.beta and self.reference_model is None:
             self.reference_model = copy.deepcopy(self.model).requires_grad_(False).eval()
         if self.loss_type == "ppo" and self.value_head is None:
@@ -243,7 +269,7 @@ class RLModule(CausalLMModule):
 
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The reference's log-probs of the sampled tokens [N, T-1]."""
+        """The reference's log-probs of the rollouts' tokens [R, T-1] (rows and length of the layout)."""
         if self.reference == "adapter":
             with eval_mode(self.model), self.model.disable_adapter():
                 return -self.token_losses(batch)["per_token_loss"]
@@ -325,54 +351,46 @@ class RLModule(CausalLMModule):
         )
         return checked_rewards(self.reward(rollouts), len(completions), self.reward).to(self.device)
 
-    def rollout_batch(self, prompts: list[list[int]], completions: list[list[int]], task_ids: list[int]) -> dict:
-        """Prompt + completion of each rollout as a padded batch: labels on the completion only, ``task_ids`` -1 on
-        padding."""
-        rows = [prompts[i // self.group_size] + c for i, c in enumerate(completions)]
-        width = max(map(len, rows))
-
-        def padded(values: list[list[int]], fill: int) -> torch.Tensor:
-            return torch.tensor([v + [fill] * (width - len(v)) for v in values], device=self.device)
-
-        prompt_lengths = [len(prompts[i // self.group_size]) for i in range(len(rows))]
-        return {
-            "input_ids": padded(rows, self.pad_id),
-            "attention_mask": padded([[1] * len(r) for r in rows], 0),
-            "labels": padded([[IGNORE_INDEX] * n + c for n, c in zip(prompt_lengths, completions)], IGNORE_INDEX),
-            "task_ids": padded([[task_ids[i]] * len(r) for i, r in enumerate(rows)], -1),
-        }
-
     def new_rollouts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Sample and score the rollouts of a batch of prompts: the padded batch (:meth:`rollout_batch`), ``rewards``
-        [N] and ``truncated`` (the fraction cut at ``max_new_tokens``)."""
+        """Sample and score the rollouts of a batch of prompts: their batch (:func:`~lit_ft.data.rollouts.
+        rollout_batch`, in this module's layout), ``rewards`` [N], each completion's ``example_task_ids`` [N] and
+        ``truncated`` (the fraction cut at ``max_new_tokens``)."""
         prompts, references, row_tasks = self.prompts_of(batch)
         started = time.perf_counter()
         completions, truncated = self.sample(prompts, self.group_size, self.temperature)
         generated = sum(map(len, completions))
         self.log(ROLLOUT_TOKENS_PER_S, generated / (time.perf_counter() - started), on_step=True, on_epoch=False)
         rewards = self.score(prompts, completions, references, row_tasks)
-        tasks = [row_tasks[i // self.group_size] for i in range(len(completions))]
-        rollout = self.rollout_batch(prompts, completions, tasks)
-        return {**rollout, "rewards": rewards, "truncated": torch.tensor(truncated / len(completions))}
+        rollout = rollout_batch(prompts, completions, row_tasks, self.pad_id, self.shared_prompt)
+        return {
+            **{key: value.to(self.device) for key, value in rollout.items()},
+            "rewards": rewards,
+            "example_task_ids": torch.tensor(row_tasks, device=self.device).repeat_interleave(self.group_size),
+            "truncated": torch.tensor(truncated / len(completions)),
+        }
 
     def first_pass(
         self, rollouts: dict[str, torch.Tensor], logps: torch.Tensor, values: torch.Tensor | None, mask: torch.Tensor
     ) -> None:
         """Add what the later passes over ``rollouts`` reuse, from the first pass's forward (the policy that
-        sampled them; ``logps``, ``values`` [N, T-1] without gradient, ``mask`` the completion tokens):
-        ``old_logps``, the reference's ``ref_logps``, the ``advantages`` and, for ppo, ``old_values`` and
-        ``returns``."""
+        sampled them; ``logps``, ``values`` [R, T-1] without gradient, ``mask`` the completion tokens):
+        ``old_logps``, the reference's ``ref_logps``, the ``advantages`` per token [R, T-1] (grpo/rloo: each
+        completion's on its tokens) and, for ppo, ``old_values`` and ``returns``."""
         rollouts["old_logps"] = logps
-        rollouts["ref_logps"] = (
-            self.reference_logps({key: rollouts[key] for key in ROLLOUT_BATCH}) if self.beta else logps
-        )
+        rollouts["ref_logps"] = self.reference_logps(self.batch_of(rollouts)) if self.beta else logps
         if self.loss_type in ADVANTAGES:
             grouped = rollouts["rewards"].view(-1, self.group_size)
-            rollouts["advantages"] = ADVANTAGES[self.loss_type](grouped).flatten()
+            advantages = ADVANTAGES[self.loss_type](grouped).flatten()
+            rollouts["advantages"] = per_sequence_broadcast(advantages, shift_labels(rollouts["completion_index"]))
             return
         token_rewards = kl_penalized_rewards(rollouts["rewards"], logps, rollouts["ref_logps"], mask, self.beta)
         advantages, rollouts["returns"] = gae_advantages(token_rewards, values, mask, self.gamma, self.lam)
         rollouts["advantages"], rollouts["old_values"] = whiten(advantages, mask), values
+
+    @staticmethod
+    def batch_of(rollouts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch the policy runs on, out of the rollouts and what was computed on them."""
+        return {key: rollouts[key] for key in ROLLOUT_KEYS if key in rollouts}
 
     # --- training ----------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -399,9 +417,9 @@ class RLModule(CausalLMModule):
         if self.rollouts is None:
             self.rollouts = self.new_rollouts(batch)
         rollouts = self.rollouts = {key: value.to(self.device) for key, value in self.rollouts.items()}
-        rollout = self._trained_batch = {key: rollouts[key] for key in ROLLOUT_BATCH}
+        rollout = self._trained_batch = self.batch_of(rollouts)
         self._train_started = time.perf_counter()
-        self._train_tokens = int(rollout["attention_mask"].sum())
+        self._train_tokens = int(non_padding_tokens(rollout))
         ppo = self.loss_type == "ppo"
         out = self.token_losses(rollout, with_hidden=ppo)
         mask = out["loss_mask"].float()
@@ -420,7 +438,9 @@ class RLModule(CausalLMModule):
             kl = kl.detach()  # the KL is in the rewards: logged, not optimised
         else:
             per_token_loss = (policy_loss + self.beta * kl) * mask
-        rewards, tokens = rollouts["rewards"], mask.sum(-1)
+        # per completion [N]: sums over its tokens, wherever the layout put them
+        rewards, owners = rollouts["rewards"], shift_labels(rollout["completion_index"])
+        tokens = per_sequence_sum(mask, owners, len(rewards))
         grouped = rewards.view(-1, self.group_size)
         metrics |= {
             "reward": rewards.mean(),
@@ -441,8 +461,11 @@ class RLModule(CausalLMModule):
             "per_token_loss": per_token_loss.detach(),
             "loss_mask": out["loss_mask"],
             "task_ids": out["task_ids"],
-            "example_metrics": {"reward": rewards, "kl": ((kl * mask).sum(-1) / tokens.clamp(min=1)).detach()},
-            "example_task_ids": rollout["task_ids"][:, 0],
+            "example_metrics": {
+                "reward": rewards,
+                "kl": per_sequence_sum(kl.detach() * mask, owners, len(rewards)) / tokens.clamp(min=1),
+            },
+            "example_task_ids": rollouts["example_task_ids"],
         }
 
     def trained_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
