@@ -23,6 +23,11 @@ What is held equal:
 - sampling at temperature 1, top-p 1, KV cache on; fp32; no gradient checkpointing; LoRA r=16 alpha=32 all-linear,
   dropout 0; fused AdamW at a constant LR of 1e-5; gradient clipping 1.0.
 
+lit-ft runs twice: on padded rollouts (``sdpa``, each completion a row ``prompt + completion``, TRL's layout) and
+with its default for grpo/rloo, shared-prompt rollouts (``sdpa_varlen``: each prompt runs once per group, its
+completions branching off it; the same log-probs). Train tokens count each completion with its prompt in every
+row, whatever the layout runs, so the rates compare the same work.
+
 It reports per configuration: the mean optimizer-step time (sampling, scoring and training), rollout tokens per
 second of generation (completion tokens over the time spent in ``generate``), train tokens per second (prompt and
 completion tokens of the rollouts over the time outside generation), the peak memory of the whole process, and the
@@ -240,24 +245,24 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 def comparison_configs(args: argparse.Namespace) -> list[Config]:
-    """Matched settings, LoRA, both tools (see the module docstring for what is held equal)."""
-    extra = {"completion_length": args.completion_length, "group_size": args.group_size}
+    """LoRA, matched settings (see the module docstring): TRL; lit-ft on padded rollouts (``sdpa``: the same layout
+    as TRL's); lit-ft's default, shared-prompt rollouts (``sdpa_varlen``: each prompt runs once per group)."""
+    run = {
+        "mode": "lora",
+        "setting": "matched",
+        "task": "rl",
+        "lr": LR,
+        "lora_dropout": 0.0,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "threads": args.threads,
+        "extra": {"completion_length": args.completion_length, "group_size": args.group_size},
+    }
     return [
-        Config(
-            tool,
-            mode="lora",
-            setting="matched",
-            label="fp32, GRPO",
-            task="rl",
-            lr=LR,
-            lora_dropout=0.0,
-            batch_size=args.batch_size,
-            steps=args.steps,
-            warmup=args.warmup,
-            threads=args.threads,
-            extra=extra,
-        )
-        for tool in ("trl", "lit-ft")
+        Config("trl", label="GRPOTrainer, padded", **run),
+        Config("lit-ft", label="padded rollouts", **run),
+        Config("lit-ft", label="shared-prompt rollouts (default)", attn="sdpa_varlen", **run),
     ]
 
 

@@ -41,9 +41,12 @@ def test_both_tools_generate_and_train_on_the_same_tokens(tokenizer, tmp_path):
     extra = {"completion_length": 6, "group_size": 2}
     run = {"task": "rl", "model": str(folder), "steps": 1, "warmup": 1, "threads": 1, "batch_size": 2, "extra": extra}
     ours = run_litft(Config("lit-ft", "lora", "matched", **run))
+    shared = run_litft(Config("lit-ft", "lora", "matched", attn="sdpa_varlen", **run))
     theirs = run_trl(Config("trl", "lora", "matched", **run))
-    for result in (ours, theirs):
+    for result in (ours, shared, theirs):
         # every completion is exactly completion_length tokens: 2 prompts x 2 completions x 6 tokens per step
         assert result["metrics"]["rollout_tokens"] == [24, 24]
         assert math.isfinite(result["loss_first"]) and len(result["metrics"]["rollout_s"]) == 2
-    assert ours["tokens_per_step"] == theirs["tokens_per_step"]  # the same prompts, as the same rollouts
+    assert ours["tokens_per_step"] == shared["tokens_per_step"] == theirs["tokens_per_step"]  # the same rollouts
+    # lit-ft's two layouts sample the same completions (same seed) and compute the same loss on them
+    assert shared["losses"] == pytest.approx(ours["losses"], abs=1e-5)
