@@ -45,6 +45,12 @@ def test_batch_counts_follow_the_batch_contract():
     assert int(non_padding_tokens(padded)) == 8 and int(non_padding_tokens(packed)) == 7
     assert example_task_ids(padded).tolist() == [0, 1]
     assert example_task_ids(packed).tolist() == [1, 0]  # the padding run (task -1) is not an example
+    # shared-prompt branches (positions jumping back into the trunk) are examples of their own, as in a padded batch
+    branched = {
+        "task_ids": torch.tensor([[2, 2, 2, 2, 2, 2, 0, 0]]),
+        "position_ids": torch.tensor([[0, 1, 2, 3, 2, 3, 0, 1]]),
+    }
+    assert example_task_ids(branched).tolist() == [2, 2, 0]
 
 
 def test_known_step_outputs_give_hand_computed_task_means():

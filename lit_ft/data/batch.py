@@ -181,13 +181,17 @@ def non_padding_tokens(batch: Batch) -> torch.Tensor:
 def example_task_ids(batch: Batch) -> torch.Tensor:
     """The task id of every example in the batch, [E] long.
 
-    A padded batch holds one example per row (its task is ``task_ids[:, 0]``); a packed batch holds one example
-    per run of ``position_ids`` restarting at 0 (the padding after a pack is a run with task id -1, skipped).
+    A padded batch holds one example per row (its task is ``task_ids[:, 0]``); a packed batch one per run of
+    ``position_ids``: a run restarting at 0, or a shared-prompt branch, whose positions jump back to continue its
+    trunk (a pair's rejected answer, a group's later completions: sequences of their own in a padded batch, so
+    counted alike). The padding after a pack is a run with task id -1, skipped.
     """
     task_ids = batch["task_ids"]
     if batch.get("position_ids") is not None:
-        starts = (batch["position_ids"] == 0) & (task_ids >= 0)
-        return task_ids[starts]
+        positions = batch["position_ids"]
+        starts = torch.ones_like(positions, dtype=torch.bool)
+        starts[:, 1:] = positions[:, 1:] != positions[:, :-1] + 1
+        return task_ids[starts & (task_ids >= 0)]
     first = task_ids[:, 0]
     return first[first >= 0]
 
