@@ -167,7 +167,10 @@ def run_litft(cfg: Config) -> dict[str, Any]:
 
 def trl_prompts(datamodule) -> list[list[dict[str, str]]]:
     """Each row's conversation before its last answer (TRL's conversational ``prompt``), in the benchmark's order."""
+    import torch
+
     from lit_ft.data.readers import read_records
+    from lit_ft.modules.rl import last_answer_spans
 
     chats = [r.row["messages"] for r in read_records(DATA) if r.row.get("task_type") in TASK_TYPES]
     by_prompt = {}
@@ -177,7 +180,7 @@ def trl_prompts(datamodule) -> list[list[dict[str, str]]]:
         by_prompt[tuple(rendered["input_ids"])] = messages[:-1]
     prompts = []
     for example in datamodule.train_examples:
-        start = next(i for i, label in enumerate(example["labels"]) if label != -100)
+        [(start, _)] = last_answer_spans(torch.tensor([example["labels"]]))  # what lit-ft samples after
         key = tuple(example["input_ids"][:start])
         if key not in by_prompt:
             raise ValueError("a lit-ft prompt that TRL's chat-template rendering does not reproduce")

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from lit_ft.models import tiny_llama
+from lit_ft.modules.rl import last_answer_spans
 
 pytest.importorskip("trl")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -19,14 +21,16 @@ from common import Config  # noqa: E402
 
 
 def test_trl_renders_the_prompts_lit_ft_samples_from(tokenizer):
-    cfg = Config("trl", "lora", "matched", task="rl", steps=2, warmup=1, batch_size=4)
+    # the real run's 48 prompts, multi-turn rows among them (their prompt ends before the last answer)
+    cfg = Config("trl", "lora", "matched", task="rl", steps=10, warmup=2, batch_size=4)
     datamodule = prompt_data(cfg, tokenizer)
     prompts = trl_prompts(datamodule)  # raises when a rendering differs from lit-ft's prompt tokens
-    assert len(prompts) == len(datamodule.train_examples) == 12
+    assert len(prompts) == len(datamodule.train_examples) == 48
+    assert any(sum(m["role"] == "assistant" for m in messages) for messages in prompts)  # a multi-turn prompt
     for messages, example in zip(prompts, datamodule.train_examples):
         assert messages[-1]["role"] == "user"
         rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
-        start = next(i for i, label in enumerate(example["labels"]) if label != -100)
+        [(start, _)] = last_answer_spans(torch.tensor([example["labels"]]))
         assert list(rendered) == list(example["input_ids"][:start])
 
 
