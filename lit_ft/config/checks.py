@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lit_ft.models.attention import SHARED_PROMPT_ATTENTION
+from lit_ft.modules.rl import ADVANTAGES  # the loss types whose rollouts can share prompts
 from lit_ft.resolvers import uses_cuda
 
 log = logging.getLogger(__name__)
@@ -100,22 +101,25 @@ def check_shared_prompt(cfg: DictConfig) -> list[str]:
     attention = _get(cfg, "model.attn_implementation", "sdpa")
     if attention in SHARED_PROMPT_ATTENTION:
         return []
+
+    def refusal(key: str, kept_apart: str, instead: str) -> str:
+        return (f"{key}=true with model.attn_implementation={attention}: only {', '.join(SHARED_PROMPT_ATTENTION)} "
+                f"keeps {kept_apart}. Set model.attn_implementation=sdpa_varlen, or {key}=false ({instead}).")  # fmt: skip
+
     errors = []
     if _get(cfg, "data.shared_prompt", False):
-        errors.append(
-            f"data.shared_prompt=true with model.attn_implementation={attention}: only "
-            f"{', '.join(SHARED_PROMPT_ATTENTION)} keeps the rejected answer attending to its prompt and never to the "
-            "chosen answer (sdpa, eager and flex would cut it off its prompt; flash attention cannot express it). "
-            "Set model.attn_implementation=sdpa_varlen, or data.shared_prompt=false (data.padding_free=true works "
-            "with flash attention)."
-        )
-    if _get(cfg, "module.shared_prompt", False) and _get(cfg, "module.loss_type") in ("grpo", "rloo"):
-        errors.append(
-            f"module.shared_prompt=true with model.attn_implementation={attention}: only "
-            f"{', '.join(SHARED_PROMPT_ATTENTION)} keeps each completion of a group attending to its prompt and "
-            "never to the other completions. Set model.attn_implementation=sdpa_varlen, or module.shared_prompt=false "
-            "(padded rollouts, each prompt run once per completion)."
-        )
+        errors.append(refusal(
+            "data.shared_prompt",
+            "the rejected answer attending to its prompt and never to the chosen answer (sdpa, eager and flex would "
+            "cut it off its prompt; flash attention cannot express it)",
+            "data.padding_free=true works with flash attention",
+        ))  # fmt: skip
+    if _get(cfg, "module.shared_prompt", False) and _get(cfg, "module.loss_type") in ADVANTAGES:
+        errors.append(refusal(
+            "module.shared_prompt",
+            "each completion of a group attending to its prompt and never to the other completions",
+            "padded rollouts, each prompt run once per completion",
+        ))  # fmt: skip
     return errors
 
 
