@@ -115,7 +115,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             result["per_task"].setdefault(task, {}).update(values)
         path = output_dir / "generations.jsonl"
         path.write_text("".join(json.dumps(row) + "\n" for row in scored.rows))
-        settings = OmegaConf.to_container(cfg.generation)
+        settings = OmegaConf.to_container(cfg.generation, resolve=True)
         cost = {"seconds": round(scored.seconds, 1), "tokens": scored.tokens}
         result["generation"] = {**settings, "file": str(path), "generations": len(scored.rows), **cost}
     if cfg.forgetting.enabled:

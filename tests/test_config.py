@@ -252,3 +252,17 @@ def test_mixout_goes_with_zero2_and_ddp_but_l2sp_and_ewc_with_no_deepspeed_stage
     refused = [error.split(" (set")[0] for error in check_forgetting_regularisers(zero2)]
     assert refused == ["module.l2sp=0.1", "ewc"]  # ZeRO-2 keeps whole weights but owns the gradients
     assert check_forgetting_regularisers(compose_config(["strategy=ddp", "mixout=default", "ewc=general"])) == []
+
+
+def test_eval_py_generates_as_the_experiments_task_scores_callback_unless_told_otherwise(tmp_path):
+    """``python eval.py experiment=lora_legal model_path=...`` answers the prompts the run scored, as long and in
+    the same batches, so it reports the scores the run printed; the ``generation.*`` options still win."""
+    trained = compose_config(["experiment=lora_legal"], tmp_path).callbacks.task_scores
+    evaluated = compose_config(["experiment=lora_legal"], tmp_path, name="eval").generation
+    for key in ("max_examples", "max_new_tokens", "batch_size"):
+        assert evaluated[key] == trained[key], key
+    assert (trained.max_examples, trained.max_new_tokens) == (None, 64)  # the flagship's own, not the defaults
+    told = compose_config(["experiment=lora_legal", "generation.max_new_tokens=9"], tmp_path, name="eval")
+    assert told.generation.max_new_tokens == 9
+    plain = compose_config([], tmp_path, name="eval").generation  # no task_scores callback: eval.py's defaults
+    assert (plain.max_examples, plain.max_new_tokens, plain.batch_size) == (16, 128, 32)

@@ -63,9 +63,7 @@ def run(tmp_path_factory):
             "debug=tiny",
             f"model_path={folder / 'run' / 'model'}",
             f"paths.output_dir={folder / 'eval'}",
-            "generation.max_examples=8",
-            "generation.max_new_tokens=16",
-            "generation.batch_size=8",
+            *PROMPTS,  # eval.py's generation settings follow the experiment's task_scores callback
             FIRST_WORD,
             "loss.enabled=false",
         ],

@@ -12,6 +12,7 @@ import lightning as L
 
 from lit_ft.callbacks.steps import weights_step
 from lit_ft.data.prompts import Prompt, prompts_from_records
+from lit_ft.eval.generation import GENERATION_BATCH_SIZE
 from lit_ft.eval.task_metrics import TaskMetric, logged_scores
 from lit_ft.eval.task_scores import generate_and_score
 from lit_ft.utils.protocols import TaskData
@@ -54,7 +55,7 @@ class TaskScores(L.Callback):
         metrics: Mapping[str, TaskMetric],
         max_examples: int | None = None,
         max_new_tokens: int = 128,
-        batch_size: int = 8,
+        batch_size: int = GENERATION_BATCH_SIZE,
         every_validation: bool = False,
         output_dir: str | None = None,
     ) -> None:

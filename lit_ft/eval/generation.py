@@ -17,6 +17,12 @@ from lit_ft.data.prompts import Prompt
 from lit_ft.data.tokenize import render_ids
 from lit_ft.utils.distributed import root_weights_gathered
 
+# Prompts generated together. On a 2-core CPU (SmolLM2-135M with an unmerged LoRA adapter, the 88 held-out legal
+# prompts, 64 new tokens, 2026-12-06) batches of 32 answered in 49 s against 95-102 s for 8, 68 s for 16 and 62 s
+# for all 88 at once: a decode step reads every weight once whatever the batch, and one batch runs until its
+# longest answer ends. Task scores during training and eval.py share it (conf: task_scores, entry/eval).
+GENERATION_BATCH_SIZE = 32
+
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
     """Token ids the answer is generated after: chat template + assistant header, or the raw text prompt."""
@@ -36,7 +42,7 @@ def generate_answer_ids(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Prompt],
     max_new_tokens: int = 128,
-    batch_size: int = 8,
+    batch_size: int = GENERATION_BATCH_SIZE,
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
