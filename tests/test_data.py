@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -195,15 +196,49 @@ def asked_clause(row: dict) -> str:
     return next(m["content"] for m in row["messages"] if m["role"] == "user").split("\n\n", 1)[1]
 
 
-def test_legal_build_reproduces_the_shipped_files(tmp_path):
-    # build.py is deterministic and the shipped files (README statistics included) are what the bank builds
+def built_copy(tmp_path, drop_extra: bool = False) -> Path:
+    """A copy of data/legal (bank, build.py, README.md) after its build.py ran; ``drop_extra`` empties
+    bank/extra.jsonl first."""
     copy = tmp_path / "legal"
     shutil.copytree(LEGAL / "bank", copy / "bank")
     for name in ("build.py", "README.md"):
         shutil.copy(LEGAL / name, copy / name)
+    if drop_extra:
+        (copy / "bank" / "extra.jsonl").write_text("", encoding="utf-8")
     subprocess.run([sys.executable, str(copy / "build.py")], check=True, capture_output=True)
+    return copy
+
+
+def test_legal_build_reproduces_the_shipped_files(tmp_path):
+    # build.py is deterministic and the shipped files (README statistics included) are what the bank builds
+    copy = built_copy(tmp_path)
     for name in ("train.jsonl", "val.jsonl", "val_prompts.jsonl", "test.jsonl", "README.md"):
         assert (copy / name).read_bytes() == (LEGAL / name).read_bytes(), name
+
+
+def test_legal_extra_clauses_are_training_only(tmp_path):
+    extra = jsonl_rows(LEGAL / "bank" / "extra.jsonl")
+    types = {c["type"] for c in jsonl_rows(LEGAL / "bank" / "test.jsonl")}
+    # the 60 clauses written for training: c121-c180, 5 of each of the 12 types, 2 of those 5 non-standard
+    assert [c["id"] for c in extra] == [f"c{n}" for n in range(121, 181)]
+    assert len(types) == 12 and Counter(c["type"] for c in extra) == Counter({t: 5 for t in types})
+    assert Counter(c["type"] for c in extra if c["nonstandard"]) == Counter({t: 2 for t in types})
+    # each is asked in training (a summarize, flag and classify row at least), none in validation or test
+    asked = {
+        name: Counter(asked_clause(row) for row in jsonl_rows(LEGAL / f"{name}.jsonl"))
+        for name in ("train", "val", "test")
+    }
+    texts = {c["text"] for c in extra}
+    assert all(asked["train"][text] >= 3 for text in texts)
+    assert not texts & (asked["val"].keys() | asked["test"].keys())
+    # they join training after the validation draw: without them the build writes the same validation and test
+    # files, and trains on the other 96 clauses of the shipped training split (359 rows)
+    copy = built_copy(tmp_path, drop_extra=True)
+    for name in ("val.jsonl", "val_prompts.jsonl", "test.jsonl"):
+        assert (copy / name).read_bytes() == (LEGAL / name).read_bytes(), name
+    without = jsonl_rows(copy / "train.jsonl")
+    assert len(without) == 359 and {asked_clause(row) for row in without} == asked["train"].keys() - texts
+    assert len(asked["train"]) == 96 + 60
 
 
 def test_legal_test_split_is_held_out_and_parses(tokenizer):
