@@ -179,7 +179,7 @@ def test_a_corrupted_line_in_the_legal_data_stops_the_run_at_start(tmp_path):
     corrupted = tmp_path / "train.jsonl"
     shutil.copy(REPO / "data" / "legal" / "train.jsonl", corrupted)
     lines = corrupted.read_text().splitlines(keepends=True)
-    lines[179] = lines[179][: len(lines[179]) // 2] + "\n"  # line 180 of 580, cut in the middle
+    lines[179] = lines[179][: len(lines[179]) // 2] + "\n"  # line 180 of 359, cut in the middle
     corrupted.write_text("".join(lines))
     cfg = compose_config(
         [

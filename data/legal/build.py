@@ -377,7 +377,7 @@ def stats_block(splits, vp):
         cnt = Counter(r["task_type"] for r in rows)
         multi = sum(1 for r in rows if sum(m["role"] == "user" for m in r["messages"]) > 1)
         sysn = sum(1 for r in rows if r["messages"][0]["role"] == "system")
-        avg = sum(conv_words(r["messages"]) for r in rows) / len(rows)
+        avg = sum(conv_words(r["messages"]) for r in rows) / max(len(rows), 1)
         return cnt, multi, sysn, avg
 
     names = list(splits)
@@ -417,22 +417,28 @@ def main():
     val_ids = set()
     for t in TYPES:
         val_ids.update(c["id"] for c in rng.sample(by_type[t], VAL_PER_TYPE))
-    # the extra clauses join training after the draw: the validation clauses do not depend on them
-    train_cl = [c for c in clauses if c["id"] not in val_ids] + extra_cl
+    # the extra clauses are training-only and get their own file: the validation draw and train.jsonl do not
+    # depend on them
+    drawn_cl = [c for c in clauses if c["id"] not in val_ids]
+    train_cl = drawn_cl + extra_cl
     val_cl = [c for c in clauses if c["id"] in val_ids]
 
-    train = build_split(random.Random(SEED + 1), train_cl, "train")
+    train = build_split(random.Random(SEED + 1), drawn_cl, "train")
+    train_extra = build_split(random.Random(SEED + 5), extra_cl, "train")
     val = build_split(random.Random(SEED + 2), val_cl, "val")
     vp = pick_val_prompts(random.Random(SEED + 3), val_cl)
     test = build_split(random.Random(SEED + 4), test_cl, "test")
 
     write_jsonl(HERE / "train.jsonl", train)
+    write_jsonl(HERE / "train_extra.jsonl", train_extra)
     write_jsonl(HERE / "val.jsonl", val)
     write_jsonl(HERE / "val_prompts.jsonl", vp)
     write_jsonl(HERE / "test.jsonl", test)
 
     # ---- validation of what was written ----
-    train_r = validate_file(HERE / "train.jsonl")
+    drawn_r = validate_file(HERE / "train.jsonl")
+    extra_r = validate_file(HERE / "train_extra.jsonl")
+    train_r = drawn_r + extra_r
     val_r = validate_file(HERE / "val.jsonl")
     vp_r = validate_file(HERE / "val_prompts.jsonl", with_reference=True)
     test_r = validate_file(HERE / "test.jsonl")
@@ -451,7 +457,12 @@ def main():
     for rows in (train_r, val_r, test_r):
         assert set(r["task_type"] for r in rows) == set(TASKS)
 
-    splits = {"train": (train_r, len(train_cl)), "val": (val_r, len(val_cl)), "test": (test_r, len(test_cl))}
+    splits = {
+        "train": (drawn_r, len(drawn_cl)),
+        "train_extra": (extra_r, len(extra_cl)),
+        "val": (val_r, len(val_cl)),
+        "test": (test_r, len(test_cl)),
+    }
     block = stats_block(splits, vp_r)
     readme = HERE / "README.md"
     if readme.exists():
