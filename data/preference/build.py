@@ -855,9 +855,7 @@ def main():
     train_cl = [c for c in clauses if c["id"] not in val_ids]
     val_cl = [c for c in clauses if c["id"] in val_ids]
 
-    # the SFT training rows also ask about the training-only clauses of bank/extra.jsonl, which get no pairs here
-    extra_texts = {c["text"] for c in LB.load_extra_clauses()}
-    sft_train = {key: a for key, a in sft_answers(LEGAL / "train.jsonl").items() if key[0] not in extra_texts}
+    sft_train = sft_answers(LEGAL / "train.jsonl")
     sft_val = sft_answers(LEGAL / "val.jsonl")
     # the replicated split must be the split the SFT files were built with
     assert {t for t, _ in sft_val} == {c["text"] for c in val_cl}, "split differs from data/legal/val.jsonl"
