@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ import torch
 from lit_ft.data import Collator, DataError, SFTDataModule, pack_examples, read_records
 from lit_ft.data.formats import parse_sft_row
 from tests.conftest import REPO, chat, write_jsonl
+from tests.support.helpers import compose_config
 
 LEGAL = REPO / "data" / "legal"
 
@@ -195,15 +197,50 @@ def asked_clause(row: dict) -> str:
     return next(m["content"] for m in row["messages"] if m["role"] == "user").split("\n\n", 1)[1]
 
 
-def test_legal_build_reproduces_the_shipped_files(tmp_path):
-    # build.py is deterministic and the shipped files (README statistics included) are what the bank builds
+def built_copy(tmp_path, drop_extra: bool = False) -> Path:
+    """A copy of data/legal (bank, build.py, README.md) after its build.py ran; ``drop_extra`` empties
+    bank/extra.jsonl first."""
     copy = tmp_path / "legal"
     shutil.copytree(LEGAL / "bank", copy / "bank")
     for name in ("build.py", "README.md"):
         shutil.copy(LEGAL / name, copy / name)
+    if drop_extra:
+        (copy / "bank" / "extra.jsonl").write_text("", encoding="utf-8")
     subprocess.run([sys.executable, str(copy / "build.py")], check=True, capture_output=True)
-    for name in ("train.jsonl", "val.jsonl", "val_prompts.jsonl", "test.jsonl", "README.md"):
+    return copy
+
+
+def test_legal_build_reproduces_the_shipped_files(tmp_path):
+    # build.py is deterministic and the shipped files (README statistics included) are what the bank builds
+    copy = built_copy(tmp_path)
+    for name in ("train.jsonl", "train_extra.jsonl", "val.jsonl", "val_prompts.jsonl", "test.jsonl", "README.md"):
         assert (copy / name).read_bytes() == (LEGAL / name).read_bytes(), name
+
+
+def test_legal_extra_clauses_are_training_only(tmp_path):
+    extra = jsonl_rows(LEGAL / "bank" / "extra.jsonl")
+    types = {c["type"] for c in jsonl_rows(LEGAL / "bank" / "test.jsonl")}
+    # the 60 clauses written for training: c121-c180, 5 of each of the 12 types, 2 of those 5 non-standard
+    assert [c["id"] for c in extra] == [f"c{n}" for n in range(121, 181)]
+    assert len(types) == 12 and Counter(c["type"] for c in extra) == Counter({t: 5 for t in types})
+    assert Counter(c["type"] for c in extra if c["nonstandard"]) == Counter({t: 2 for t in types})
+    # each is asked in train_extra.jsonl (a summarize, flag and classify row at least), and in no other file
+    asked = {
+        name: Counter(asked_clause(row) for row in jsonl_rows(LEGAL / f"{name}.jsonl"))
+        for name in ("train_extra", "train", "val", "test")
+    }
+    texts = {c["text"] for c in extra}
+    assert set(asked["train_extra"]) == texts and all(asked["train_extra"][text] >= 3 for text in texts)
+    assert not texts & (asked["train"].keys() | asked["val"].keys() | asked["test"].keys())
+    # they never enter the validation draw and have their own file: without them the build writes the same
+    # training, validation and test files
+    copy = built_copy(tmp_path, drop_extra=True)
+    for name in ("train.jsonl", "val.jsonl", "val_prompts.jsonl", "test.jsonl"):
+        assert (copy / name).read_bytes() == (LEGAL / name).read_bytes(), name
+    assert (copy / "train_extra.jsonl").read_text() == ""
+    # data=legal_extra trains on both files
+    cfg = compose_config(["data=legal_extra"], tmp_path)
+    assert [Path(f).name for f in cfg.data.train_files] == ["train.jsonl", "train_extra.jsonl"]
 
 
 def test_legal_test_split_is_held_out_and_parses(tokenizer):

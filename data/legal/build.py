@@ -2,14 +2,17 @@
 """Build the legal-clause SFT set from the clause bank (stdlib only, deterministic).
 
 Reads  data/legal/bank/part*.jsonl   (the hand-written clause bank)
+       data/legal/bank/extra.jsonl   (clauses written for training only)
        data/legal/bank/test.jsonl    (clauses written for the test split only)
 Writes data/legal/train.jsonl, data/legal/val.jsonl, data/legal/val_prompts.jsonl,
 data/legal/test.jsonl and refreshes the statistics block of data/legal/README.md.
 
 The bank is split BY CLAUSE (seeded, stratified by clause type, 2 of every 10
 clauses per type go to validation), so no validation clause is ever seen in
-training. The test clauses never enter that draw: they make the test split
-alone, so the recipe chosen on validation is scored on clauses no run has seen.
+training. The extra and the test clauses never enter that draw: the extra
+clauses join the training clauses after it, so they leave validation as it
+was; the test clauses make the test split alone, so the recipe chosen on
+validation is scored on clauses no run has seen.
 Each clause then yields summarize / flag / classify rows and, for every
 non-standard clause plus a seeded share of standard ones, a revise row.
 About 10% of rows are turned into two-turn conversations whose second user
@@ -204,6 +207,11 @@ def load_bank():
     return load_clauses(sorted((HERE / "bank").glob("part*.jsonl")))
 
 
+def load_extra_clauses():
+    """The clauses written for training only (``bank/extra.jsonl``), added to training after the validation draw."""
+    return load_clauses([HERE / "bank" / "extra.jsonl"])
+
+
 def load_test_clauses():
     """The clauses written for the test split (``bank/test.jsonl``), never in the train/validation draw."""
     return load_clauses([HERE / "bank" / "test.jsonl"])
@@ -369,7 +377,7 @@ def stats_block(splits, vp):
         cnt = Counter(r["task_type"] for r in rows)
         multi = sum(1 for r in rows if sum(m["role"] == "user" for m in r["messages"]) > 1)
         sysn = sum(1 for r in rows if r["messages"][0]["role"] == "system")
-        avg = sum(conv_words(r["messages"]) for r in rows) / len(rows)
+        avg = sum(conv_words(r["messages"]) for r in rows) / max(len(rows), 1)
         return cnt, multi, sysn, avg
 
     names = list(splits)
@@ -398,8 +406,8 @@ def stats_block(splits, vp):
 
 
 def main():
-    clauses, test_cl = load_bank(), load_test_clauses()
-    assert_unique(clauses + test_cl)
+    clauses, extra_cl, test_cl = load_bank(), load_extra_clauses(), load_test_clauses()
+    assert_unique(clauses + extra_cl + test_cl)
     assert {c["type"] for c in test_cl} == set(TYPES), "the test clauses must cover every clause type"
     type_counts = Counter(c["type"] for c in clauses)
     assert all(type_counts[t] >= 7 for t in TYPES), type_counts
@@ -409,27 +417,35 @@ def main():
     val_ids = set()
     for t in TYPES:
         val_ids.update(c["id"] for c in rng.sample(by_type[t], VAL_PER_TYPE))
-    train_cl = [c for c in clauses if c["id"] not in val_ids]
+    # the extra clauses are training-only and get their own file: the validation draw and train.jsonl do not
+    # depend on them
+    drawn_cl = [c for c in clauses if c["id"] not in val_ids]
+    train_cl = drawn_cl + extra_cl
     val_cl = [c for c in clauses if c["id"] in val_ids]
 
-    train = build_split(random.Random(SEED + 1), train_cl, "train")
+    train = build_split(random.Random(SEED + 1), drawn_cl, "train")
+    train_extra = build_split(random.Random(SEED + 5), extra_cl, "train")
     val = build_split(random.Random(SEED + 2), val_cl, "val")
     vp = pick_val_prompts(random.Random(SEED + 3), val_cl)
     test = build_split(random.Random(SEED + 4), test_cl, "test")
 
     write_jsonl(HERE / "train.jsonl", train)
+    write_jsonl(HERE / "train_extra.jsonl", train_extra)
     write_jsonl(HERE / "val.jsonl", val)
     write_jsonl(HERE / "val_prompts.jsonl", vp)
     write_jsonl(HERE / "test.jsonl", test)
 
     # ---- validation of what was written ----
-    train_r = validate_file(HERE / "train.jsonl")
+    drawn_r = validate_file(HERE / "train.jsonl")
+    extra_r = validate_file(HERE / "train_extra.jsonl")
+    train_r = drawn_r + extra_r
     val_r = validate_file(HERE / "val.jsonl")
     vp_r = validate_file(HERE / "val_prompts.jsonl", with_reference=True)
     test_r = validate_file(HERE / "test.jsonl")
     assert not ({c["id"] for c in train_cl} & {c["id"] for c in val_cl}), "clause in both splits"
     train_text = "\n".join(m["content"] for r in train_r for m in r["messages"])
     assert_unseen(val_cl, train_r, "train")
+    assert_unseen(train_cl, val_r, "val")
     for r in vp_r:
         assert r["messages"][-1]["content"].split("\n\n", 1)[1] not in train_text
     assert_unseen(test_cl, train_r, "train")
@@ -441,7 +457,12 @@ def main():
     for rows in (train_r, val_r, test_r):
         assert set(r["task_type"] for r in rows) == set(TASKS)
 
-    splits = {"train": (train_r, len(train_cl)), "val": (val_r, len(val_cl)), "test": (test_r, len(test_cl))}
+    splits = {
+        "train": (drawn_r, len(drawn_cl)),
+        "train_extra": (extra_r, len(extra_cl)),
+        "val": (val_r, len(val_cl)),
+        "test": (test_r, len(test_cl)),
+    }
     block = stats_block(splits, vp_r)
     readme = HERE / "README.md"
     if readme.exists():
