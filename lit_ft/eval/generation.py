@@ -18,9 +18,9 @@ from lit_ft.data.tokenize import render_ids
 from lit_ft.utils.distributed import root_weights_gathered
 
 # Prompts generated together. On a 2-core CPU (SmolLM2-135M with an unmerged LoRA adapter, the 88 held-out legal
-# prompts, 64 new tokens, 2026-12-06) batches of 32 answered in 49 s against 95-102 s for 8, 68 s for 16 and 62 s
-# for all 88 at once: a decode step reads every weight once whatever the batch, and one batch runs until its
-# longest answer ends. Task scores during training and eval.py share it (conf: task_scores, entry/eval).
+# prompts, 64 new tokens, 2026-12-06, idle) batches of 32 answered in 49-51 s against 85-102 s for 8 (three runs),
+# 68 s for 16 and 62 s for all 88 at once: a decode step reads every weight once whatever the batch, and one batch
+# runs until its longest answer ends. Task scores during training and eval.py share it (conf: task_scores, entry/eval).
 GENERATION_BATCH_SIZE = 32
 
 
