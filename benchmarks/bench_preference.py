@@ -42,6 +42,7 @@ from common import (
     REPO,
     Config,
     StepRecorder,
+    Target,
     add_common_arguments,
     bf16_is_fast,
     counting_trainer,
@@ -55,6 +56,7 @@ from common import (
     run_all,
     select,
     steps_line,
+    target_lines,
     train_trl,
     trl_arguments,
     trl_timer,
@@ -103,6 +105,7 @@ def preference_data(cfg: Config, tokenizer):
         eval_batch_size=cfg.batch_size,  # the precomputing pass, as TRL's precompute_ref_batch_size default
         seed=cfg.seed,
         padding_free=cfg.batching == "padding_free",
+        shared_prompt=cfg.batching == "shared_prompt",
     )
     datamodule.setup("fit")
     pairs = datamodule.train_examples[:]
@@ -262,18 +265,26 @@ def run(cfg: Config) -> dict[str, Any]:
 # --- configurations ---------------------------------------------------------------------------------------------
 
 
+LAYOUTS = {  # lit-ft's candidate layouts of a training batch beside the padded one (the matched row)
+    "padding_free": "padding-free pairs, sdpa_varlen",
+    "shared_prompt": "shared prompts, sdpa_varlen",
+}
+
+
 def comparison_configs(
     tasks: list[str], modes: list[str], references: list[str], steps: int, warmup: int, threads: int
 ) -> list[Config]:
-    """Matched settings and each tool's recommended defaults, for each task, mode and (DPO) reference strategy.
+    """Matched settings, lit-ft's candidate layouts, and each tool's recommended defaults, for each task, mode and
+    (DPO) reference strategy.
 
     Matched: fp32, padded batches, no gradient checkpointing, dropout off (TRL's preference trainers switch it
-    off by default; lit-ft's LoRA gets ``dropout=0``), the same reference strategy. Defaults: lit-ft's shipped
-    ``module=dpo`` / ``module=reward`` with ``peft=lora`` (precomputed reference, LoRA dropout 0.05); TRL's
-    ``DPOConfig()`` / ``RewardConfig()`` (gradient checkpointing, no dropout, bf16 off where it is slow; see
-    ``trl_arguments``), whose DPO reference is the policy with its adapter disabled (LoRA) or a loaded copy (full).
-    lit-ft's defaults also run with padding-free pair batches (``data.padding_free=true``, ``sdpa_varlen``), the
-    candidate default this row decides.
+    off by default; lit-ft's LoRA gets ``dropout=0``), the same reference strategy. Layouts: lit-ft as matched but
+    with padding-free pair batches (``data.padding_free=true``) or shared prompts (``data.shared_prompt=true``),
+    both with ``sdpa_varlen``: the candidate defaults these rows decide, compared with TRL's matched row. Defaults:
+    lit-ft's shipped ``module=dpo`` / ``module=reward`` with ``peft=lora`` (precomputed reference, LoRA dropout
+    0.05); TRL's ``DPOConfig()`` / ``RewardConfig()`` (gradient checkpointing, no dropout, bf16 off where it is
+    slow; see ``trl_arguments``), whose DPO reference is the policy with its adapter disabled (LoRA) or a loaded
+    copy (full).
     """
     base = {"steps": steps, "warmup": warmup, "threads": threads}
     trl_label = ("DPOConfig()", "RewardConfig()")
@@ -284,12 +295,14 @@ def comparison_configs(
             run = {"task": task, "mode": mode, **base}
             strategies = [r for r in references if mode == "lora" or r != "adapter"] if task == "dpo" else [None]
             for reference in strategies:
-                for tool in ("trl", "lit-ft"):
-                    configs.append(
-                        Config(
-                            tool, setting="matched", label="fp32 padded", reference=reference, lora_dropout=0.0, **run
-                        )
-                    )
+                matched = {"reference": reference, "lora_dropout": 0.0, **run}
+                configs += [
+                    Config(tool, setting="matched", label="fp32 padded", **matched) for tool in ("trl", "lit-ft")
+                ]
+                configs += [
+                    Config("lit-ft", setting="layouts", label=label, batching=batching, attn="sdpa_varlen", **matched)
+                    for batching, label in LAYOUTS.items()
+                ]
             trl_reference = ("adapter" if mode == "lora" else "copy") if task == "dpo" else None
             label = trl_label[task == "reward"] + bf16_note
             configs.append(
@@ -298,30 +311,40 @@ def comparison_configs(
             litft_reference = "precomputed" if task == "dpo" else None
             label = f"module={task}" + (", peft=lora" if mode == "lora" else "")
             configs.append(Config("lit-ft", setting="defaults", label=label, reference=litft_reference, **run))
-            configs.append(  # the candidate default, to be decided by this row
-                Config(
-                    "lit-ft",
-                    setting="defaults",
-                    label=f"{label}, data.padding_free=true",
-                    reference=litft_reference,
-                    batching="padding_free",
-                    attn="sdpa_varlen",
-                    **run,
-                )
-            )
     return configs
+
+
+def preference_target(name: str, task: str, reference: str | None, speed: float, memory: float) -> Target:
+    """lit-ft's LoRA rows of ``task`` and ``reference`` (padded, each layout) against TRL's matched row."""
+    key = lambda c: (c.task, c.mode, c.reference) == (task, "lora", reference)  # noqa: E731
+    return Target(
+        name,
+        speed,
+        memory,
+        litft=lambda c: c.tool == "lit-ft" and c.setting in ("matched", "layouts") and key(c),
+        trl=lambda c: c.tool == "trl" and c.setting == "matched" and key(c),
+    )
+
+
+TARGETS = [
+    preference_target("DPO, LoRA, precomputed reference", "dpo", "precomputed", 2.0, 0.7),
+    preference_target("DPO, LoRA, adapter-disabled reference", "dpo", "adapter", 1.8, 0.8),
+    preference_target("reward model, LoRA", "reward", None, 1.5, 0.85),
+]
 
 
 # --- report -----------------------------------------------------------------------------------------------------
 
 
 def reference_row(results: list[tuple[Config, dict]], cfg: Config) -> dict | None:
-    """The TRL row a lit-ft row is compared with: same setting, task and mode (and reference, when matched)."""
+    """The TRL row a lit-ft row is compared with: same setting (matched for the layouts), task and mode (and
+    reference, when matched)."""
     if cfg.tool != "lit-ft":
         return None
+    setting = "matched" if cfg.setting == "layouts" else cfg.setting
     for c, r in results:
-        same = c.setting == cfg.setting and c.task == cfg.task and c.mode == cfg.mode
-        if same and c.tool == "trl" and (cfg.setting != "matched" or c.reference == cfg.reference) and "error" not in r:
+        same = c.setting == setting and c.task == cfg.task and c.mode == cfg.mode
+        if same and c.tool == "trl" and (setting != "matched" or c.reference == cfg.reference) and "error" not in r:
             return r
     return None
 
@@ -343,7 +366,8 @@ def write_report(results: list[tuple[Config, dict]], peaks: dict[str, float], st
         "otherwise idle machine (the headline; the first speed ratio); tokens/CPU-s per second of CPU time of the "
         "benchmark's threads (secondary). ref pass s: the pass "
         "of reference log-probs over the run's pairs before training (precomputed reference only; not in the step "
-        "times). Memory: peak resident set during training on CPU. MFU = F·N·tokens/CPU-s / matmul peak, "
+        "times). Memory: the whole process' peak resident set from its start to the end of the run (loading and the "
+        "reference pass included), the ratios' memory; train peak: during the training steps only. MFU = F·N·tokens/CPU-s / matmul peak, "
         "N: base-model parameters, F = 6 for full fine-tuning (forward, input and weight gradients), 4 for LoRA (the "
         "frozen base gets no weight gradients), +2 with a reference forward on the fly (adapter, copy). acc, margin: reward accuracy and mean margin of the last step's pairs.",
         "",
@@ -351,8 +375,11 @@ def write_report(results: list[tuple[Config, dict]], peaks: dict[str, float], st
     titles = {
         "matched": "Matched settings (fp32, padded batches of 4 pairs, max length 256, no gradient checkpointing, "
         "dropout off)",
+        "layouts": "lit-ft's candidate layouts (as matched, one change each; ratios against TRL's matched row)",
         "defaults": "Each tool's recommended defaults (batch 4 pairs, max length 256)",
     }
+    if any(c.setting in ("matched", "layouts") for c, _ in results):
+        lines += target_lines(TARGETS, results)
     for setting, title in titles.items():
         rows = [(c, r) for c, r in results if c.setting == setting]
         if not rows:
@@ -360,9 +387,9 @@ def write_report(results: list[tuple[Config, dict]], peaks: dict[str, float], st
         lines += [f"## {title}", "", steps_line(rows), ""]
         lines += [
             "| task | mode | reference | tool | settings | pairs/s | tokens/s | tokens/CPU-s | step s | ref pass s | "
-            "peak MB | MFU % | loss step 1 | loss last | acc last | margin last | speed (wall) | speed (CPU time) | "
+            "peak MB | train peak MB | MFU % | loss step 1 | loss last | acc last | margin last | speed (wall) | speed (CPU time) | "
             "memory |",
-            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for cfg, r in rows:
             head = f"| {cfg.task} | {cfg.mode} | {cfg.reference or '-'} | {cfg.tool} | {cfg.label}"
@@ -378,6 +405,7 @@ def write_report(results: list[tuple[Config, dict]], peaks: dict[str, float], st
                 fmt(r["step_s"], 2),
                 fmt(r.get("ref_pass_s"), 1),
                 fmt(r["peak_mem_mb"], 0),
+                fmt(r.get("train_peak_mb"), 0),
                 fmt(mfu_percent(cfg, r, peaks, flops), 1),
                 fmt(r["loss_first"], 4),
                 fmt(r["loss_last"], 4),

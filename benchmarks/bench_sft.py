@@ -40,6 +40,7 @@ from common import (
     REPO,
     Config,
     StepRecorder,
+    Target,
     add_common_arguments,
     bf16_is_fast,
     counting_trainer,
@@ -56,6 +57,7 @@ from common import (
     run_all,
     select,
     steps_line,
+    target_lines,
     train_trl,
     trl_arguments,
     trl_timer,
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DATA = REPO / "data" / "legal" / "train.jsonl"
+LORA_DROPOUT = 0.0  # lora_legal's (conf/experiment/lora_legal.yaml), in both tools
 
 
 # --- data -------------------------------------------------------------------------------------------------------
@@ -195,7 +198,7 @@ def comparison_configs(modes: list[str], steps: int, warmup: int, threads: int, 
     (CPUs without AVX512-BF16/AMX), where bf16 matmuls run 10-50x slower than fp32 and no user would keep it.
     ``settings``: of every configuration (``model``, ``device``, ``precision``).
     """
-    base = {"steps": steps, "warmup": warmup, "threads": threads, **settings}
+    base = {"steps": steps, "warmup": warmup, "threads": threads, "lora_dropout": LORA_DROPOUT, **settings}
     free = {"batching": "padding_free", "attn": "sdpa_varlen"}
     trl_label = "SFTConfig()" + ("" if bf16_is_fast(settings.get("device", "auto")) else " with bf16=False")
     matched = f"{settings.get('precision', 'fp32')} padded"
@@ -212,7 +215,14 @@ def comparison_configs(modes: list[str], steps: int, warmup: int, threads: int, 
 
 def ablation_configs(modes: list[str], steps: int, warmup: int, threads: int, **settings: Any) -> list[Config]:
     """lit-ft with one optimisation changed at a time (bf16 only where the machine has native bf16)."""
-    base = {"steps": steps, "warmup": warmup, "threads": threads, "setting": "ablation", **settings}
+    base = {
+        "steps": steps,
+        "warmup": warmup,
+        "threads": threads,
+        "setting": "ablation",
+        "lora_dropout": LORA_DROPOUT,
+        **settings,
+    }
     free = {"batching": "padding_free", "attn": "sdpa_varlen"}
     in_backward = {"optimizer_in_backward": True, "gradient_clip_val": None}  # clipping needs all gradients
     configs = []
@@ -229,7 +239,9 @@ def ablation_configs(modes: list[str], steps: int, warmup: int, threads: int, **
             Config("lit-ft", mode, label="+ optimizer in backward, no clip", **in_backward, **free, **base),
         ]
         if mode == "lora":
-            configs.append(Config("lit-ft", mode, label="+ LoRA dropout 0", lora_dropout=0.0, **free, **base))
+            configs.append(
+                Config("lit-ft", mode, label="+ LoRA dropout 0.05", **free, **{**base, "lora_dropout": 0.05})
+            )
         if base.get("precision", "fp32") == "fp32" and bf16_is_fast(base.get("device", "auto")):
             configs.append(Config("lit-ft", mode, label="+ bf16-mixed", **free, **{**base, "precision": "bf16"}))
     return configs
@@ -255,7 +267,15 @@ def scaling_configs(steps: int, warmup: int, threads: int, **settings: Any) -> l
     lit-ft point at the longest T adds gradient checkpointing: the memory it saves where activations are largest.
     The point T = 256, B = 1 belongs to both curves and runs once.
     """
-    base = {"steps": steps, "warmup": warmup, "threads": threads, "setting": "scaling", "mode": "lora", **settings}
+    base = {
+        "steps": steps,
+        "warmup": warmup,
+        "threads": threads,
+        "setting": "scaling",
+        "mode": "lora",
+        "lora_dropout": LORA_DROPOUT,
+        **settings,
+    }
     tools = {"trl": {}, "lit-ft": {"batching": "padding_free", "attn": "sdpa_varlen"}}
     points = [(n, 1) for n in SCALING_LENGTHS]
     points += [(SCALING_BATCH_LENGTH, b) for b in SCALING_BATCHES if (SCALING_BATCH_LENGTH, b) not in points]
@@ -333,6 +353,23 @@ def plot_scaling(results: list[tuple[Config, dict]], path: Path) -> Figure | Non
     return figure
 
 
+def sft_target(name: str, mode: str, speed: float, memory: float) -> Target:
+    """lit-ft's defaults row of ``mode`` against TRL's matched row (TRL's defaults but gradient checkpointing off)."""
+    return Target(
+        name,
+        speed,
+        memory,
+        litft=lambda c: (c.tool, c.setting, c.mode) == ("lit-ft", "defaults", mode),
+        trl=lambda c: (c.tool, c.setting, c.mode) == ("trl", "matched", mode),
+    )
+
+
+TARGETS = [
+    sft_target("LoRA SFT (lora_legal settings)", "lora", 2.0, 0.75),
+    sft_target("full SFT, defaults (clipping on)", "full", 2.0, 0.9),
+]
+
+
 def reference(results: list[tuple[Config, dict]], cfg: Config) -> dict | None:
     """The row ``cfg`` is compared with: TRL in the comparisons, TRL at the same T and B in the scaling curve, the
     padded lit-ft run in the ablation."""
@@ -373,10 +410,11 @@ def write_report(
         f"- Device: {resolve_device(device)} for both tools; precision: {mixed}.",
         f"- Model: {model_line}; data: `data/legal/train.jsonl` tokenised by lit-ft "
         "(assistant-only labels), one fixed order for both tools; fused AdamW, constant LR (2e-5 full, 2e-4 LoRA "
-        "r=16 alpha=32 dropout 0.05 all-linear), gradient clipping 1.0.",
+        f"r=16 alpha=32 dropout {LORA_DROPOUT} all-linear, as lora_legal), gradient clipping 1.0.",
         "- steps/s and tokens/s (non-padding tokens): per second of wall time on an otherwise idle machine, the "
         "headline and what the speed ratios use first; tokens/CPU-s: per second of CPU time of the benchmark's "
-        "threads (secondary). Memory: peak resident set during training on CPU (max allocated on CUDA). "
+        "threads (secondary). Memory: the whole process' peak resident set from its start to the end of the run "
+        "(max allocated on CUDA), the ratios' memory; train peak: the peak during the training steps only. "
         "MFU = 6·N·tokens/CPU-s / the matmul peak measured in the run's process (N: parameters of the base model).",
         "",
     ]
@@ -387,6 +425,8 @@ def write_report(
         "scaling": "Scaling: LoRA tokens/s and peak memory vs sequence length and batch size, lit-ft and TRL",
     }
     plot = plot_scaling(results, out.with_name(SCALING_PLOT))
+    if any(c.setting == "defaults" for c, _ in results):
+        lines += target_lines(TARGETS, results)
     for setting, title in titles.items():
         rows = [(c, r) for c, r in results if c.setting == setting]
         if not rows:
@@ -403,8 +443,8 @@ def write_report(
             ]
         lines += [
             "| mode | tool | settings | steps/s | tokens/s | tokens/CPU-s | step s | first step s | peak MB | "
-            "MB at start | MFU % | loss step 1 | loss last | speed (wall) | speed (CPU time) | memory |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "train peak MB | MB at start | MFU % | loss step 1 | loss last | speed (wall) | speed (CPU time) | memory |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for cfg, r in rows:
             if "error" in r:
@@ -415,7 +455,7 @@ def write_report(
                 f"| {cfg.mode} | {cfg.tool} | {cfg.label} | {fmt(r.get('steps_per_s'), 3)} | {fmt(r['tokens_per_s'])} | "
                 f"{fmt(r['tokens_per_cpu_s'])} | "
                 f"{fmt(r['step_s'], 2)} | {fmt(r['first_step_s'], 1)} | {fmt(r['peak_mem_mb'], 0)} | "
-                f"{fmt(r.get('memory_at_start_mb'), 0)} | {fmt(mfu_percent(cfg, r, peaks), 1)} | "
+                f"{fmt(r.get('train_peak_mb'), 0)} | {fmt(r.get('memory_at_start_mb'), 0)} | {fmt(mfu_percent(cfg, r, peaks), 1)} | "
                 f"{fmt(r['loss_first'], 4)} | {fmt(r['loss_last'], 4)} | {speed_wall} | {speed_cpu} | {memory} |"
             )
         lines.append("")

@@ -128,18 +128,20 @@ def prepare_model(name: str) -> str:
     return str(folder)
 
 
-def reset_peak_memory(device: str = "auto") -> float:
-    """Reset the peak-memory counter; return the memory in use now (MB), the floor training adds to."""
+def reset_peak_memory(device: str = "auto") -> tuple[float, float]:
+    """Reset the peak-memory counter; return the memory in use now (MB), the floor training adds to, and the peak
+    reached before (MB: loading, a reference pass), which still counts toward the whole process' peak."""
     import torch
 
     if resolve_device(device) == "cuda":
         torch.cuda.synchronize()
-        in_use = torch.cuda.memory_allocated() / 2**20
+        in_use, peak = torch.cuda.memory_allocated() / 2**20, torch.cuda.max_memory_allocated() / 2**20
         torch.cuda.reset_peak_memory_stats()
-        return in_use
+        return in_use, peak
     status = Path("/proc/self/status").read_text()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the resident-set high-water mark (Linux >= 4.0)
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+    rss, hwm = (int(re.search(rf"{key}:\s+(\d+)", status).group(1)) / 1024 for key in ("VmRSS", "VmHWM"))
+    return rss, hwm
 
 
 def peak_memory_mb(device: str = "auto") -> float:
@@ -209,6 +211,7 @@ class StepRecorder:
         self.phases: dict[str, float] = {}
         self.started = 0.0
         self.memory_at_start = 0.0
+        self.peak_before_train = 0.0
         self._pending_tokens = 0
         self._profiler = None
 
@@ -267,6 +270,7 @@ class StepRecorder:
             "loss_last": self.losses[last] if len(self.losses) > last else None,
             "losses": self.losses,
             "memory_at_start_mb": self.memory_at_start,
+            "peak_before_train_mb": self.peak_before_train,
             "params": params,
             "trainable_params": trainable,
             **self.phases,
@@ -308,7 +312,7 @@ def litft_trainer(
 
     class Timer(L.Callback):
         def on_train_start(self, trainer, pl_module):
-            recorder.memory_at_start = reset_peak_memory(device)
+            recorder.memory_at_start, recorder.peak_before_train = reset_peak_memory(device)
             recorder.started = time.perf_counter()
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -378,7 +382,7 @@ def trl_timer(recorder: StepRecorder, metrics: dict[str, str] | None = None):
 
     class Timer(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            recorder.memory_at_start = reset_peak_memory(device)
+            recorder.memory_at_start, recorder.peak_before_train = reset_peak_memory(device)
             recorder.started = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -429,16 +433,19 @@ def train_trl(trainer, cfg: Config, recorder: StepRecorder) -> dict[str, Any]:
 
 def worker(cfg: Config, run: Callable[[Config], dict[str, Any]]) -> None:
     """Run ``cfg`` in this (fresh) process and print its result on a ``RESULT`` line; the matmul peak (GFLOP/s, per
-    dtype: fp32 and the run's) is measured here right before the run, on the same cores and in the same state."""
+    dtype: fp32 and the run's) is measured here right before the run, on the same cores and in the same state.
+
+    Memory: ``peak_mem_mb`` is the whole process' peak from its start to the end of the run (resident set on CPU,
+    allocated on CUDA: loading, a reference pass and training alike), ``train_peak_mb`` the peak during training.
+    """
     import torch
 
     torch.set_num_threads(cfg.threads)
     peaks = {dtype: matmul_peak_gflops(dtype, cfg.threads, cfg.device) for dtype in sorted({"fp32", cfg.precision})}
     result = run(cfg)
-    print(
-        "RESULT " + json.dumps({**result, "peak_mem_mb": peak_memory_mb(cfg.device), "matmul_peak_gflops": peaks}),
-        flush=True,
-    )
+    train_peak = peak_memory_mb(cfg.device)
+    memory = {"train_peak_mb": train_peak, "peak_mem_mb": max(train_peak, result.get("peak_before_train_mb", 0.0))}
+    print("RESULT " + json.dumps({**result, **memory, "matmul_peak_gflops": peaks}), flush=True)
 
 
 # --- is the machine ours? ---------------------------------------------------------------------------------------
@@ -697,14 +704,63 @@ def steps_line(rows: list[tuple[Config, dict]]) -> str:
 
 
 def ratio_cells(r: dict, ref: dict | None) -> list[str]:
-    """Speed (wall), speed (CPU time) and memory of ``r`` as multiples of ``ref``'s (``-`` without a reference)."""
+    """Speed (wall), speed (CPU time) and memory of ``r`` as multiples of ``ref``'s (``-`` without a reference).
+
+    Speeds are in optimizer steps (the same batches in both tools), not tokens: a layout that runs a shared prompt
+    once has fewer tokens per step for the same work done."""
     if not ref:
         return ["-", "-", "-"]
+    cpu_steps = lambda x: x["tokens_per_cpu_s"] / x["tokens_per_step"]  # noqa: E731  steps per CPU-second
     return [
-        f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}x",
-        f"{r['tokens_per_cpu_s'] / ref['tokens_per_cpu_s']:.2f}x",
+        f"{r['steps_per_s'] / ref['steps_per_s']:.2f}x",
+        f"{cpu_steps(r) / cpu_steps(ref):.2f}x",
         f"{r['peak_mem_mb'] / ref['peak_mem_mb']:.2f}x",
     ]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of issue 17's targets: lit-ft's rows that ``litft`` selects against the TRL row that ``trl`` selects, at
+    least ``speed`` times TRL's steps/s (wall clock) with at most ``memory`` times its whole-process peak memory."""
+
+    name: str
+    speed: float
+    memory: float
+    litft: Callable[[Config], bool]
+    trl: Callable[[Config], bool]
+
+
+def target_lines(targets: list[Target], results: list[tuple[Config, dict]]) -> list[str]:
+    """A report table of each target: every lit-ft row it selects against its TRL row, the ratios and whether both
+    are met (a failed run is named as such)."""
+    lines = [
+        "## Against the targets",
+        "",
+        "lit-ft's shipped defaults (and the candidate layouts a default is chosen from) against TRL with the same "
+        "model, data, batch, LoRA, precision and max length, no gradient checkpointing, its other settings at its "
+        "defaults. Speed: steps/s on wall clock; memory: the whole process' peak, start to end.",
+        "",
+        "| target | lit-ft | TRL | speed | needed | memory | needed | met |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for target in targets:
+        trl = next(((c, r) for c, r in results if target.trl(c) and "error" not in r), None)
+        for cfg, r in results:
+            if not target.litft(cfg):
+                continue
+            cells = [target.name, cfg.label, trl[0].label if trl else "no run"]
+            if "error" in r or trl is None:
+                lines.append("| " + " | ".join(cells) + " | - | - | - | - | not measured |")
+                continue
+            speed = r["steps_per_s"] / trl[1]["steps_per_s"]
+            memory = r["peak_mem_mb"] / trl[1]["peak_mem_mb"]
+            missed = [
+                name for name, ok in (("speed", speed >= target.speed), ("memory", memory <= target.memory)) if not ok
+            ]
+            verdict = "yes" if not missed else " and ".join(missed) + " missed"
+            cells += [f"{speed:.3f}x", f">= {target.speed}x", f"{memory:.3f}x", f"<= {target.memory}x", verdict]
+            lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def write_table_section(out: Path, key: str, lines: list[str]) -> str:

@@ -1,5 +1,6 @@
 """The benchmarks' measuring protocol (benchmarks/common.py), without running a model: other processes' CPU time,
-the wait for an idle machine, the refusal of disturbed RESULTS, the alternation of tools and the best of runs."""
+the wait for an idle machine, the refusal of disturbed RESULTS, the alternation of tools and the best of runs, the
+whole-process peak memory, the ratios and the target table."""
 
 from __future__ import annotations
 
@@ -14,14 +15,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from common import (  # noqa: E402
     Config,
     CpuSample,
+    Target,
     add_common_arguments,
     best_run,
     cpu_sample,
     is_busy,
     others_cpu_seconds,
+    peak_memory_mb,
     peaks_of,
+    ratio_cells,
     refusals,
+    reset_peak_memory,
     schedule,
+    target_lines,
     wait_until_idle,
 )
 
@@ -136,3 +142,52 @@ def test_the_scripts_take_the_protocol_options(script, tmp_path):
         [sys.executable, str(repo / "benchmarks" / f"{script}.py"), "--help"], capture_output=True, text=True, cwd=repo
     )
     assert out.returncode == 0 and all(flag in out.stdout for flag in ("--force", "--idle-timeout", "--busy-cores"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resident-set high-water mark")
+def test_the_peak_before_training_is_kept_when_the_counter_is_reset():
+    """Memory a process held before training (loading, a reference pass) still counts toward its peak."""
+    import torch
+
+    block = torch.ones(64 * 2**20)  # 256 MB, touched, then freed
+    del block
+    in_use, peak_before = reset_peak_memory("cpu")
+    assert peak_before >= in_use + 200  # the freed block is in the peak before the reset, not in use now
+    assert peak_memory_mb("cpu") < peak_before - 200  # the counter itself starts again from what is in use
+
+
+def test_ratios_compare_optimizer_steps_not_tokens():
+    """A shared-prompt layout runs fewer tokens for the same pairs: its speed is in steps, as TRL's is."""
+    trl = {
+        "steps_per_s": 0.5,
+        "tokens_per_s": 500.0,
+        "tokens_per_cpu_s": 260.0,
+        "tokens_per_step": 1000,
+        "peak_mem_mb": 4000,
+    }
+    shared = {
+        "steps_per_s": 1.0,
+        "tokens_per_s": 600.0,
+        "tokens_per_cpu_s": 312.0,
+        "tokens_per_step": 600,
+        "peak_mem_mb": 3000,
+    }
+    assert ratio_cells(shared, trl) == ["2.00x", "2.00x", "0.75x"]
+    assert ratio_cells(shared, None) == ["-", "-", "-"]
+
+
+def test_target_table_names_each_candidate_and_what_it_missed():
+    is_trl = lambda c: c.tool == "trl"  # noqa: E731
+    targets = [Target("LoRA", 2.0, 0.75, litft=lambda c: c.tool == "lit-ft", trl=is_trl)]
+    results = [
+        (Config("trl", "lora", "matched", "trl padded"), {"steps_per_s": 1.0, "peak_mem_mb": 1000.0}),
+        (Config("lit-ft", "lora", "defaults", "fast"), {"steps_per_s": 2.5, "peak_mem_mb": 700.0}),
+        (Config("lit-ft", "lora", "defaults", "slow"), {"steps_per_s": 1.5, "peak_mem_mb": 800.0}),
+        (Config("lit-ft", "lora", "defaults", "broken"), {"error": ["RuntimeError"]}),
+    ]
+    rows = [line for line in target_lines(targets, results) if line.startswith("| LoRA")]
+    assert rows == [
+        "| LoRA | fast | trl padded | 2.500x | >= 2.0x | 0.700x | <= 0.75x | yes |",
+        "| LoRA | slow | trl padded | 1.500x | >= 2.0x | 0.800x | <= 0.75x | speed and memory missed |",
+        "| LoRA | broken | trl padded | - | - | - | - | not measured |",
+    ]

@@ -42,7 +42,8 @@ def synthetic_results() -> list[tuple[Config, dict]]:
         memory = (1000 + cfg.seq_len * cfg.batch_size / 2) * {"trl": 1.0, "lit-ft": 0.8}[cfg.tool]
         memory *= 0.75 if cfg.gradient_checkpointing else 1.0
         result = {"steps_per_s": speed / cfg.seq_len / cfg.batch_size, "tokens_per_s": speed}
-        result.update(tokens_per_cpu_s=speed, peak_mem_mb=memory, step_s=1.0, first_step_s=2.0)
+        result.update(tokens_per_cpu_s=speed, tokens_per_step=cfg.seq_len * cfg.batch_size, peak_mem_mb=memory)
+        result.update(step_s=1.0, first_step_s=2.0)
         result.update(loss_first=2.0, loss_last=1.5, params=1000, trainable_params=10)
         results.append((cfg, result))
     failed = next(i for i, (c, _) in enumerate(results) if c.tool == "trl" and c.label == "T=256 B=8")
