@@ -181,7 +181,7 @@ def run_litft(cfg: Config) -> dict[str, Any]:
 
     arguments = {
         "model": partial(load, cfg, gradient_checkpointing=cfg.gradient_checkpointing),
-        "adapter": LoRA(**LORA, dropout=cfg.lora_dropout) if cfg.mode == "lora" else None,
+        "adapter": LoRA(**LORA, dropout=cfg.lora_dropout, addmm=cfg.lora_addmm) if cfg.mode == "lora" else None,
         **litft_optimization(cfg),
     }
     if cfg.task == "dpo":  # a reward model has no LM head to restrict to loss tokens

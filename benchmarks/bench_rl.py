@@ -151,7 +151,7 @@ def run_litft(cfg: Config) -> dict[str, Any]:
 
     module = TimedRL(
         model=partial(load_model, cfg.model, attn_implementation=cfg.attn),
-        adapter=LoRA(**LORA, dropout=cfg.lora_dropout),
+        adapter=LoRA(**LORA, dropout=cfg.lora_dropout, addmm=cfg.lora_addmm),
         reward=reward,
         group_size=group,
         max_new_tokens=length,

@@ -131,7 +131,7 @@ def run_litft(cfg: Config) -> dict[str, Any]:
             attn_implementation=cfg.attn,
             gradient_checkpointing=cfg.gradient_checkpointing,
         ),
-        adapter=LoRA(**LORA, dropout=cfg.lora_dropout) if cfg.mode == "lora" else None,
+        adapter=LoRA(**LORA, dropout=cfg.lora_dropout, addmm=cfg.lora_addmm) if cfg.mode == "lora" else None,
         head_on_loss_tokens=cfg.head_on_loss_tokens,
         compile=cfg.compile,
         **litft_optimization(cfg),
@@ -239,9 +239,10 @@ def ablation_configs(modes: list[str], steps: int, warmup: int, threads: int, **
             Config("lit-ft", mode, label="+ optimizer in backward, no clip", **in_backward, **free, **base),
         ]
         if mode == "lora":
-            configs.append(
-                Config("lit-ft", mode, label="+ LoRA dropout 0.05", **free, **{**base, "lora_dropout": 0.05})
-            )
+            configs += [
+                Config("lit-ft", mode, label="+ LoRA dropout 0.05", **free, **{**base, "lora_dropout": 0.05}),
+                Config("lit-ft", mode, label="+ peft's LoRA forward (no addmm)", lora_addmm=False, **free, **base),
+            ]
         if base.get("precision", "fp32") == "fp32" and bf16_is_fast(base.get("device", "auto")):
             configs.append(Config("lit-ft", mode, label="+ bf16-mixed", **free, **{**base, "precision": "bf16"}))
     return configs

@@ -75,6 +75,7 @@ class Config:
     threads: int = 2
     lr: float | None = None
     lora_dropout: float = 0.05
+    lora_addmm: bool = True  # lit-ft: the scaled LoRA update added inside the B matmul (lit_ft/models/lora_addmm.py)
     seed: int = 0
     trl_defaults: bool = False  # TRL: start from its config class' defaults (bf16, gradient checkpointing) untouched
     profile: str | None = None  # write a torch.profiler table of the measured steps to this file

@@ -145,6 +145,18 @@ def test_shared_prompts_are_accepted_with_the_cpu_default_attention(tmp_path):
     validate_config(cfg)
 
 
+@pytest.mark.parametrize(
+    ("attention", "shared"), [(None, True), ("sdpa", False), ("flash_attention_2", False), ("eager", False)]
+)
+def test_preference_pairs_share_their_prompt_where_the_attention_allows(attention, shared, tmp_path):
+    """The benchmarked default: shared prompts with the CPU default attention, padding-free pairs elsewhere."""
+    overrides = ["experiment=dpo_legal"] + ([f"model.attn_implementation={attention}"] if attention else [])
+    cfg = compose_config(overrides, output_dir=tmp_path)
+    assert (cfg.data.shared_prompt, cfg.data.padding_free) == (shared, True)
+    if attention != "flash_attention_2":  # refused on a CPU machine for its own reason
+        validate_config(cfg)
+
+
 def test_packing_is_allowed_with_backends_that_keep_examples_apart(tmp_path):
     # eager and sdpa are checked numerically in test_data.py::test_packed_logits_equal_each_example_alone.
     for attention in ("sdpa", "eager"):

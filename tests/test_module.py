@@ -20,8 +20,20 @@ from lit_ft.modules.schedules import warmup_cosine_schedule
 
 
 class GradCapture(L.Callback):
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    """The gradients the optimizer step gets (before clipping): the module frees them right after the step."""
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         self.grads = {n: p.grad.clone() for n, p in pl_module.named_parameters() if p.grad is not None}
+
+
+class GradsAfterStep(L.Callback):
+    """Whether any gradient is still held at the end of each training batch."""
+
+    def __init__(self) -> None:
+        self.held: list[bool] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.held.append(any(p.grad is not None for p in pl_module.parameters()))
 
 
 def test_accumulated_gradient_is_token_mean_over_the_window(tokenizer, tiny_model, tiny_trainer):
@@ -47,6 +59,18 @@ def test_accumulated_gradient_is_token_mean_over_the_window(tokenizer, tiny_mode
         torch.testing.assert_close(capture.grads[f"model.{name}"], parameter.grad, atol=1e-5, rtol=1e-4)
     assert module.train_loss_tokens == 7
     assert math.isclose(trainer.callback_metrics["train/loss"].item(), (total / tokens).item(), rel_tol=1e-5)
+
+
+def test_gradients_are_freed_right_after_each_optimizer_step(tokenizer, tiny_model, tiny_trainer):
+    """Not in the next step's closure, after its forward: the next forward's activations never share the peak
+    with the last step's gradients. Inside an accumulation window they are kept, as the window needs them."""
+    examples = [{"input_ids": [11, 12, 13, 14], "labels": [-100, 12, 13, 14], "task_ids": [0] * 4}] * 4
+    loader = DataLoader(examples, batch_size=1, collate_fn=Collator(tokenizer.pad_token_id))
+    module = SFTModule(model=lambda: tiny_model, optimizer=lambda groups: torch.optim.SGD(groups, lr=0.1))
+    grads, capture = GradsAfterStep(), GradCapture()
+    tiny_trainer(max_steps=2, accumulate_grad_batches=2, callbacks=[grads, capture]).fit(module, loader)
+    assert grads.held == [True, False, True, False]  # micro-batch 1 of each window keeps them, the step frees them
+    assert capture.grads and all(g.abs().sum() > 0 for g in capture.grads.values())  # the step still saw them
 
 
 def test_freeze_beside_an_adapter_is_refused_when_the_module_is_built():

@@ -449,7 +449,7 @@ def test_dpo_legal_trains_on_one_row_batches(tmp_path, layout):
 def test_rm_legal_padding_free_run_starts_from_the_padded_run_loss(tmp_path):
     """The first step's loss comes from the initial model: the same with either layout."""
     flat = run_summary(tmp_path / "flat", "rm_legal", "data.padding_free=true")
-    padded = run_summary(tmp_path / "padded", "rm_legal")
+    padded = run_summary(tmp_path / "padded", "rm_legal", "data.padding_free=false")
     (step, flat_loss), (_, padded_loss) = flat["history"]["train/loss"][0], padded["history"]["train/loss"][0]
     assert step == 1 and flat_loss == pytest.approx(padded_loss, abs=1e-5) and flat_loss != pytest.approx(math.log(2))
     assert flat["optimizer_steps"] == 3 and flat["val_after"]["val/loss"] != flat["val_before"]["val/loss"]

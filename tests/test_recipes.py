@@ -85,9 +85,9 @@ class StepRecorder(L.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         self.before = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+        self.grads = {n: p.grad.clone() for n, p in pl_module.named_parameters() if p.grad is not None}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.grads = {n: p.grad.clone() for n, p in pl_module.named_parameters() if p.grad is not None}
         self.after = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
 
+from lit_ft.models.lora_addmm import use_addmm_lora
+
 
 @dataclass
 class LoRA:
@@ -23,6 +25,8 @@ class LoRA:
         use_dora: weight-decomposed LoRA (Liu et al., 2024): magnitude and direction trained apart.
         modules_to_save: modules trained in full beside the adapters (e.g. ``["lm_head"]``, a score head).
         init_from: a saved peft adapter folder to continue training from.
+        addmm: add the scaled update inside the second adapter matmul where that is exact
+            (:mod:`lit_ft.models.lora_addmm`; faster, same values); false runs peft's forward as it is.
     """
 
     r: int = 16
@@ -33,6 +37,7 @@ class LoRA:
     use_dora: bool = False
     modules_to_save: list[str] | None = None
     init_from: str | None = None
+    addmm: bool = True
     task_type: str = field(default="CAUSAL_LM")
 
     def peft_config(self) -> LoraConfig:
@@ -59,5 +64,9 @@ class LoRA:
         if self.init_from:
             if not (Path(self.init_from) / "adapter_config.json").is_file():
                 raise FileNotFoundError(f"init_from={self.init_from} is not a peft adapter folder")
-            return PeftModel.from_pretrained(model, self.init_from, is_trainable=True)
-        return get_peft_model(model, self.peft_config())
+            adapted = PeftModel.from_pretrained(model, self.init_from, is_trainable=True)
+        else:
+            adapted = get_peft_model(model, self.peft_config())
+        if self.addmm:
+            use_addmm_lora(adapted)
+        return adapted

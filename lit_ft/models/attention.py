@@ -105,16 +105,22 @@ def sdpa_varlen_attention(
     rows = rows * query.shape[0] if len(rows) == 1 else rows  # [1, T] positions shared by the batch
     if all(len(row) == 1 for row in rows):
         return sdpa_attention_forward(module, query, key, value, None, **kwargs)
+    # Pieces by split, not slicing: split's backward concatenates the pieces' gradients, where each slice's would
+    # fill a zero tensor of the whole row (3 tensors x segments x layers per step).
     outputs = []
-    for b, row in enumerate(rows):
+    for row, *tensors in zip(rows, query.split(1), key.split(1), value.split(1)):
+        sizes = [e - s for s, e, _, _ in row]
+        queries, keys, values = (tensor.split(sizes, dim=2) for tensor in tensors)
+        index_at = {s: i for i, (s, _, _, _) in enumerate(row)}
         parts = []
-        for s, e, ts, te in row:
-            keys, values, mask = key[b : b + 1, :, s:e], value[b : b + 1, :, s:e], None
-            if te > ts:  # a branch: the trunk's first te - ts keys, then its own
-                keys = torch.cat([key[b : b + 1, :, ts:te], keys], dim=2)
-                values = torch.cat([value[b : b + 1, :, ts:te], values], dim=2)
+        for i, (s, e, ts, te) in enumerate(row):
+            own_keys, own_values, mask = keys[i], values[i], None
+            if te > ts:  # a branch: the first te - ts keys of its trunk (the segment starting at ts), then its own
+                trunk = index_at[ts]
+                own_keys = torch.cat([keys[trunk][:, :, : te - ts], own_keys], dim=2)
+                own_values = torch.cat([values[trunk][:, :, : te - ts], own_values], dim=2)
                 mask = torch.ones(e - s, te - ts + e - s, dtype=torch.bool, device=query.device).tril(te - ts)
-            parts.append(sdpa_attention_forward(module, query[b : b + 1, :, s:e], keys, values, mask, **kwargs)[0])
+            parts.append(sdpa_attention_forward(module, queries[i], own_keys, own_values, mask, **kwargs)[0])
         outputs.append(torch.cat(parts, dim=1))
     return torch.cat(outputs, dim=0), None
 

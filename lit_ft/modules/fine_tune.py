@@ -248,6 +248,10 @@ class FineTuneModule(L.LightningModule):
         self.step_dropped = False
         super().optimizer_step(epoch, batch_idx, optimizer, closure)
         self.train_loss_tokens += 0 if self.step_dropped else units
+        if not (self.optimizer_in_backward or self.trainer.strategy.handles_gradient_accumulation):
+            # Lightning frees gradients inside the next step's closure, after its forward: the step's gradients
+            # would share the peak with the next forward's activations. Freed here, right after the update.
+            optimizer.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def normalize_gradients(self, optimizer: torch.optim.Optimizer) -> int:
