@@ -15,8 +15,8 @@ bf16 mixed precision (a LoRA run's frozen base loaded in bf16 by both).
 ``--warmup`` steps are run first and excluded. For each configuration it reports:
 
 - non-padding tokens per second over the measured steps, and the mean step time (data, forward, backward, step);
-- peak memory during training: the process' resident set high-water mark on CPU (reset once the model is
-  loaded, read after the last step), ``max_memory_allocated`` on CUDA;
+- peak memory: the whole process' peak from its start to the end of the run (the resident-set high-water mark on
+  CPU, ``max_memory_allocated`` on CUDA), and beside it the peak during training only;
 - MFU: ``6 * N * tokens/s`` over a matrix-multiply peak measured on this machine for the dtype in use
   (N = all parameters; for LoRA the real work is nearer ``4 * N`` per token, so its MFU reads high);
 - the training loss of the first and the last step (the same batches, so the same loss within noise).

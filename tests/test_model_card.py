@@ -167,10 +167,13 @@ def test_the_objective_row_names_the_forgetting_regularisers():
 @pytest.mark.parametrize(
     ("overrides", "layout"),
     [
-        ([], "padded"),
-        (["data.padding_free=true"], "padding-free"),
-        (["data.shared_prompt=true"], "shared-prompt"),
-        (["data.padding_free=true", "data.shared_prompt=true"], "shared-prompt"),  # the shared layout is one row anyway
+        ([], "shared-prompt"),  # the default with the CPU's attention
+        (["data.shared_prompt=false"], "padding-free"),
+        (["data.shared_prompt=false", "data.padding_free=false"], "padded"),
+        (
+            ["data.padding_free=false", "data.shared_prompt=true"],
+            "shared-prompt",
+        ),  # the shared layout is one row anyway
     ],
 )
 def test_the_batch_row_names_the_preference_layout(overrides, layout):

@@ -37,15 +37,14 @@ class AddmmLoraLinear(lora_layer.Linear):
             return None
         if torch.is_autocast_enabled(x.device.type) or hasattr(lora_b.weight, "ds_id"):
             return None
-        return name if x.dtype == lora_a.weight.dtype == lora_b.weight.dtype else None
+        dtypes = {x.dtype, lora_a.weight.dtype, lora_b.weight.dtype, self.get_base_layer().weight.dtype}
+        return name if len(dtypes) == 1 else None
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         name = self.addmm_adapter(x, args, kwargs)
         if name is None:
             return super().forward(x, *args, **kwargs)
         result = self.base_layer(x)  # [..., out]
-        if result.dtype != x.dtype:
-            return super().forward(x, *args, **kwargs)
         down = self.lora_A[name](x)  # [..., r]
         update = torch.addmm(
             result.reshape(-1, result.shape[-1]),
