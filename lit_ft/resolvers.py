@@ -71,8 +71,9 @@ def default_attention(accelerator: str | None = "auto") -> str:
 
 def default_shared_prompt(attention: str | None) -> bool:
     """Whether preference pairs run their prompt once (``prompt + chosen + rejected`` in one sequence): with an
-    attention that reads the branches from the positions, where it was measured fastest and leanest (1.5-3x TRL's
-    DPO steps/s at 0.6x its memory, docs/performance.md); elsewhere (flash attention, sdpa) padding-free pairs."""
+    attention that reads the branches from the positions, where it was measured fastest and leanest (2.5-3.0x TRL's
+    DPO steps/s and 1.8x its reward-model steps/s, at 0.60-0.75x its memory, docs/performance.md); elsewhere
+    (flash attention, sdpa) padding-free pairs."""
     return attention in SHARED_PROMPT_ATTENTION
 
 

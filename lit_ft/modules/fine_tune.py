@@ -248,10 +248,17 @@ class FineTuneModule(L.LightningModule):
         self.step_dropped = False
         super().optimizer_step(epoch, batch_idx, optimizer, closure)
         self.train_loss_tokens += 0 if self.step_dropped else units
-        if not (self.optimizer_in_backward or self.trainer.strategy.handles_gradient_accumulation):
+        if self.gradients_held_here:
             # Lightning frees gradients inside the next step's closure, after its forward: the step's gradients
             # would share the peak with the next forward's activations. Freed here, right after the update.
             optimizer.zero_grad(set_to_none=True)
+
+    @property
+    def gradients_held_here(self) -> bool:
+        """Whether the step's complete gradients are the parameters' ``.grad`` (the plain, DDP and FSDP routes of
+        :meth:`normalize_gradients`): not under DeepSpeed (its engine holds them) or with the optimizer step in
+        backward (each is freed as its weight updates)."""
+        return not (self.optimizer_in_backward or self.trainer.strategy.handles_gradient_accumulation)
 
     @torch.no_grad()
     def normalize_gradients(self, optimizer: torch.optim.Optimizer) -> int:
@@ -285,7 +292,7 @@ class FineTuneModule(L.LightningModule):
         self._window_units = torch.zeros((), device=totals.device)
         # plain/DDP/FSDP: gradients of the sums (each divided by accumulate, averaged over ranks) times mean_scale.
         # (DeepSpeed and optimizer-in-backward applied it before backward: nothing left to scale.)
-        if not (self.optimizer_in_backward or self.trainer.strategy.handles_gradient_accumulation):
+        if self.gradients_held_here:
             scale = float(self.mean_scale(units))
             for parameter in self.parameters():
                 if parameter.grad is not None:
