@@ -113,6 +113,19 @@ def test_grpo_advantage_is_the_group_z_score_with_the_unbiased_std():
         grpo_advantages(torch.ones(2, 1))
 
 
+def test_grpo_advantage_scales_by_the_batch_std_or_not_at_all():
+    rewards = torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])
+    centred = torch.tensor([[-1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    # batch: one scale for all groups, the unbiased std of the six rewards (mean 3.5: 2.5, 1.5, 0.5, 1.5 x 3)
+    batch_std = math.sqrt((2.5**2 + 1.5**2 + 0.5**2 + 3 * 1.5**2) / 5)
+    torch.testing.assert_close(grpo_advantages(rewards, scale="batch", eps=0.0), centred / batch_std)
+    # none (Dr. GRPO): the group mean subtracted, and a reward scaled by 3 gives advantages scaled by 3
+    torch.testing.assert_close(grpo_advantages(rewards, scale="none"), centred)
+    torch.testing.assert_close(grpo_advantages(3 * rewards, scale="none"), 3 * centred)
+    with pytest.raises(ValueError, match="unknown reward scale 'std'"):
+        grpo_advantages(rewards, scale="std")
+
+
 def test_kl_k3_matches_its_formula_and_is_zero_at_equal_policies():
     # pi = 0.5, ref = 0.25: delta = log 0.5; k3 = 0.5 - log 0.5 - 1 = 0.193147...
     logps, ref = torch.tensor([[math.log(0.5), -1.0]]), torch.tensor([[math.log(0.25), -1.0]])

@@ -56,6 +56,31 @@ def test_format_and_weighted_sum_rewards():
         WeightedSum({"task": TaskMetricReward(METRICS)}, {"task": 1.0, "format": 0.2})
 
 
+def test_label_weights_weigh_each_reward_by_its_reference_label():
+    # flag references NON-STANDARD (weight 1.5) and STANDARD (0.75); classify has no weights (1.0); a wrong answer
+    # stays 0 whatever its weight. Labels are matched as the parser normalises them ("non-standard").
+    weighted = TaskMetricReward(METRICS, label_weights={"flag": {"NON-STANDARD": 1.5, " standard ": 0.75}})
+    batch = rollouts(
+        ["FLAG: NON-STANDARD - cap", "FLAG: STANDARD", "FLAG: STANDARD", "FLAG: NON-STANDARD", "TYPE: payment"],
+        [
+            "FLAG: NON-STANDARD - uncapped",
+            "FLAG: NON-STANDARD - x",
+            "FLAG: STANDARD",
+            "FLAG: STANDARD",
+            "TYPE: payment",
+        ],
+        ["flag", "flag", "flag", "flag", "classify"],
+    )
+    torch.testing.assert_close(weighted(batch), torch.tensor([1.5, 0.0, 0.75, 0.0, 1.0]))
+    assert weighted.scales_prompts and not TaskMetricReward(METRICS).scales_prompts
+    both = WeightedSum({"task": weighted, "format": FormatReward(METRICS)}, {"task": 1.0, "format": 0.2})
+    assert both.scales_prompts
+    with pytest.raises(ValueError, match="'summarize', whose metric parses no labels"):
+        TaskMetricReward(METRICS, label_weights={"summarize": {"a": 2.0}})
+    with pytest.raises(ValueError, match=r"must be > 0, got \{'STANDARD': 0.0\}"):
+        TaskMetricReward(METRICS, label_weights={"flag": {"STANDARD": 0.0}})
+
+
 def test_bad_rewards_and_rows_are_refused():
     with pytest.raises(ValueError, match=r"non-finite rewards for completions \[1\]"):
         WeightedSum({"bad": lambda r: torch.tensor([1.0, math.nan])}, {"bad": 1.0})(
@@ -74,6 +99,34 @@ def test_module_refuses_a_group_of_one_and_a_missing_adapter():
         RLModule(model=lambda: None, reward=lambda r: None, loss_type="rloo", group_size=1)
     with pytest.raises(ValueError, match="there is none: add peft=lora"):
         RLModule(model=lambda: None, reward=lambda r: None, reference="adapter")
+
+
+def test_module_refuses_a_reward_scale_that_would_be_ignored_or_cancel_the_label_weights():
+    weighted = TaskMetricReward(METRICS, label_weights={"flag": {"STANDARD": 0.5}})
+    with pytest.raises(ValueError, match="GRPO's group std divides that weight away"):
+        RLModule(model=lambda: None, reward=weighted, reference="copy")
+    with pytest.raises(ValueError, match="scale_rewards='none' with loss_type=rloo"):
+        RLModule(model=lambda: None, reward=weighted, loss_type="rloo", scale_rewards="none", reference="copy")
+    with pytest.raises(ValueError, match="scale_rewards='std'"):
+        RLModule(model=lambda: None, reward=weighted, scale_rewards="std", reference="copy")
+    for accepted in ({"scale_rewards": "none"}, {"scale_rewards": "batch"}, {"loss_type": "rloo"}):
+        RLModule(model=lambda: None, reward=weighted, reference="copy", **accepted)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, [0.5 / (0.5**0.5 + 1e-4), -0.5 / (0.5**0.5 + 1e-4), 0.0, 0.0]),  # group z-score: std of (3, 2) sqrt(0.5)
+        ({"scale_rewards": "none"}, [0.5, -0.5, 0.0, 0.0]),  # Dr. GRPO: the group mean subtracted only
+        ({"loss_type": "rloo"}, [1.0, -1.0, 0.0, 0.0]),  # G / (G - 1) * (r - mean) with G = 2
+    ],
+)
+def test_first_pass_turns_rewards_into_the_chosen_advantages_on_each_completions_tokens(settings, expected):
+    # two prompts x G=2: rewards (3, 2) and (5, 5); completion_index gives each token's completion (4: the prompt's)
+    module = RLModule(model=lambda: None, reward=lambda r: None, group_size=2, beta=0.0, reference="copy", **settings)
+    rollouts = {"rewards": torch.tensor([3.0, 2.0, 5.0, 5.0]), "completion_index": torch.tensor([[4, 4, 0, 1, 2, 3]])}
+    module.first_pass(rollouts, torch.zeros(1, 5), None, torch.ones(1, 5))
+    torch.testing.assert_close(rollouts["advantages"], torch.tensor([[0.0, *expected]]))
 
 
 def test_last_answer_span_is_the_reference_and_what_precedes_it_the_prompt():

@@ -27,6 +27,11 @@ from torchmetrics.functional.classification import (
 )
 
 
+def normalised_label(label: str) -> str:
+    """A label as parsers return it: stripped, lower-cased, runs of whitespace as one space."""
+    return " ".join(label.split()).lower()
+
+
 @dataclass
 class LabelParser:
     """``parser(text)`` -> the normalised label, or ``None`` when ``pattern`` does not match."""
@@ -41,7 +46,7 @@ class LabelParser:
         if match is None:
             return None
         label = match.group(1) if self._regex.groups else match.group(0)
-        return " ".join(label.split()).lower() if label is not None else None
+        return normalised_label(label) if label is not None else None
 
 
 @dataclass

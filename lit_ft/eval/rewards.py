@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from lit_ft.eval.labels import LabelMetrics
+from lit_ft.eval.labels import LabelMetrics, normalised_label
 from lit_ft.eval.task_metrics import TaskMetric, metric_for
 from lit_ft.models import load_tokenizer
 from lit_ft.modules.rl import RewardSource, Rollouts, checked_rewards
@@ -32,12 +32,39 @@ class TaskMetricReward:
     """The task metric of each completion's task type (``conf/task_metrics/``: exact label match for classify and
     flag, ROUGE-L and friends for summarize), applied to the completion and the row's reference.
 
+    ``label_weights`` weighs a label task's reward by the label of the row's reference, e.g. ``{flag:
+    {NON-STANDARD: 1.25, STANDARD: 0.83}}`` (``n / (k * n_label)`` over the training prompts: class-balanced, so a
+    policy that answers every prompt with the majority label earns no more than one that answers the minority
+    one). Labels are matched after the metric's parser normalises them; a label not listed weighs 1. The weight is
+    per prompt, so the advantages must keep the reward's scale (:attr:`scales_prompts`): GRPO's group std divides
+    it away, and the RL module refuses that pairing.
+
     Args:
         metrics: task type (or ``default``) -> task metric, as ``eval.py`` scores with.
+        label_weights: task type -> reference label -> weight (> 0); each task type's metric must parse labels.
     """
 
-    def __init__(self, metrics: Mapping[str, TaskMetric]) -> None:
+    def __init__(
+        self, metrics: Mapping[str, TaskMetric], label_weights: Mapping[str, Mapping[str, float]] | None = None
+    ) -> None:
         self.metrics = dict(metrics)
+        self.label_weights: dict[str, dict[str, float]] = {}
+        for task, weights in (label_weights or {}).items():
+            metric = metric_for(self.metrics, task)
+            if not isinstance(metric, LabelMetrics):
+                raise ValueError(f"label_weights for task type {task!r}, whose metric parses no labels "
+                                 f"({type(metric).__name__}): weigh only label task types")  # fmt: skip
+            bad = {label: weight for label, weight in weights.items() if not weight > 0}
+            if bad:
+                raise ValueError(f"label_weights[{task!r}] must be > 0, got {bad}")
+            self.label_weights[task] = {
+                normalised_label(str(label)): float(weight) for label, weight in weights.items()
+            }
+
+    @property
+    def scales_prompts(self) -> bool:
+        """Whether the reward carries a per-prompt weight (``label_weights``)."""
+        return bool(self.label_weights)
 
     def __call__(self, rollouts: Rollouts) -> torch.Tensor:
         rewards = []
@@ -49,7 +76,9 @@ class TaskMetricReward:
                 raise ValueError(f"no task metric for task type {task!r} (and no `default`): add one to task_metrics")
             if not reference:
                 raise ValueError(f"completion {index} ({task}): its row has no reference answer to score against")
-            rewards.append(example_reward(metric.example(completion, reference)))
+            scores = metric.example(completion, reference)
+            weight = self.label_weights.get(task, {}).get(scores.get("reference_label"), 1.0)
+            rewards.append(weight * example_reward(scores))
         return torch.tensor(rewards)
 
 
@@ -89,6 +118,11 @@ class WeightedSum:
         if set(sources) != set(weights):
             raise ValueError(f"weights {sorted(weights)} must name exactly the sources {sorted(sources)}")
         self.sources, self.weights = dict(sources), dict(weights)
+
+    @property
+    def scales_prompts(self) -> bool:
+        """Whether a source carries a per-prompt weight (see :attr:`TaskMetricReward.scales_prompts`)."""
+        return any(getattr(source, "scales_prompts", False) for source in self.sources.values())
 
     def __call__(self, rollouts: Rollouts) -> torch.Tensor:
         count = len(rollouts.completions)  # each part is checked, so a bad one is named

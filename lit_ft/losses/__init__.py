@@ -4,7 +4,13 @@ from lit_ft.losses.causal_lm import masked_head_cross_entropy, shift_labels, tok
 from lit_ft.losses.dpo import dpo_loss
 from lit_ft.losses.logps import completion_logps, per_sequence_broadcast, per_sequence_sum
 from lit_ft.losses.orpo import orpo_loss
-from lit_ft.losses.policy_gradient import clipped_policy_loss, grpo_advantages, kl_k3, rloo_advantages
+from lit_ft.losses.policy_gradient import (
+    RewardScale,
+    clipped_policy_loss,
+    grpo_advantages,
+    kl_k3,
+    rloo_advantages,
+)
 from lit_ft.losses.ppo import (
     clipped_value_loss,
     explained_variance,
@@ -26,6 +32,7 @@ __all__ = [
     "explained_variance",
     "gae_advantages",
     "grpo_advantages",
+    "RewardScale",
     "kl_k3",
     "kl_penalized_rewards",
     "l2_sp_penalty",

@@ -3,6 +3,8 @@ the KL penalty toward a reference. Completions are sampled in groups of ``G`` pe
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 
@@ -27,11 +29,20 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     return groups / (groups - 1) * (rewards - rewards.mean(-1, keepdim=True))
 
 
-def grpo_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """GRPO's group-normalised advantages (Shao et al., 2024, DeepSeekMath).
+RewardScale = Literal["group", "batch", "none"]
 
-    ``A_i = (r_i - mean_j r_j) / (std_j r_j + eps)``, with the unbiased standard deviation over the group (as
-    TRL's GRPOTrainer); a group whose rewards are all equal gets advantages 0 (no signal).
+
+def grpo_advantages(rewards: torch.Tensor, scale: RewardScale = "group", eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's group-relative advantages (Shao et al., 2024, DeepSeekMath), ``scale`` as TRL's ``scale_rewards``.
+
+    ``A_i = (r_i - mean_j r_j) / s``, the mean over the prompt's group, and ``s``:
+
+    - ``group``: ``std_j r_j + eps``, the unbiased standard deviation over the group (GRPO; TRL's default); a
+      group whose rewards are all equal gets advantages 0 (no signal);
+    - ``batch``: the unbiased standard deviation of all of ``rewards`` ``+ eps``, one scale for every group (the RL
+      module passes each process' batch);
+    - ``none``: 1 (Dr. GRPO, Liu et al., 2025: dividing by the group's std favours groups that are almost all right
+      or all wrong, and divides away any per-prompt scale of the reward, such as a class weight).
 
     Args:
         rewards: [P, G], G >= 2 completions per prompt.
@@ -43,8 +54,15 @@ def grpo_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
         raise ValueError(
             f"GRPO needs at least 2 completions per prompt (got {rewards.shape[-1]}): a group of one has no spread"
         )
+    if scale not in get_args(RewardScale):
+        raise ValueError(f"unknown reward scale {scale!r} ({', '.join(get_args(RewardScale))})")
     rewards = rewards.float()
-    return (rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, keepdim=True) + eps)
+    centred = rewards - rewards.mean(-1, keepdim=True)
+    if scale == "group":
+        return centred / (rewards.std(-1, keepdim=True) + eps)
+    if scale == "batch":
+        return centred / (rewards.std() + eps)
+    return centred
 
 
 def kl_k3(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from lit_ft.data.batch import IGNORE_INDEX, non_padding_tokens
 from lit_ft.data.rollouts import ROLLOUT_KEYS, rollout_batch
 from lit_ft.losses import (
+    RewardScale,
     clipped_policy_loss,
     clipped_value_loss,
     explained_variance,
@@ -121,7 +122,8 @@ class RLModule(CausalLMModule):
        carry, so a resumed run samples what the uninterrupted one did);
     2. scored by ``reward`` (a :data:`RewardSource`, ``lit_ft.eval.rewards``); a wrong shape or NaN is refused;
     3. advantages: ``loss_type=rloo`` leave-one-out, ``grpo`` group mean/std, one per completion
-       (:func:`~lit_ft.losses.rloo_advantages`, :func:`~lit_ft.losses.grpo_advantages`); ``ppo`` per token, by GAE
+       (:func:`~lit_ft.losses.rloo_advantages`, :func:`~lit_ft.losses.grpo_advantages`, scaled by
+       ``scale_rewards``); ``ppo`` per token, by GAE
        (``gamma``, ``lam``) on the values of a scalar head on the policy's last hidden state, from the reward on
        the last token minus ``beta`` times the per-token log-ratio to the reference, whitened over the batch
        (:func:`~lit_ft.losses.kl_penalized_rewards`, :func:`~lit_ft.losses.gae_advantages`,
@@ -162,6 +164,9 @@ class RLModule(CausalLMModule):
     Args:
         reward: the reward source (the ``reward`` config group).
         loss_type: ``grpo``, ``rloo`` or ``ppo``.
+        scale_rewards: grpo's advantage scale (TRL's ``scale_rewards``): ``group`` std, ``batch`` std or ``none``
+            (Dr. GRPO); a reward with per-prompt weights (``scales_prompts``, e.g. class-balanced label weights)
+            needs ``batch`` or ``none``, or ``loss_type=rloo``, since the group's std divides the weight away.
         group_size: completions per prompt (G >= 2 for grpo and rloo, which compare them; >= 1 for ppo).
         num_iterations: optimizer steps per batch of rollouts (K, TRL's ``num_iterations``); with K > 1 no gradient
             accumulation (each pass must follow an update).
@@ -180,6 +185,7 @@ class RLModule(CausalLMModule):
         *args: Any,
         reward: RewardSource,
         loss_type: LossType = "grpo",
+        scale_rewards: RewardScale = "group",
         group_size: int = 4,
         num_iterations: int = 1,
         max_new_tokens: int = 64,
@@ -201,6 +207,14 @@ class RLModule(CausalLMModule):
             raise ValueError(f"unknown loss_type {loss_type!r} ({', '.join(get_args(LossType))})")
         if reference not in get_args(Reference):
             raise ValueError(f"unknown reference {reference!r} ({', '.join(get_args(Reference))})")
+        if scale_rewards not in get_args(RewardScale) or (scale_rewards != "group" and loss_type != "grpo"):
+            raise ValueError(f"scale_rewards={scale_rewards!r} with loss_type={loss_type}: grpo takes "
+                             f"{', '.join(get_args(RewardScale))}; rloo and ppo have their own scale")  # fmt: skip
+        if loss_type == "grpo" and scale_rewards == "group" and getattr(reward, "scales_prompts", False):
+            raise ValueError(
+                f"the reward {type(reward).__name__} weighs each prompt (label_weights), and GRPO's group std "
+                "divides that weight away: set module.scale_rewards=none (or batch), or module.loss_type=rloo"
+            )
         if loss_type in ADVANTAGES and group_size < 2:
             raise ValueError(
                 f"group_size={group_size}: {loss_type} compares the completions of a prompt with each other (RLOO's "
@@ -218,6 +232,7 @@ class RLModule(CausalLMModule):
             raise ValueError("reference=adapter disables the LoRA adapter, but there is none: add peft=lora, or "
                              "use module.reference=copy")  # fmt: skip
         self.reward, self.loss_type, self.group_size = reward, loss_type, group_size
+        self.scale_rewards = scale_rewards
         self.num_iterations = num_iterations
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.val_temperature = val_temperature
@@ -380,7 +395,8 @@ class RLModule(CausalLMModule):
         rollouts["ref_logps"] = self.reference_logps(self.batch_of(rollouts)) if self.beta else logps
         if self.loss_type in ADVANTAGES:
             grouped = rollouts["rewards"].view(-1, self.group_size)
-            advantages = ADVANTAGES[self.loss_type](grouped).flatten()
+            scale = {"scale": self.scale_rewards} if self.loss_type == "grpo" else {}
+            advantages = ADVANTAGES[self.loss_type](grouped, **scale).flatten()
             rollouts["advantages"] = per_sequence_broadcast(advantages, shift_labels(rollouts["completion_index"]))
             return
         token_rewards = kl_penalized_rewards(rollouts["rewards"], logps, rollouts["ref_logps"], mask, self.beta)
