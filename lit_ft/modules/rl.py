@@ -73,7 +73,9 @@ class Rollouts:
     device: torch.device
 
 
-RewardSource = Callable[[Rollouts], torch.Tensor]  # rollouts -> rewards [N]
+# rollouts -> rewards [N]; a source whose reward carries a per-prompt weight says so with `scales_prompts = True`
+# (read with getattr: plain functions are sources too), so that GRPO's group std is not allowed to divide it away.
+RewardSource = Callable[[Rollouts], torch.Tensor]
 
 
 def checked_rewards(rewards: Any, count: int, source: object) -> torch.Tensor:
