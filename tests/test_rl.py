@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from lit_ft.eval import LabelMetrics, TextOverlap
 from lit_ft.eval.rewards import FormatReward, RewardModelReward, TaskMetricReward, WeightedSum
 from lit_ft.models.tiny import tiny_llama
-from lit_ft.modules.rl import RLModule, Rollouts, checked_rewards, last_answer_spans
+from lit_ft.modules.rl import RLModule, Rollouts, checked_rewards, groups_with_answers, last_answer_spans
 from tests.support.helpers import run_entry_point
 
 METRICS = {
@@ -99,6 +99,43 @@ def test_module_refuses_a_group_of_one_and_a_missing_adapter():
         RLModule(model=lambda: None, reward=lambda r: None, loss_type="rloo", group_size=1)
     with pytest.raises(ValueError, match="there is none: add peft=lora"):
         RLModule(model=lambda: None, reward=lambda r: None, reference="adapter")
+
+
+def test_module_refuses_reference_answers_that_leave_no_sample():
+    with pytest.raises(ValueError, match="reference_answers=2 of a group of 2"):
+        RLModule(model=lambda: None, reward=lambda r: None, reference="copy", group_size=2, reference_answers=2)
+    with pytest.raises(ValueError, match="reference_answers=-1"):
+        RLModule(model=lambda: None, reward=lambda r: None, reference="copy", reference_answers=-1)
+
+
+def test_groups_with_answers_end_each_prompts_samples_with_its_reference_answer():
+    samples = [[1], [2], [3], [4]]  # 2 prompts x 2 samples
+    assert groups_with_answers(samples, [[8, 0], [9, 0]], sampled=2, copies=1) == [[1], [2], [8, 0], [3], [4], [9, 0]]
+
+
+def test_reference_answers_join_each_group_and_are_scored_and_trained_like_samples(tmp_path):
+    # G=3 with one reference answer: the reward source sees 2 samples then the row's reference answer per prompt,
+    # token for token what the row trains on (content and end-of-turn token)
+    out, seen = tmp_path / "run", tmp_path / "seen.jsonl"
+    run_entry_point([
+        "experiment=rl_legal", "debug=tiny", f"paths.output_dir={out}", "logger=csv", "trainer.log_every_n_steps=1",
+        "~reward", f"module.reward={{_target_:tests.support.rl.RecordingReward,path:'{seen}'}}",
+        "module.group_size=3", "module.reference_answers=1", "module.max_new_tokens=6", "trainer.max_steps=1",
+        "trainer.limit_val_batches=0", "callbacks=[default]", "data.max_length=1024",  # no row cut before its end
+    ])  # fmt: skip
+    [call] = [json.loads(line) for line in seen.read_text().splitlines()]
+    assert len(call["completion_ids"]) == 3 * 4  # data.batch_size 4 prompts
+    for group in range(4):
+        *samples, answer = range(3 * group, 3 * group + 3)
+        assert call["references"][answer].startswith(("TYPE:", "FLAG:"))
+        assert call["completions"][answer] == call["references"][answer]
+        assert call["completion_ids"][answer][-1] == call["eos_token_id"]
+        assert all(len(call["completion_ids"][i]) <= 6 for i in samples)  # sampled, at most max_new_tokens
+    [metrics_file] = out.glob("**/metrics.csv")
+    [row] = [row for row in csv.DictReader(metrics_file.open()) if row["train/reward"]]
+    # the loss covers the answers' tokens as it does the samples'
+    lengths = [len(ids) for ids in call["completion_ids"]]
+    assert float(row["train/completion_tokens"]) == pytest.approx(sum(lengths) / len(lengths))
 
 
 def test_module_refuses_a_reward_scale_that_would_be_ignored_or_cancel_the_label_weights():

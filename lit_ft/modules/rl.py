@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import nn
@@ -95,6 +95,28 @@ def checked_rewards(rewards: Any, count: int, source: object) -> torch.Tensor:
     return values
 
 
+class Prompts(NamedTuple):
+    """The rows of a batch as RL prompts: each row's prompt (token ids, chat template and assistant header
+    included), its reference answer as text and as the tokens the row trains on (content and end-of-turn token),
+    and its task id."""
+
+    ids: list[list[int]]
+    references: list[str]
+    answer_ids: list[list[int]]
+    task_ids: list[int]
+
+
+def groups_with_answers(
+    completions: list[list[int]], answers: list[list[int]], sampled: int, copies: int
+) -> list[list[int]]:
+    """Each prompt's ``sampled`` completions followed by ``copies`` of its reference answer: prompt-major groups of
+    ``sampled + copies`` (``completions`` holds ``sampled`` per prompt, prompt-major)."""
+    groups = [
+        completions[i * sampled : (i + 1) * sampled] + [list(answer)] * copies for i, answer in enumerate(answers)
+    ]
+    return [completion for group in groups for completion in group]
+
+
 def last_answer_spans(labels: torch.Tensor) -> list[tuple[int, int]]:
     """``(start, end)`` of each row's last run of labelled tokens (its last assistant turn, the reference): what
     precedes ``start`` is the prompt. Rows with no labelled token, or no token before them, are refused."""
@@ -121,7 +143,13 @@ class RLModule(CausalLMModule):
 
     1. ``group_size`` (G) completions per prompt sampled from the policy (``generate``: KV cache, dropout off,
        ``temperature``/``top_p``, at most ``max_new_tokens``; from the global torch generator, which checkpoints
-       carry, so a resumed run samples what the uninterrupted one did);
+       carry, so a resumed run samples what the uninterrupted one did). With ``reference_answers`` = k > 0, the
+       last k of each group are the row's reference answer instead of samples (off-policy guidance, as LUFFY, Yan
+       et al., 2025, mixes demonstrations into GRPO's groups): scored, given advantages and optimised like the
+       samples, so a group whose samples all miss still has a gradient, toward the reference. Their ratio is taken
+       against the policy at sampling time, as the samples' is (the first pass is then advantage-weighted SFT on
+       the reference); they count in the loss, rewards and ``completion_tokens``, not in the rollout tokens/s or
+       ``truncated``;
     2. scored by ``reward`` (a :data:`RewardSource`, ``lit_ft.eval.rewards``); a wrong shape or NaN is refused;
     3. advantages: ``loss_type=rloo`` leave-one-out, ``grpo`` group mean/std, one per completion
        (:func:`~lit_ft.losses.rloo_advantages`, :func:`~lit_ft.losses.grpo_advantages`, scaled by
@@ -170,6 +198,7 @@ class RLModule(CausalLMModule):
             (Dr. GRPO); a reward with per-prompt weights (``scales_prompts``, e.g. class-balanced label weights)
             needs ``batch`` or ``none``, or ``loss_type=rloo``, since the group's std divides the weight away.
         group_size: completions per prompt (G >= 2 for grpo and rloo, which compare them; >= 1 for ppo).
+        reference_answers: how many of the G are the row's reference answer rather than samples (0 <= k < G).
         num_iterations: optimizer steps per batch of rollouts (K, TRL's ``num_iterations``); with K > 1 no gradient
             accumulation (each pass must follow an update).
         max_new_tokens / temperature / top_p: sampling; ``val_temperature``: validation's (0: greedy).
@@ -189,6 +218,7 @@ class RLModule(CausalLMModule):
         loss_type: LossType = "grpo",
         scale_rewards: RewardScale = "group",
         group_size: int = 4,
+        reference_answers: int = 0,
         num_iterations: int = 1,
         max_new_tokens: int = 64,
         temperature: float = 1.0,
@@ -224,6 +254,9 @@ class RLModule(CausalLMModule):
             )
         if group_size < 1 or num_iterations < 1:
             raise ValueError(f"group_size >= 1 and num_iterations >= 1 needed, got {group_size}, {num_iterations}")
+        if not 0 <= reference_answers < group_size:
+            raise ValueError(f"reference_answers={reference_answers} of a group of {group_size}: 0 <= k < "
+                             "group_size, so that each group holds at least one sample of the policy")  # fmt: skip
         if max_new_tokens < 1 or temperature <= 0 or not 0 < top_p <= 1 or val_temperature < 0:
             raise ValueError(f"max_new_tokens >= 1, temperature > 0, 0 < top_p <= 1 and val_temperature >= 0 "
                              f"needed, got {max_new_tokens}, {temperature}, {top_p}, {val_temperature}")  # fmt: skip
@@ -234,6 +267,7 @@ class RLModule(CausalLMModule):
             raise ValueError("reference=adapter disables the LoRA adapter, but there is none: add peft=lora, or "
                              "use module.reference=copy")  # fmt: skip
         self.reward, self.loss_type, self.group_size = reward, loss_type, group_size
+        self.reference_answers = reference_answers
         self.scale_rewards = scale_rewards
         self.num_iterations = num_iterations
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
@@ -307,16 +341,20 @@ class RLModule(CausalLMModule):
         """The id rollouts are padded with: the tokenizer's pad token, else its EOS (masked either way)."""
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
 
-    def prompts_of(self, batch: dict[str, torch.Tensor]) -> tuple[list[list[int]], list[str], list[int]]:
-        """Each row's prompt (token ids), reference answer (text) and task id."""
+    def prompts_of(self, batch: dict[str, torch.Tensor]) -> Prompts:
+        """The batch's rows as :class:`Prompts`."""
         if "attention_mask" not in batch:
             raise ValueError("module=rl reads prompts from padded batches, one row each: set data.padding_free=false "
                              "and data.packing=false")  # fmt: skip
         spans = last_answer_spans(batch["labels"])
-        prompts = [batch["input_ids"][row, :start].tolist() for row, (start, _) in enumerate(spans)]
-        references = [self.tokenizer.decode(batch["input_ids"][row, s:e], skip_special_tokens=True).strip()
-                      for row, (s, e) in enumerate(spans)]  # fmt: skip
-        return prompts, references, [int(batch["task_ids"][row, start]) for row, (start, _) in enumerate(spans)]
+        rows = batch["input_ids"].tolist()
+        answers = [ids[start:end] for ids, (start, end) in zip(rows, spans)]
+        return Prompts(
+            ids=[ids[:start] for ids, (start, _) in zip(rows, spans)],
+            references=[self.tokenizer.decode(answer, skip_special_tokens=True).strip() for answer in answers],
+            answer_ids=answers,
+            task_ids=[int(batch["task_ids"][row, start]) for row, (start, _) in enumerate(spans)],
+        )
 
     @torch.no_grad()
     def sample(self, prompts: list[list[int]], count: int, temperature: float) -> tuple[list[list[int]], int]:
@@ -371,19 +409,23 @@ class RLModule(CausalLMModule):
     def new_rollouts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Sample and score the rollouts of a batch of prompts: their batch (:func:`~lit_ft.data.rollouts.
         rollout_batch`, in this module's layout), ``rewards`` [N], each completion's ``example_task_ids`` [N] and
-        ``truncated`` (the fraction cut at ``max_new_tokens``)."""
-        prompts, references, row_tasks = self.prompts_of(batch)
+        ``truncated`` (the fraction of the samples cut at ``max_new_tokens``)."""
+        prompts = self.prompts_of(batch)
+        sampled = self.group_size - self.reference_answers
         started = time.perf_counter()
-        completions, truncated = self.sample(prompts, self.group_size, self.temperature)
+        completions, truncated = self.sample(prompts.ids, sampled, self.temperature)
         generated = sum(map(len, completions))
         self.log(ROLLOUT_TOKENS_PER_S, generated / (time.perf_counter() - started), on_step=True, on_epoch=False)
-        rewards = self.score(prompts, completions, references, row_tasks)
-        rollout = rollout_batch(prompts, completions, row_tasks, self.pad_id, self.shared_prompt)
+        truncated_fraction = torch.tensor(truncated / len(completions))
+        if self.reference_answers:
+            completions = groups_with_answers(completions, prompts.answer_ids, sampled, self.reference_answers)
+        rewards = self.score(prompts.ids, completions, prompts.references, prompts.task_ids)
+        rollout = rollout_batch(prompts.ids, completions, prompts.task_ids, self.pad_id, self.shared_prompt)
         return {
             **{key: value.to(self.device) for key, value in rollout.items()},
             "rewards": rewards,
-            "example_task_ids": torch.tensor(row_tasks, device=self.device).repeat_interleave(self.group_size),
-            "truncated": torch.tensor(truncated / len(completions)),
+            "example_task_ids": torch.tensor(prompts.task_ids, device=self.device).repeat_interleave(self.group_size),
+            "truncated": truncated_fraction,
         }
 
     def first_pass(
@@ -503,14 +545,14 @@ class RLModule(CausalLMModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         out = super().validation_step(batch, batch_idx)
-        prompts, references, row_tasks = self.prompts_of(batch)
+        prompts = self.prompts_of(batch)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # training's generators stay where they were
             torch.manual_seed(batch_idx)
-            completions, _ = self.sample(prompts, 1, self.val_temperature)
-        rewards = self.score(prompts, completions, references, row_tasks)
+            completions, _ = self.sample(prompts.ids, 1, self.val_temperature)
+        rewards = self.score(prompts.ids, completions, prompts.references, prompts.task_ids)
         self.val_reward.update(rewards)
-        task_ids = torch.tensor(row_tasks, device=self.device)
+        task_ids = torch.tensor(prompts.task_ids, device=self.device)
         return {**out, "example_metrics": {"reward": rewards}, "example_task_ids": task_ids}
 
     def on_validation_epoch_end(self) -> None:

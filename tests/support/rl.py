@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from lit_ft.modules.rl import Rollouts
@@ -23,3 +25,22 @@ class TaskTypeReward:
 
     def __call__(self, rollouts: Rollouts) -> torch.Tensor:
         return torch.tensor([float(task == self.task_type) for task in rollouts.task_types])
+
+
+class RecordingReward(EvenTokenReward):
+    """:class:`EvenTokenReward` that also appends what it scored to ``path`` (a JSON line per call: the completions'
+    token ids and text, the references, the tokenizer's EOS id), for a test to read from a subprocess run."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, rollouts: Rollouts) -> torch.Tensor:
+        seen = {
+            "completion_ids": rollouts.completion_ids,
+            "completions": rollouts.completions,
+            "references": rollouts.references,
+            "eos_token_id": rollouts.tokenizer.eos_token_id,
+        }
+        with open(self.path, "a") as file:
+            file.write(json.dumps(seen) + "\n")
+        return super().__call__(rollouts)
