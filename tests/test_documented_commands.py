@@ -50,6 +50,7 @@ FRAGMENTS = {
     ("docs/evaluation.md", "python -m lit_ft.eval.judge A B"): "section title; the judge runs in full at :11 and :23",
     ("docs/evaluation.md", "python -m lit_ft.eval.blind_ab"): "section title; export and score run at :12, :13, :24",
     ("docs/evaluation.md", "python -m lit_ft.eval.diff A B"): "section title; the diff runs in full at :10 and :22",
+    ("docs/evaluation.md", "python -m lit_ft.eval.label_margins MODEL DATA"): "section title; it runs in full at :11",
     ("docs/evaluation.md", "python -m lit_ft.eval.judge"): "row label of the measured-runs table",
     ("docs/evaluation.md", "python -m lit_ft.eval.blind_ab export"): "row label of the measured-runs table",
     ("docs/evaluation.md", "python -m lit_ft.eval.diff"): "row label of the measured-runs table",

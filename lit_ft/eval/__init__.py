@@ -1,9 +1,10 @@
 """Evaluation: the general-ability (forgetting) set and lm-eval tasks, shared with the callbacks; per-task loss,
-generations and task metrics, pairwise judging, blind A/B pages for people, run-vs-run diffs, chat, data reports.
+generations and task metrics, label margins (how well a model separates two labels), pairwise judging, blind A/B
+pages for people, run-vs-run diffs, chat, data reports.
 
 Commands: ``python eval.py`` (``mode=eval|chat|data_report``, wired in :mod:`lit_ft.evaluate`) and
-``python -m lit_ft.eval.judge|blind_ab|diff``. The command modules are imported on use; the task metrics are
-exported here because configs name them (``lit_ft.eval.TextOverlap``, ``lit_ft.eval.LabelMetrics``).
+``python -m lit_ft.eval.judge|blind_ab|diff|label_margins``. The command modules are imported on use; the task
+metrics are exported here because configs name them (``lit_ft.eval.TextOverlap``, ``lit_ft.eval.LabelMetrics``).
 """
 
 from lit_ft.data.readers import load_passages

@@ -56,10 +56,15 @@ class Continuations:
     continuations: list[list[int]]
 
 
-def split_continuation(tokenizer: PreTrainedTokenizerBase, context: str, text: str) -> tuple[list[int], list[int]]:
-    """lm-eval's split: ``(tokens(context), tokens(context + text)[len(tokens(context)):])``."""
-    context_ids = tokenizer(context)["input_ids"]
-    return context_ids, tokenizer(context + text)["input_ids"][len(context_ids) :]
+def split_continuation(
+    tokenizer: PreTrainedTokenizerBase, context: str, text: str, add_special_tokens: bool = True
+) -> tuple[list[int], list[int]]:
+    """lm-eval's split: ``(tokens(context), tokens(context + text)[len(tokens(context)):])``; a context rendered by a
+    chat template already holds its special tokens (``add_special_tokens=False``)."""
+    context_ids = tokenizer(context, add_special_tokens=add_special_tokens)["input_ids"]
+    return context_ids, tokenizer(context + text, add_special_tokens=add_special_tokens)["input_ids"][
+        len(context_ids) :
+    ]
 
 
 def token_batches(items: list[Continuations], max_batch_tokens: int) -> list[list[int]]:
