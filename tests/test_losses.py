@@ -148,6 +148,19 @@ def test_clipped_policy_loss_takes_the_pessimistic_term():
     torch.testing.assert_close(logps.grad, torch.tensor([[-2.0, -2.0]]))
 
 
+def test_clip_higher_lets_a_positive_advantage_raise_the_ratio_further():
+    # eps_low 0.2, eps_high 0.28 (DAPO): r=1.25, A=+1: min(1.25, 1.25) -> -1.25, not clipped (symmetric: -1.2);
+    # r=1.5, A=+1: clip at 1.28 -> -1.28; r=0.75, A=-1: the lower range is unchanged, min(-0.75, -0.8) -> 0.8
+    old = torch.zeros(3, 1)
+    logps = torch.log(torch.tensor([[1.25], [1.5], [0.75]]))
+    advantages = torch.tensor([1.0, 1.0, -1.0])
+    loss, clipped = clipped_policy_loss(logps, old, advantages, epsilon=0.2, epsilon_high=0.28)
+    torch.testing.assert_close(loss, torch.tensor([[-1.25], [-1.28], [0.8]]))
+    assert clipped.flatten().tolist() == [False, True, True]
+    symmetric, _ = clipped_policy_loss(logps, old, advantages, epsilon=0.2)
+    torch.testing.assert_close(symmetric, torch.tensor([[-1.2], [-1.2], [0.8]]))
+
+
 def test_clipped_policy_loss_takes_per_token_advantages():
     # PPO's GAE advantages, one per token: ratios 1 and 1.5 (eps 0.2); A = +1: -1 and -1.2 (clipped); A = -1 at
     # ratio 1.5: min(-1.5, -1.2) = -1.5 -> 1.5, not clipped

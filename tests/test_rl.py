@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,11 +102,14 @@ def test_module_refuses_a_group_of_one_and_a_missing_adapter():
         RLModule(model=lambda: None, reward=lambda r: None, reference="adapter")
 
 
-def test_module_refuses_reference_answers_that_leave_no_sample():
+def test_module_refuses_reference_answers_that_leave_no_sample_and_a_clip_range_upside_down():
     with pytest.raises(ValueError, match="reference_answers=2 of a group of 2"):
         RLModule(model=lambda: None, reward=lambda r: None, reference="copy", group_size=2, reference_answers=2)
     with pytest.raises(ValueError, match="reference_answers=-1"):
         RLModule(model=lambda: None, reward=lambda r: None, reference="copy", reference_answers=-1)
+
+    with pytest.raises(ValueError, match="epsilon_high >= epsilon"):
+        RLModule(model=lambda: None, reward=lambda r: None, reference="copy", epsilon=0.2, epsilon_high=0.1)
 
 
 def test_groups_with_answers_end_each_prompts_samples_with_its_reference_answer():
@@ -225,23 +229,33 @@ def test_rl_legal_runs_and_logs_rewards_and_kl(tmp_path, shared_prompt):
     assert (out / "model" / "model.safetensors").exists() and (out / "adapter" / "adapter_model.safetensors").exists()
 
 
-def test_second_pass_over_the_rollouts_is_importance_weighted_and_clipped(tmp_path):
-    # num_iterations=2: step 1 samples (ratio 1: nothing clipped), step 2 reuses its rollouts after an update (ratios
-    # away from 1: with epsilon 1e-3 and a large LR, some clip), step 3 samples from the next batch (ratio 1 again).
-    out = tmp_path / "run"
+def two_pass_run(out: Path, *overrides: str) -> list[dict[str, str]]:
+    """Three steps of rl_legal on the tiny model with two passes over each batch of rollouts (epsilon 1e-3 and a
+    large LR, so that the second pass's ratios leave the clip range); the logged rows of its steps."""
     run_entry_point([
         "experiment=rl_legal", "debug=tiny", f"paths.output_dir={out}", "logger=csv", "trainer.log_every_n_steps=1",
         "~reward", "module.reward={_target_:tests.support.rl.EvenTokenReward}", "module.num_iterations=2",
         "module.epsilon=0.001", "module.optimizer.lr=0.01", "module.max_new_tokens=6", "trainer.max_steps=3",
-        "callbacks=[default]",
+        "callbacks=[default]", *overrides,
     ])  # fmt: skip
     [metrics_file] = out.glob("**/metrics.csv")
-    rows = [row for row in csv.DictReader(metrics_file.open()) if row["train/reward"]]
+    return [row for row in csv.DictReader(metrics_file.open()) if row["train/reward"]]
+
+
+def test_second_pass_over_the_rollouts_is_importance_weighted_and_clipped(tmp_path):
+    # num_iterations=2: step 1 samples (ratio 1: nothing clipped), step 2 reuses its rollouts after an update (ratios
+    # away from 1: some clip), step 3 samples from the next batch (ratio 1 again).
+    rows = two_pass_run(tmp_path / "run")
     assert [float(row["train/clip_frac"]) > 0 for row in rows] == [False, True, False]
     assert float(rows[0]["train/clip_frac"]) == 0.0 and float(rows[2]["train/clip_frac"]) == 0.0
     assert rows[0]["train/reward"] == rows[1]["train/reward"]  # the same rollouts, the same rewards
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["optimizer_steps"] == 3
+    # clip-higher: the same first step and rollouts; on the second pass a token of positive advantage is clipped
+    # only above ratio 1 + epsilon_high, so fewer tokens are, and those of negative advantage below 1 - epsilon still
+    higher = two_pass_run(tmp_path / "higher", "module.epsilon_high=10")
+    assert higher[0]["train/loss"] == rows[0]["train/loss"] and higher[1]["train/reward"] == rows[1]["train/reward"]
+    assert 0 < float(higher[1]["train/clip_frac"]) < float(rows[1]["train/clip_frac"])
 
 
 def test_ppo_trains_a_value_head_checkpoints_it_and_exports_the_policy_only(tmp_path):

@@ -79,18 +79,26 @@ def kl_k3(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
 
 
 def clipped_policy_loss(
-    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, epsilon: float = 0.2
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    epsilon: float = 0.2,
+    epsilon_high: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate, per token (Schulman et al., 2017), as GRPO and RLOO optimise it.
 
-    ``rho = exp(logp - logp_old)``; ``loss = -min(rho * A, clip(rho, 1 - eps, 1 + eps) * A)``. On the first pass over
-    a rollout ``logp_old = logp.detach()``, so ``rho = 1`` and the gradient is the policy gradient ``-A * grad logp``;
-    later passes over the same rollout are importance-weighted and clipped.
+    ``rho = exp(logp - logp_old)``; ``loss = -min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A)``. On the first
+    pass over a rollout ``logp_old = logp.detach()``, so ``rho = 1`` and the gradient is the policy gradient
+    ``-A * grad logp``; later passes over the same rollout are importance-weighted and clipped. ``eps_high >
+    eps_low`` is DAPO's clip-higher (Yu et al., 2025; 0.28 against 0.2 there): a token of positive advantage may
+    gain more probability before its gradient stops, which keeps unlikely tokens from being shut out (entropy
+    collapse).
 
     Args:
         logps / old_logps: [N, T] log-probabilities of the sampled tokens now and when they were sampled.
         advantages: [N], one per completion (broadcast over its tokens), or [N, T] per token (PPO's GAE).
-        epsilon: clip range.
+        epsilon: lower clip range ``eps_low``, and the upper one too when ``epsilon_high`` is None.
+        epsilon_high: upper clip range ``eps_high``.
 
     Returns:
         per-token loss [N, T] (float32) and where the ratio was clipped [N, T] (bool: the clipped term was the min).
@@ -100,5 +108,6 @@ def clipped_policy_loss(
     if advantages.dim() < ratio.dim():
         advantages = advantages.unsqueeze(-1)
     unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * advantages
+    upper = epsilon if epsilon_high is None else epsilon_high
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + upper) * advantages
     return -torch.minimum(unclipped, clipped), clipped < unclipped

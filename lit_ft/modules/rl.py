@@ -164,7 +164,7 @@ class RLModule(CausalLMModule):
     steps per batch), sampling happens on the first, and later passes reuse the rollouts, their log-probabilities
     at sampling (``old_logps``), reference log-probs and advantages. The loss per completion token (end-of-turn
     included) is the clipped surrogate (:func:`~lit_ft.losses.clipped_policy_loss`: the ratio is 1 on the first
-    pass, importance-weighted and clipped at ``epsilon`` on later ones), plus ``beta`` times the k3 estimate of
+    pass, importance-weighted and clipped to ``[1 - epsilon, 1 + epsilon_high]`` on later ones), plus ``beta`` times the k3 estimate of
     ``KL(policy || reference)`` (:func:`~lit_ft.losses.kl_k3`) for grpo/rloo, or ``vf_coef`` times the clipped
     value loss (:func:`~lit_ft.losses.clipped_value_loss`, clip ``value_clip``) for ppo; averaged over all the
     completion tokens of the optimizer step (the token-level mean of DAPO, Yu et al., 2025, through
@@ -203,7 +203,8 @@ class RLModule(CausalLMModule):
             accumulation (each pass must follow an update).
         max_new_tokens / temperature / top_p: sampling; ``val_temperature``: validation's (0: greedy).
         beta: KL strength (0.04 as GRPO; 0 switches the reference off).
-        epsilon: clip range of the ratio.
+        epsilon: clip range of the ratio; ``epsilon_high``: its upper range when it differs (DAPO's clip-higher, TRL's
+            ``epsilon_high``; None: ``epsilon``). It acts on the passes after the first (``num_iterations`` > 1).
         gamma / lam: ppo's discount and GAE lambda; vf_coef / value_clip: its value loss weight and clip range.
         reference: ``adapter`` or ``copy``.
         shared_prompt: grpo/rloo: lay each group out as its prompt once plus G branches (ppo: always padded);
@@ -226,6 +227,7 @@ class RLModule(CausalLMModule):
         val_temperature: float = 0.0,
         beta: float = 0.04,
         epsilon: float = 0.2,
+        epsilon_high: float | None = None,
         gamma: float = 1.0,
         lam: float = 0.95,
         vf_coef: float = 0.1,
@@ -260,6 +262,9 @@ class RLModule(CausalLMModule):
         if max_new_tokens < 1 or temperature <= 0 or not 0 < top_p <= 1 or val_temperature < 0:
             raise ValueError(f"max_new_tokens >= 1, temperature > 0, 0 < top_p <= 1 and val_temperature >= 0 "
                              f"needed, got {max_new_tokens}, {temperature}, {top_p}, {val_temperature}")  # fmt: skip
+        if not 0 < epsilon < 1 or (epsilon_high is not None and epsilon_high < epsilon):
+            raise ValueError(f"0 < epsilon < 1 and epsilon_high >= epsilon (or null) needed, got {epsilon}, "
+                             f"{epsilon_high}")  # fmt: skip
         if not (0 <= gamma <= 1 and 0 <= lam <= 1 and vf_coef >= 0 and value_clip > 0):
             raise ValueError(f"0 <= gamma, lam <= 1, vf_coef >= 0 and value_clip > 0 needed, got {gamma}, {lam}, "
                              f"{vf_coef}, {value_clip}")  # fmt: skip
@@ -272,7 +277,7 @@ class RLModule(CausalLMModule):
         self.num_iterations = num_iterations
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.val_temperature = val_temperature
-        self.beta, self.epsilon, self.reference = beta, epsilon, reference
+        self.beta, self.epsilon, self.epsilon_high, self.reference = beta, epsilon, epsilon_high, reference
         self.gamma, self.lam, self.vf_coef, self.value_clip = gamma, lam, vf_coef, value_clip
         # ppo's GAE needs one row per completion; None: decided by the model's attention in configure_model
         self.shared_prompt = shared_prompt if loss_type in ADVANTAGES else False
@@ -487,7 +492,9 @@ class RLModule(CausalLMModule):
         values = self.values(out.pop("hidden")) if ppo else None
         if "old_logps" not in rollouts:
             self.first_pass(rollouts, logps.detach(), values.detach() if ppo else None, mask)
-        policy_loss, clipped = clipped_policy_loss(logps, rollouts["old_logps"], rollouts["advantages"], self.epsilon)
+        policy_loss, clipped = clipped_policy_loss(
+            logps, rollouts["old_logps"], rollouts["advantages"], self.epsilon, self.epsilon_high
+        )
         kl = kl_k3(logps, rollouts["ref_logps"]) if self.beta else torch.zeros_like(policy_loss)
         metrics = {}
         if ppo:
