@@ -86,6 +86,8 @@ def test_separation_against_a_hand_count():
     assert result.accuracy_at_zero == pytest.approx(2 / 5)  # 0.4 and -0.5 right
     # calling positive only margins >= 0.4 gets all but -0.2 right; no threshold gets all 5
     assert (result.best_accuracy, result.best_threshold) == (pytest.approx(4 / 5), pytest.approx(0.4))
+    with pytest.raises(ValueError, match="all 2 rows have the same label"):
+        separation(margins[:2], torch.tensor([True, True]))
 
 
 def test_the_command_prints_and_writes_the_separation(rows_file, tokenizer, tmp_path):

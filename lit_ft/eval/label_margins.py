@@ -112,6 +112,8 @@ def separation(margins: torch.Tensor, is_positive: torch.Tensor) -> Separation:
     """AUC, accuracy at margin 0 and the best accuracy of one threshold (a row is called positive when its margin
     is >= the threshold; every margin, and one above them all, is tried)."""
     labels = is_positive.bool()
+    if labels.all() or not labels.any():
+        raise ValueError(f"all {len(labels)} rows have the same label: a ranking needs rows of both labels")
     thresholds = torch.cat([margins.unique(), margins.max().reshape(1) + 1])
     correct = ((margins[None, :] >= thresholds[:, None]) == labels[None, :]).sum(-1)
     best = int(correct.argmax())
