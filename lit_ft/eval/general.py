@@ -56,15 +56,15 @@ class Continuations:
     continuations: list[list[int]]
 
 
-def split_continuation(
-    tokenizer: PreTrainedTokenizerBase, context: str, text: str, add_special_tokens: bool = True
-) -> tuple[list[int], list[int]]:
-    """lm-eval's split: ``(tokens(context), tokens(context + text)[len(tokens(context)):])``; a context rendered by a
-    chat template already holds its special tokens (``add_special_tokens=False``)."""
+def continuations_after(
+    tokenizer: PreTrainedTokenizerBase, context: str, texts: list[str], add_special_tokens: bool = True
+) -> Continuations:
+    """lm-eval's split of each text: ``tokens(context + text)[len(tokens(context)):]`` after ``tokens(context)``,
+    the context tokenised once; a context rendered by a chat template already holds its special tokens
+    (``add_special_tokens=False``)."""
     context_ids = tokenizer(context, add_special_tokens=add_special_tokens)["input_ids"]
-    return context_ids, tokenizer(context + text, add_special_tokens=add_special_tokens)["input_ids"][
-        len(context_ids) :
-    ]
+    texts_ids = tokenizer([context + text for text in texts], add_special_tokens=add_special_tokens)["input_ids"]
+    return Continuations(context_ids, [ids[len(context_ids) :] for ids in texts_ids])
 
 
 def token_batches(items: list[Continuations], max_batch_tokens: int) -> list[list[int]]:
@@ -179,8 +179,9 @@ class GeneralAbility:
         self.max_batch_tokens = max_batch_tokens
         self.mcq: list[Continuations] = []
         for q in questions:
-            splits = [split_continuation(tokenizer, f"Question: {q.question}\nAnswer:", f" {c}") for c in q.choices]
-            self.mcq.append(Continuations(splits[0][0], [continuation for _, continuation in splits]))
+            self.mcq.append(
+                continuations_after(tokenizer, f"Question: {q.question}\nAnswer:", [f" {c}" for c in q.choices])
+            )
         self.prose: list[Continuations] = []
         for text in passages:  # the first token is the context: it is predicted by nothing (or by a BOS token)
             ids = tokenizer(text)["input_ids"]

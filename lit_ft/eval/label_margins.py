@@ -38,7 +38,7 @@ from lit_ft.data.formats import parse_sft_row
 from lit_ft.data.readers import DataError, read_records
 from lit_ft.data.rows import ChatExample
 from lit_ft.data.tokenize import render_text
-from lit_ft.eval.general import Continuations, continuation_logprobs, split_continuation
+from lit_ft.eval.general import continuation_logprobs, continuations_after
 from lit_ft.utils.io import write_json_atomic
 
 
@@ -99,11 +99,9 @@ def label_margins(
     max_batch_tokens: int = 2048,
 ) -> torch.Tensor:
     """``log p(positive | prompt) - log p(negative | prompt)`` for each prompt: [N] float64."""
-    items = []
-    for prompt in prompts:
-        context, positive_ids = split_continuation(tokenizer, prompt, positive, add_special_tokens=False)
-        _, negative_ids = split_continuation(tokenizer, prompt, negative, add_special_tokens=False)
-        items.append(Continuations(context, [positive_ids, negative_ids]))
+    items = [
+        continuations_after(tokenizer, prompt, [positive, negative], add_special_tokens=False) for prompt in prompts
+    ]
     scores = continuation_logprobs(model, items, tokenizer.pad_token_id, max_batch_tokens)
     return torch.stack([score[0] - score[1] for score in scores])
 

@@ -164,10 +164,10 @@ class RLModule(CausalLMModule):
     steps per batch), sampling happens on the first, and later passes reuse the rollouts, their log-probabilities
     at sampling (``old_logps``), reference log-probs and advantages. The loss per completion token (end-of-turn
     included) is the clipped surrogate (:func:`~lit_ft.losses.clipped_policy_loss`: the ratio is 1 on the first
-    pass, importance-weighted and clipped to ``[1 - epsilon, 1 + epsilon_high]`` on later ones), plus ``beta`` times the k3 estimate of
-    ``KL(policy || reference)`` (:func:`~lit_ft.losses.kl_k3`) for grpo/rloo, or ``vf_coef`` times the clipped
-    value loss (:func:`~lit_ft.losses.clipped_value_loss`, clip ``value_clip``) for ppo; averaged over all the
-    completion tokens of the optimizer step (the token-level mean of DAPO, Yu et al., 2025, through
+    pass, importance-weighted and clipped to ``[1 - epsilon, 1 + epsilon_high]`` on later ones), plus ``beta`` times
+    the k3 estimate of ``KL(policy || reference)`` (:func:`~lit_ft.losses.kl_k3`) for grpo/rloo, or ``vf_coef``
+    times the clipped value loss (:func:`~lit_ft.losses.clipped_value_loss`, clip ``value_clip``) for ppo; averaged
+    over all the completion tokens of the optimizer step (the token-level mean of DAPO, Yu et al., 2025, through
     ``loss_to_backward``). Checkpoints carry the rollouts and the passes done, so a run resumed between two passes
     continues on the same rollouts. The value head is trained and checkpointed; the export is the policy alone.
 
