@@ -4,6 +4,7 @@
     python benchmarks/bench_sft.py --suite compare --modes lora --steps 6 --force
     python benchmarks/bench_sft.py --suite ablation       # each lit-ft optimisation switched on and off
     python benchmarks/bench_sft.py --suite scaling        # both tools against sequence length and batch size
+    python benchmarks/bench_sft.py --suite floor          # lit-ft's step floor (matmuls + attention) against TRL
     python benchmarks/bench_sft.py --device cuda --bf16 --only matched   # on a GPU, both tools in bf16 mixed precision
 
 Every configuration runs in a fresh Python process (``--worker``) pinned to ``--threads`` cores, on the embedded
@@ -70,6 +71,8 @@ if TYPE_CHECKING:
 
 DATA = REPO / "data" / "legal" / "train.jsonl"
 LORA_DROPOUT = 0.0  # lora_legal's (conf/experiment/lora_legal.yaml), in both tools
+FREE = {"batching": "padding_free", "attn": "sdpa_varlen"}  # lit-ft's shipped SFT batches
+FREE_LABEL = "padding-free, sdpa_varlen"
 
 
 # --- data -------------------------------------------------------------------------------------------------------
@@ -199,7 +202,6 @@ def comparison_configs(modes: list[str], steps: int, warmup: int, threads: int, 
     ``settings``: of every configuration (``model``, ``device``, ``precision``).
     """
     base = {"steps": steps, "warmup": warmup, "threads": threads, "lora_dropout": LORA_DROPOUT, **settings}
-    free = {"batching": "padding_free", "attn": "sdpa_varlen"}
     trl_label = "SFTConfig()" + ("" if bf16_is_fast(settings.get("device", "auto")) else " with bf16=False")
     matched = f"{settings.get('precision', 'fp32')} padded"
     configs = []
@@ -208,7 +210,24 @@ def comparison_configs(modes: list[str], steps: int, warmup: int, threads: int, 
             Config("trl", mode, "matched", matched, **base),
             Config("lit-ft", mode, "matched", matched, **base),
             Config("trl", mode, "defaults", trl_label, trl_defaults=True, **{**base, "precision": "fp32"}),
-            Config("lit-ft", mode, "defaults", "padding-free, sdpa_varlen", **free, **base),
+            Config("lit-ft", mode, "defaults", FREE_LABEL, **FREE, **base),
+        ]
+    return configs
+
+
+def floor_configs(modes: list[str], steps: int, warmup: int, threads: int, **settings: Any) -> list[Config]:
+    """Per mode, TRL's matched run (the targets' reference) and lit-ft's defaults under ``torch.profiler``, whose
+    matmuls and attention give lit-ft's step floor (:func:`common.operator_floor`)."""
+    import tempfile
+
+    base = {"steps": steps, "warmup": warmup, "threads": threads, "lora_dropout": LORA_DROPOUT, **settings}
+    matched = f"{settings.get('precision', 'fp32')} padded"
+    configs = []
+    for mode in modes:
+        profile = str(Path(tempfile.gettempdir()) / f"bench_sft_floor_{mode}.txt")
+        configs += [
+            Config("trl", mode, "floor", matched, **base),
+            Config("lit-ft", mode, "floor", FREE_LABEL, profile=profile, **FREE, **base),
         ]
     return configs
 
@@ -223,7 +242,6 @@ def ablation_configs(modes: list[str], steps: int, warmup: int, threads: int, **
         "lora_dropout": LORA_DROPOUT,
         **settings,
     }
-    free = {"batching": "padding_free", "attn": "sdpa_varlen"}
     in_backward = {"optimizer_in_backward": True, "gradient_clip_val": None}  # clipping needs all gradients
     configs = []
     for mode in modes:
@@ -232,19 +250,19 @@ def ablation_configs(modes: list[str], steps: int, warmup: int, threads: int, **
             Config("lit-ft", mode, label="padded", **base),
             Config("lit-ft", mode, label="length-grouped", batching="grouped", **base),
             Config("lit-ft", mode, label="padding-free, sdpa", batching="padding_free", **base),
-            Config("lit-ft", mode, label="padding-free, sdpa_varlen", **free, **base),
+            Config("lit-ft", mode, label=FREE_LABEL, **FREE, **base),
             Config("lit-ft", mode, label="packed 256, sdpa_varlen", batching="packed", attn="sdpa_varlen", **base),
-            Config("lit-ft", mode, label="+ grad ckpt", gradient_checkpointing=True, **free, **base),
-            Config("lit-ft", mode, label="+ compile", compile=True, **free, **base),
-            Config("lit-ft", mode, label="+ optimizer in backward, no clip", **in_backward, **free, **base),
+            Config("lit-ft", mode, label="+ grad ckpt", gradient_checkpointing=True, **FREE, **base),
+            Config("lit-ft", mode, label="+ compile", compile=True, **FREE, **base),
+            Config("lit-ft", mode, label="+ optimizer in backward, no clip", **in_backward, **FREE, **base),
         ]
         if mode == "lora":
             configs += [
-                Config("lit-ft", mode, label="+ LoRA dropout 0.05", **free, **{**base, "lora_dropout": 0.05}),
-                Config("lit-ft", mode, label="+ peft's LoRA forward (no addmm)", lora_addmm=False, **free, **base),
+                Config("lit-ft", mode, label="+ LoRA dropout 0.05", **FREE, **{**base, "lora_dropout": 0.05}),
+                Config("lit-ft", mode, label="+ peft's LoRA forward (no addmm)", lora_addmm=False, **FREE, **base),
             ]
         if base.get("precision", "fp32") == "fp32" and bf16_is_fast(base.get("device", "auto")):
-            configs.append(Config("lit-ft", mode, label="+ bf16-mixed", **free, **{**base, "precision": "bf16"}))
+            configs.append(Config("lit-ft", mode, label="+ bf16-mixed", **FREE, **{**base, "precision": "bf16"}))
     return configs
 
 
@@ -277,7 +295,7 @@ def scaling_configs(steps: int, warmup: int, threads: int, **settings: Any) -> l
         "lora_dropout": LORA_DROPOUT,
         **settings,
     }
-    tools = {"trl": {}, "lit-ft": {"batching": "padding_free", "attn": "sdpa_varlen"}}
+    tools = {"trl": {}, "lit-ft": FREE}
     points = [(n, 1) for n in SCALING_LENGTHS]
     points += [(SCALING_BATCH_LENGTH, b) for b in SCALING_BATCHES if (SCALING_BATCH_LENGTH, b) not in points]
     configs = [
@@ -463,11 +481,74 @@ def write_report(
     return write_table_section(out, "bench_sft", lines)
 
 
+def floor_lines(results: list[tuple[Config, dict]], peaks: dict[str, float]) -> list[str]:
+    """The floor table: per mode, TRL's matched step against lit-ft's step floor (its matmuls and attention, from
+    the profiled run), and the most speed a change that keeps that work could reach, against the target; also
+    with the matmuls at ``peaks`` (GFLOP/s per dtype: the highest the suite's runs measured)."""
+    lines = [
+        "| mode | TRL step s | lit-ft step s (profiled) | lit-ft matmuls s | their GFLOP/s | attention s | "
+        "floor s | TRL step / floor | floor with matmuls at the peak s | TRL step / that | target | reached by removing overhead |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for mode in dict.fromkeys(c.mode for c, _ in results):
+        trl = next((r for c, r in results if (c.tool, c.mode) == ("trl", mode) and "error" not in r), None)
+        ours = next((r for c, r in results if (c.tool, c.mode) == ("lit-ft", mode) and "floor" in r), None)
+        if trl is None or ours is None:
+            lines.append(f"| {mode} | not measured (a run failed; see the logs) |")
+            continue
+        cfg = next(c for c, _ in results if (c.tool, c.mode) == ("lit-ft", mode))
+        floor = ours["floor"]
+        peak = peaks.get(cfg.precision) or peaks["fp32"]
+        at_floor = floor["matmul_s"] + floor["attention_s"]
+        at_peak = floor["matmul_gflop"] / peak + floor["attention_s"]
+        target = next(t.speed for t in TARGETS if t.litft(Config("lit-ft", mode, "defaults")))
+        best = trl["step_s"] / at_floor
+        lines.append(
+            f"| {mode} | {trl['step_s']:.2f} | {ours['step_s']:.2f} | {floor['matmul_s']:.2f} | "
+            f"{floor['matmul_gflop'] / floor['matmul_s']:.0f} | {floor['attention_s']:.2f} | {at_floor:.2f} | "
+            f"{best:.2f}x | {at_peak:.2f} | {trl['step_s'] / at_peak:.2f}x | >= {target}x | "
+            f"{'yes' if best >= target else 'no'} |"
+        )
+    return lines
+
+
+def write_floor_report(
+    results: list[tuple[Config, dict]], peaks: dict[str, float], started_load: str, out: Path
+) -> str:
+    """Write the floor section of ``out`` (``--suite floor``; the other sections stay) and return it."""
+    lines = [
+        "# lit-ft's step floor: the most speed that removing overhead can reach",
+        "",
+        'Written by `python benchmarks/bench_sft.py --suite floor` (see docs/performance.md, "The floor").',
+        "",
+        f"- Machine: {machine_line(peaks, results[0][0].device if results else 'auto')}; load average at the start: "
+        f"{started_load}.",
+        "- The model, data, batches and LoRA of `--suite compare`. TRL: the matched settings (padded, no "
+        "gradient checkpointing), its step on wall clock. lit-ft: its shipped defaults, profiled "
+        "(`torch.profiler`, which slows the step but hardly its long operators).",
+        "- floor = the self time per step of lit-ft's matrix multiplies (`aten::mm`, `aten::addmm`) and attention "
+        "kernels. A change that keeps that work (the same loss, the same FLOPs) cannot make the step shorter, so "
+        "TRL step / floor is the most speed removing all other work (elementwise, optimizer, Python, data) could "
+        "give. 'With matmuls at the peak': every matmul at the highest matmul peak the runs "
+        "measured (above).",
+        "",
+        steps_line(results) if results else "",
+        "",
+        *floor_lines(results, peaks),
+        "",
+    ]
+    return write_table_section(out, "bench_sft_floor", lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
     parser.add_argument(
-        "--suite", nargs="+", default=["compare", "scaling"], choices=["compare", "ablation", "scaling"]
+        "--suite",
+        nargs="+",
+        default=["compare", "scaling"],
+        choices=["compare", "ablation", "scaling", "floor"],
+        help="floor runs alone: its own section of --out and its own JSON",
     )
     parser.add_argument("--modes", nargs="+", default=["full", "lora"], choices=["full", "lora"])
     parser.add_argument("--ablation-modes", nargs="+", default=["lora"], choices=["full", "lora"])
@@ -485,12 +566,19 @@ def main() -> None:
     if args.worker:
         worker(Config(**json.loads(args.worker)), run)
         return
+    if "floor" in args.suite and len(args.suite) > 1:
+        parser.error("--suite floor runs alone (it writes its own section and JSON)")
 
     try:
         device = resolve_device(args.device)
     except ValueError as error:
         parser.error(str(error))
     settings = {"model": prepare_model(args.model), "device": device, "precision": "bf16" if args.bf16 else "fp32"}
+    if "floor" in args.suite:
+        configs = select(floor_configs(args.modes, args.steps, args.warmup, args.threads, **settings), args.only)
+        json_out = args.out.with_name(f"{args.out.stem}_floor.json")
+        run_all(configs, Path(__file__), json_out, partial(write_floor_report, out=args.out), args)
+        return
     configs: list[Config] = []
     if "compare" in args.suite:
         configs += comparison_configs(args.modes, args.steps, args.warmup, args.threads, **settings)

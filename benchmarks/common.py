@@ -193,13 +193,43 @@ def bf16_is_fast(device: str = "auto") -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+MATMUL_OPERATORS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+ATTENTION_MARKS = ("scaled_dot_product", "flash_attention", "flash_attn")
+
+
+def matmul_gflop(key: str, shapes: list[list[int]]) -> float:
+    """GFLOP of one call of a :data:`MATMUL_OPERATORS` operator from its input shapes (2·m·k·n per product)."""
+    a, b = shapes[1:3] if key in ("aten::addmm", "aten::baddbmm") else shapes[:2]
+    batch = a[0] if len(a) == 3 else 1
+    return 2 * batch * a[-2] * a[-1] * b[-1] / 1e9
+
+
+def operator_floor(averages: Any, steps: int, device_time: bool = False) -> dict[str, float]:
+    """Per optimizer step: the self seconds and GFLOP of the matrix multiplies (:data:`MATMUL_OPERATORS`) and the
+    self seconds of the attention kernels (operators named with one of :data:`ATTENTION_MARKS`), from a profile of
+    ``steps`` steps (``averages``: ``torch.profiler``'s ``key_averages(group_by_input_shape=True)`` of a profile
+    that recorded shapes; CUDA kernel time with ``device_time``). Self times do not count an operator's children,
+    so nothing is counted twice.
+
+    A change that keeps these operators' work cannot make the step shorter than their time: the step's floor."""
+    floor = {"matmul_s": 0.0, "matmul_gflop": 0.0, "attention_s": 0.0}
+    for event in averages:
+        seconds = (event.self_device_time_total if device_time else event.self_cpu_time_total) / 1e6 / steps
+        if event.key in MATMUL_OPERATORS:
+            floor["matmul_s"] += seconds
+            floor["matmul_gflop"] += event.count * matmul_gflop(event.key, event.input_shapes) / steps
+        elif any(mark in event.key for mark in ATTENTION_MARKS):
+            floor["attention_s"] += seconds
+    return floor
+
+
 class StepRecorder:
     """Wall time at the end of each optimizer step, non-padding tokens, loss and metrics of each step.
 
     ``metrics`` holds one list per metric name (reward accuracy, say), one value per step. :meth:`phase` times
     work done once before training (a pass of reference log-probs), reported apart from the steps.
-    With ``cfg.profile`` set, the measured steps run under ``torch.profiler`` and the table of operators by
-    self CPU (or CUDA) time is written to that file.
+    With ``cfg.profile`` set, the measured steps run under ``torch.profiler``: the table of operators by self
+    CPU (or CUDA) time is written to that file, and the step's floor (:func:`operator_floor`) goes in the summary.
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -215,6 +245,7 @@ class StepRecorder:
         self.peak_before_train = 0.0
         self._pending_tokens = 0
         self._profiler = None
+        self.floor: dict[str, float] = {}
 
     def count(self, tokens: int) -> None:
         self._pending_tokens += tokens
@@ -241,9 +272,11 @@ class StepRecorder:
             self._profiler.start()
         if self._profiler is not None and len(self.ends) == self.cfg.warmup + self.cfg.steps:
             self._profiler.stop()
-            sort = "self_cuda_time_total" if self._profiler.use_device == "cuda" else "self_cpu_time_total"
-            table = self._profiler.key_averages(group_by_input_shape=False).table(sort_by=sort, row_limit=40)
-            Path(self.cfg.profile).write_text(table)
+            device = self._profiler.use_device == "cuda"
+            averages = self._profiler.key_averages(group_by_input_shape=False)
+            sort = "self_cuda_time_total" if device else "self_cpu_time_total"
+            Path(self.cfg.profile).write_text(averages.table(sort_by=sort, row_limit=40))
+            self.floor = operator_floor(self._profiler.key_averages(group_by_input_shape=True), self.cfg.steps, device)
             self._profiler = None
 
     def record(self, values: dict[str, Any], names: dict[str, str]) -> None:
@@ -275,6 +308,7 @@ class StepRecorder:
             "params": params,
             "trainable_params": trainable,
             **self.phases,
+            **({"floor": self.floor} if self.floor else {}),
         }
         if self.metrics:
             result["metrics"] = dict(self.metrics)

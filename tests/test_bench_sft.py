@@ -67,3 +67,45 @@ def test_results_record_device_precision_and_model(tmp_path):
     assert Config(**saved["config"]) == cfg
     old = {k: v for k, v in saved["config"].items() if k not in ("device", "model")}
     assert (Config(**old).device, Config(**old).model) == ("auto", MODEL)
+
+
+def test_floor_counts_matmul_flops_and_attention_once_per_step():
+    from common import operator_floor
+
+    a, b, bias = torch.randn(64, 32), torch.randn(32, 16), torch.randn(16)
+    x, y = torch.randn(3, 8, 5), torch.randn(3, 5, 7)
+    q = torch.randn(1, 2, 8, 4)
+    steps = 3
+    with torch.profiler.profile(record_shapes=True) as profile:
+        for _ in range(steps):
+            (a @ b).relu()  # mm, and an elementwise op the floor leaves out
+            torch.addmm(bias, a, b)  # a linear layer with a bias: bias + a @ b
+            torch.bmm(x, y)
+            torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+    floor = operator_floor(profile.key_averages(group_by_input_shape=True), steps)
+    assert floor["matmul_gflop"] == pytest.approx((2 * 2 * 64 * 32 * 16 + 2 * 3 * 8 * 5 * 7) / 1e9)  # per step
+    events = profile.key_averages()
+    self_s = lambda keys: sum(e.self_cpu_time_total for e in events if keys(e.key)) / 1e6 / steps  # noqa: E731
+    assert floor["matmul_s"] == pytest.approx(self_s(lambda k: k in ("aten::mm", "aten::addmm", "aten::bmm")))
+    # self times: the sdpa wrapper and the kernel it calls, each once
+    attention = self_s(lambda k: "scaled_dot_product" in k)
+    assert attention > 0 and floor["attention_s"] == pytest.approx(attention)
+
+
+def test_floor_table_says_whether_the_target_is_within_reach():
+    from bench_sft import floor_lines
+
+    def ours(matmul_s: float) -> dict:
+        floor = {"matmul_s": matmul_s, "matmul_gflop": 150.0, "attention_s": 0.3}
+        return {"step_s": 2.5, "floor": floor}
+
+    for matmul_s, ratio, reach in ((1.2, "2.00x", "yes"), (1.5, "1.67x", "no")):
+        results = [
+            (Config("trl", "lora", "floor"), {"step_s": 3.0}),
+            (Config("lit-ft", "lora", "floor"), ours(matmul_s)),
+        ]
+        row = floor_lines(results, {"fp32": 200.0})[2].split(" | ")
+        assert row[7] == ratio and row[-1] == f"{reach} |"  # TRL step / (matmuls + attention), against >= 2.0x
+        assert row[8] == "1.05" and row[9] == "2.86x"  # 150 GFLOP at 200 GFLOP/s + 0.3 s attention
+    missing = floor_lines([(Config("trl", "full", "floor"), {"step_s": 3.0})], {"fp32": 200.0})[2]
+    assert "not measured" in missing
