@@ -97,6 +97,18 @@ def test_saved_model_gives_the_training_val_loss_and_per_task_losses_of_separate
     assert weighted == pytest.approx(result["overall"]["loss"])
 
 
+def test_a_model_exported_by_an_rl_run_is_evaluated_under_its_experiments_module(lora_run, tmp_path):
+    # `python eval.py experiment=rl_legal model_path=logs/rl_legal/model`: the RL module's reference is its policy
+    # with the adapter off, and the exported model has none; evaluating needs no reference, so none is asked for
+    overrides = ("generation.enabled=false", "module=rl", "reward=task_metric")
+    cfg = eval_config(lora_run, tmp_path, f"model_path={lora_run['dir'] / 'model'}", *overrides)
+    assert cfg.module.reference == "adapter" and cfg.module.beta > 0 and cfg.peft is None
+    loaded = load_eval_model(cfg, cfg.model_path)
+    assert type(loaded.module).__name__ == "RLModule" and loaded.module.reference_model is None
+    result = evaluate(cfg)  # the same weights give the loss training logged last
+    assert result["overall"]["loss"] == pytest.approx(lora_run["summary"]["val_loss_after"], rel=1e-4)
+
+
 def test_generations_are_saved_and_scored_and_general_ability_measured(lora_run, tmp_path):
     overrides = ["generation.max_examples=3", "loss.enabled=false", "forgetting.enabled=true"]
     limits = ["forgetting.max_questions=5", "forgetting.max_passages=2"]

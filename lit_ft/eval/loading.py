@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from peft import PeftConfig, PeftModel
 from transformers import PreTrainedTokenizerBase
@@ -67,8 +67,10 @@ def run_config_of(checkpoint: Path) -> DictConfig | None:
 
 
 def _wrap(cfg: DictConfig, model: torch.nn.Module) -> CausalLMModule:
-    """The configured module around an already built model (no adapter or freezing applied again)."""
-    module = instantiate(cfg.module, model=lambda: model, adapter=None, freeze=None)
+    """The configured module around an already built model (no adapter or freezing applied again, nothing trained:
+    the module class's ``evaluation_arguments`` apply)."""
+    evaluation = getattr(get_class(cfg.module._target_), "evaluation_arguments", {})
+    module = instantiate(cfg.module, model=lambda: model, adapter=None, freeze=None, **evaluation)
     module.configure_model()
     return module
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -81,6 +81,9 @@ class FineTuneModule(L.LightningModule):
 
     # What the loss is averaged over, and what `train_loss_tokens` counts (preference modules: "pairs").
     loss_unit = "tokens"
+    # Constructor arguments added when an already trained model is wrapped for evaluation (eval.py with a model
+    # folder: no adapter, nothing trained): a module whose training needs more than the model turns that off here.
+    evaluation_arguments: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,

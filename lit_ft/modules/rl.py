@@ -212,6 +212,10 @@ class RLModule(CausalLMModule):
         (others: see :class:`~lit_ft.modules.CausalLMModule`)
     """
 
+    # An exported model has no adapter to switch off for the reference, and evaluation (losses and greedy answers)
+    # needs none: no KL term, no reference built.
+    evaluation_arguments = {"beta": 0.0}
+
     def __init__(
         self,
         *args: Any,
