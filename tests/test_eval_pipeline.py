@@ -109,6 +109,20 @@ def test_a_model_exported_by_an_rl_run_is_evaluated_under_its_experiments_module
     assert result["overall"]["loss"] == pytest.approx(lora_run["summary"]["val_loss_after"], rel=1e-4)
 
 
+def test_a_dpo_export_is_evaluated_whatever_reference_its_run_used(lora_run, tmp_path):
+    model = lora_run["dir"] / "model"
+    losses = {}
+    for reference in ("adapter", "copy", "precomputed"):
+        overrides = ["experiment=dpo_legal", f"model_path={model}", f"module.reference={reference}"]
+        cfg = compose_config(
+            [*overrides, "generation.enabled=false", "loss.max_batches=2"], output_dir=tmp_path / reference, name="eval"
+        )
+        loaded = load_eval_model(cfg, cfg.model_path)
+        assert loaded.module.reference_model is None  # no frozen copy of the evaluated model
+        losses[reference] = evaluate(cfg)["overall"]["loss"]
+    assert losses["adapter"] == losses["copy"] == losses["precomputed"]  # the same model on the same pairs
+
+
 def test_generations_are_saved_and_scored_and_general_ability_measured(lora_run, tmp_path):
     overrides = ["generation.max_examples=3", "loss.enabled=false", "forgetting.enabled=true"]
     limits = ["forgetting.max_questions=5", "forgetting.max_passages=2"]

@@ -80,6 +80,10 @@ class DPOModule(PairwiseModule, CausalLMModule):
     ``reference='adapter'`` without an ``adapter`` are refused with what to change.
     """
 
+    # An exported model has no adapter to switch off, and evaluation needs no reference: a precomputed one is only
+    # computed when training starts, so none is asked for or built.
+    evaluation_arguments = {"reference": "precomputed"}
+
     metric_names = (*REWARD_METRICS, *LOGP_METRICS)
 
     def __init__(
