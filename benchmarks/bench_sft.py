@@ -192,6 +192,17 @@ def run(cfg: Config) -> dict[str, Any]:
 # --- orchestration ----------------------------------------------------------------------------------------------
 
 
+def run_settings(steps: int, warmup: int, threads: int, **settings: Any) -> dict[str, Any]:
+    """What every configuration of a suite shares: the protocol (steps, warm-up, threads), lora_legal's adapter
+    dropout and ``settings`` (``model``, ``device``, ``precision``)."""
+    return {"steps": steps, "warmup": warmup, "threads": threads, "lora_dropout": LORA_DROPOUT, **settings}
+
+
+def matched_label(settings: dict[str, Any]) -> str:
+    """The label of the matched configuration (both tools padded, no checkpointing, the run's precision)."""
+    return f"{settings.get('precision', 'fp32')} padded"
+
+
 def comparison_configs(modes: list[str], steps: int, warmup: int, threads: int, **settings: Any) -> list[Config]:
     """Matched settings (the run's precision, padded, no checkpointing on both) and each tool's recommended defaults.
 
@@ -201,9 +212,9 @@ def comparison_configs(modes: list[str], steps: int, warmup: int, threads: int, 
     (CPUs without AVX512-BF16/AMX), where bf16 matmuls run 10-50x slower than fp32 and no user would keep it.
     ``settings``: of every configuration (``model``, ``device``, ``precision``).
     """
-    base = {"steps": steps, "warmup": warmup, "threads": threads, "lora_dropout": LORA_DROPOUT, **settings}
+    base = run_settings(steps, warmup, threads, **settings)
     trl_label = "SFTConfig()" + ("" if bf16_is_fast(settings.get("device", "auto")) else " with bf16=False")
-    matched = f"{settings.get('precision', 'fp32')} padded"
+    matched = matched_label(settings)
     configs = []
     for mode in modes:
         configs += [
@@ -220,8 +231,8 @@ def floor_configs(modes: list[str], steps: int, warmup: int, threads: int, **set
     matmuls and attention give lit-ft's step floor (:func:`common.operator_floor`)."""
     import tempfile
 
-    base = {"steps": steps, "warmup": warmup, "threads": threads, "lora_dropout": LORA_DROPOUT, **settings}
-    matched = f"{settings.get('precision', 'fp32')} padded"
+    base = run_settings(steps, warmup, threads, **settings)
+    matched = matched_label(settings)
     configs = []
     for mode in modes:
         profile = str(Path(tempfile.gettempdir()) / f"bench_sft_floor_{mode}.txt")
@@ -234,14 +245,7 @@ def floor_configs(modes: list[str], steps: int, warmup: int, threads: int, **set
 
 def ablation_configs(modes: list[str], steps: int, warmup: int, threads: int, **settings: Any) -> list[Config]:
     """lit-ft with one optimisation changed at a time (bf16 only where the machine has native bf16)."""
-    base = {
-        "steps": steps,
-        "warmup": warmup,
-        "threads": threads,
-        "setting": "ablation",
-        "lora_dropout": LORA_DROPOUT,
-        **settings,
-    }
+    base = {"setting": "ablation", **run_settings(steps, warmup, threads, **settings)}
     in_backward = {"optimizer_in_backward": True, "gradient_clip_val": None}  # clipping needs all gradients
     configs = []
     for mode in modes:
@@ -286,15 +290,7 @@ def scaling_configs(steps: int, warmup: int, threads: int, **settings: Any) -> l
     lit-ft point at the longest T adds gradient checkpointing: the memory it saves where activations are largest.
     The point T = 256, B = 1 belongs to both curves and runs once.
     """
-    base = {
-        "steps": steps,
-        "warmup": warmup,
-        "threads": threads,
-        "setting": "scaling",
-        "mode": "lora",
-        "lora_dropout": LORA_DROPOUT,
-        **settings,
-    }
+    base = {"setting": "scaling", "mode": "lora", **run_settings(steps, warmup, threads, **settings)}
     tools = {"trl": {}, "lit-ft": FREE}
     points = [(n, 1) for n in SCALING_LENGTHS]
     points += [(SCALING_BATCH_LENGTH, b) for b in SCALING_BATCHES if (SCALING_BATCH_LENGTH, b) not in points]
