@@ -35,6 +35,7 @@ from lit_ft.losses import (
     whiten,
 )
 from lit_ft.models.attention import SHARED_PROMPT_ATTENTION
+from lit_ft.models.group_generation import generate_groups
 from lit_ft.modules.causal_lm import CausalLMModule
 from lit_ft.modules.dpo import eval_mode
 from lit_ft.modules.fine_tune import StepOutput
@@ -141,8 +142,8 @@ class RLModule(CausalLMModule):
     Each new batch of B SFT rows (chat or prompt/completion, padded: each row's last answer is the reference and the
     conversation before it the prompt) becomes a batch of rollouts:
 
-    1. ``group_size`` (G) completions per prompt sampled from the policy (``generate``: KV cache, dropout off,
-       ``temperature``/``top_p``, at most ``max_new_tokens``; from the global torch generator, which checkpoints
+    1. ``group_size`` (G) completions per prompt sampled from the policy (``generate``: KV cache, each prompt's
+       computed once for its group, dropout off, ``temperature``/``top_p``, at most ``max_new_tokens``; from the global torch generator, which checkpoints
        carry, so a resumed run samples what the uninterrupted one did). With ``reference_answers`` = k > 0, the
        last k of each group are the row's reference answer instead of samples (off-policy guidance, as LUFFY, Yan
        et al., 2025, mixes demonstrations into GRPO's groups): scored, given advantages and optimised like the
@@ -368,7 +369,8 @@ class RLModule(CausalLMModule):
     @torch.no_grad()
     def sample(self, prompts: list[list[int]], count: int, temperature: float) -> tuple[list[list[int]], int]:
         """``count`` completions per prompt (prompt-major), each up to and including its end-of-turn token, sampled
-        at ``temperature`` (0: greedy); and how many were cut at ``max_new_tokens``."""
+        at ``temperature`` (0: greedy); and how many were cut at ``max_new_tokens``. Each prompt is run through
+        the model once for its ``count`` completions (:func:`~lit_ft.models.group_generation.generate_groups`)."""
         tokenizer, pad = self.tokenizer, self.pad_id
         length = max(map(len, prompts))
         input_ids = torch.tensor([[pad] * (length - len(p)) + p for p in prompts], device=self.device)
@@ -379,14 +381,15 @@ class RLModule(CausalLMModule):
             else {"do_sample": False}
         )
         with root_weights_gathered(self.model), eval_mode(self.model):
-            output = self.model.generate(
-                input_ids=input_ids.repeat_interleave(count, 0),
-                attention_mask=mask.repeat_interleave(count, 0),
+            output = generate_groups(  # each prompt's KV cache computed once for its `count` completions
+                self.model,
+                input_ids,
+                mask,
+                count,
                 max_new_tokens=self.max_new_tokens,
                 **sampling,
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
-                use_cache=True,
                 # under FSDP2 each forward gathers weights from all ranks: a rank done sooner keeps stepping
                 synced_gpus=self.trainer.world_size > 1,
             )
