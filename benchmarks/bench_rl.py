@@ -25,7 +25,9 @@ What is held equal:
 
 lit-ft runs twice: on padded rollouts (``sdpa``, each completion a row ``prompt + completion``, TRL's layout) and
 with its default for grpo/rloo, shared-prompt rollouts (``sdpa_varlen``: each prompt runs once per group, its
-completions branching off it; the same log-probs). Train tokens count each completion with its prompt in every
+completions branching off it; the same log-probs). Both sample as lit-ft always does: each prompt's KV cache computed
+once and repeated for its group (``lit_ft.models.group_generation``; TRL's ``generate`` runs each prompt G times),
+the same tokens as generating from the repeated prompts. Train tokens count each completion with its prompt in every
 row, whatever the layout runs, so the rates compare the same work.
 
 It reports per configuration: the mean optimizer-step time (sampling, scoring and training), rollout tokens per
