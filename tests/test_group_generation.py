@@ -24,11 +24,15 @@ def left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch
 @pytest.mark.parametrize("attention", ["sdpa", SDPA_VARLEN])
 @pytest.mark.parametrize("lora", [False, True])
 @pytest.mark.parametrize("do_sample", [False, True])
-def test_groups_are_what_generate_gives_the_repeated_prompts(tokenizer, attention, lora, do_sample):
+@pytest.mark.parametrize(
+    "texts", [("A short one.", "A prompt a few tokens longer than that."), ("Same length here.", "Same length too.")]
+)
+def test_groups_are_what_generate_gives_the_repeated_prompts(tokenizer, attention, lora, do_sample, texts):
     model = tiny_llama(tokenizer, attn_implementation=attention).eval()
     if lora:
         model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
-    prompts = [tokenizer(text)["input_ids"] for text in ("A short one.", "A prompt a few tokens longer than that.")]
+    prompts = [tokenizer(text)["input_ids"] for text in texts]
+    assert (len(set(map(len, prompts))) == 1) == (texts[0].startswith("Same"))  # one case without padding
     ids, mask = left_padded(prompts, tokenizer.pad_token_id)
     count = 3
     options = dict(max_new_tokens=6, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id,
