@@ -6,19 +6,23 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from lit_ft.models import SDPA_VARLEN, tiny_llama
-from lit_ft.models.group_generation import cache_argument, generate_groups, generating_model, padded_positions
+from lit_ft.models.group_generation import (
+    cache_argument,
+    generate_groups,
+    generating_model,
+    left_padded,
+    padded_positions,
+)
+
+
+def test_left_padded_puts_the_padding_first_and_masks_it():
+    ids, mask = left_padded([[5, 6, 7], [8]], pad=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
 def test_padded_positions_count_from_each_rows_first_token():
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     assert padded_positions(mask).tolist() == [[1, 1, 0, 1, 2], [0, 1, 2, 3, 4]]
-
-
-def left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(map(len, prompts))
-    ids = torch.tensor([[pad] * (length - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts])
-    return ids, mask
 
 
 @pytest.mark.parametrize("attention", ["sdpa", SDPA_VARLEN])

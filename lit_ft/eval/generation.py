@@ -15,6 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_ft.data.prompts import Prompt
 from lit_ft.data.tokenize import render_ids
+from lit_ft.models.group_generation import left_padded
 from lit_ft.utils.distributed import root_weights_gathered
 
 # Prompts generated together. On a 2-core CPU (SmolLM2-135M with an unmerged LoRA adapter, the 88 held-out legal
@@ -75,11 +76,8 @@ def generate_answer_ids(
         torch.manual_seed(seed)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            length = max(len(encoded[i]) for i in batch)
-            input_ids = torch.tensor([[pad] * (length - len(encoded[i])) + encoded[i] for i in batch], device=device)
-            attention_mask = torch.tensor(
-                [[0] * (length - len(encoded[i])) + [1] * len(encoded[i]) for i in batch], device=device
-            )
+            input_ids, attention_mask = left_padded([encoded[i] for i in batch], pad, device)
+            length = input_ids.shape[1]
             output = model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,

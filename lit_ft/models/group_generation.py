@@ -30,6 +30,17 @@ def cache_argument(model: nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 
+def left_padded(
+    prompts: list[list[int]], pad: int, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of ``prompts`` as one left-padded batch [B, T] (T: the longest; ``generate`` continues each row at
+    its end) and its attention mask (0 on the padding)."""
+    length = max(map(len, prompts))
+    input_ids = torch.tensor([[pad] * (length - len(p)) + p for p in prompts], device=device)
+    attention_mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return input_ids, attention_mask
+
+
 def padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids of a left-padded batch [B, T], as ``generate`` derives them: each row counts from 0 at its first
     real token (padding gets 1, and is masked)."""

@@ -35,7 +35,7 @@ from lit_ft.losses import (
     whiten,
 )
 from lit_ft.models.attention import SHARED_PROMPT_ATTENTION
-from lit_ft.models.group_generation import generate_groups
+from lit_ft.models.group_generation import generate_groups, left_padded
 from lit_ft.modules.causal_lm import CausalLMModule
 from lit_ft.modules.dpo import eval_mode
 from lit_ft.modules.fine_tune import StepOutput
@@ -143,8 +143,8 @@ class RLModule(CausalLMModule):
     conversation before it the prompt) becomes a batch of rollouts:
 
     1. ``group_size`` (G) completions per prompt sampled from the policy (``generate``: KV cache, each prompt's
-       computed once for its group, dropout off, ``temperature``/``top_p``, at most ``max_new_tokens``; from the global torch generator, which checkpoints
-       carry, so a resumed run samples what the uninterrupted one did). With ``reference_answers`` = k > 0, the
+       computed once for its group, dropout off, ``temperature``/``top_p``, at most ``max_new_tokens``; from the
+       global torch generator, which checkpoints carry, so a resumed run samples what the uninterrupted one did). With ``reference_answers`` = k > 0, the
        last k of each group are the row's reference answer instead of samples (off-policy guidance, as LUFFY, Yan
        et al., 2025, mixes demonstrations into GRPO's groups): scored, given advantages and optimised like the
        samples, so a group whose samples all miss still has a gradient, toward the reference. Their ratio is taken
@@ -372,9 +372,8 @@ class RLModule(CausalLMModule):
         at ``temperature`` (0: greedy); and how many were cut at ``max_new_tokens``. Each prompt is run through
         the model once for its ``count`` completions (:func:`~lit_ft.models.group_generation.generate_groups`)."""
         tokenizer, pad = self.tokenizer, self.pad_id
-        length = max(map(len, prompts))
-        input_ids = torch.tensor([[pad] * (length - len(p)) + p for p in prompts], device=self.device)
-        mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        input_ids, mask = left_padded(prompts, pad, self.device)
+        length = input_ids.shape[1]
         sampling = (
             {"do_sample": True, "temperature": temperature, "top_p": self.top_p}
             if temperature
