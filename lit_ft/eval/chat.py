@@ -18,7 +18,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextStreamer
 
 from lit_ft.data.rows import Message
-from lit_ft.eval.generation import sampling_kwargs
+from lit_ft.models.group_generation import sampling_kwargs
 
 
 class TimedStreamer(TextStreamer):

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_ft.data.prompts import Prompt
 from lit_ft.data.tokenize import render_ids
-from lit_ft.models.group_generation import left_padded
+from lit_ft.models.group_generation import left_padded, sampling_kwargs
 from lit_ft.utils.distributed import root_weights_gathered
 
 # Prompts generated together. On a 2-core CPU (SmolLM2-135M with an unmerged LoRA adapter, the 88 held-out legal
@@ -30,11 +30,6 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
     if "messages" in prompt:
         return render_ids(tokenizer, prompt["messages"], add_generation_prompt=True)
     return tokenizer(prompt["text"], add_special_tokens=False)["input_ids"]
-
-
-def sampling_kwargs(do_sample: bool, temperature: float = 1.0, top_p: float = 1.0) -> dict[str, Any]:
-    """``generate`` arguments for greedy decoding or nucleus sampling (sampling knobs only when sampling)."""
-    return {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
 
 
 @torch.no_grad()

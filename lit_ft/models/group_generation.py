@@ -1,4 +1,5 @@
-"""Generating ``G`` completions per prompt with each prompt's KV cache computed once.
+"""Generating ``G`` completions per prompt with each prompt's KV cache computed once; and the ``generate`` inputs
+every generating caller shares (left-padded prompts, sampling arguments).
 
 ``generate`` on a batch of prompts each repeated ``G`` times runs the prompt through the model ``G`` times: on a
 CPU, with prompts of 150 tokens and answers of 10, that prefill is most of the generation. Here the prompts are run
@@ -28,6 +29,11 @@ def cache_argument(model: nn.Module) -> str:
     """The name ``forward`` and ``generate`` take a KV cache under: ``cache`` in recent transformers 5 releases,
     ``past_key_values`` before (still accepted, with a deprecation warning, until 5.40)."""
     return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+def sampling_kwargs(do_sample: bool, temperature: float = 1.0, top_p: float = 1.0) -> dict[str, Any]:
+    """``generate`` arguments for greedy decoding or nucleus sampling (sampling knobs only when sampling)."""
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
 
 
 def left_padded(

@@ -35,7 +35,7 @@ from lit_ft.losses import (
     whiten,
 )
 from lit_ft.models.attention import SHARED_PROMPT_ATTENTION
-from lit_ft.models.group_generation import generate_groups, left_padded
+from lit_ft.models.group_generation import generate_groups, left_padded, sampling_kwargs
 from lit_ft.modules.causal_lm import CausalLMModule
 from lit_ft.modules.dpo import eval_mode
 from lit_ft.modules.fine_tune import StepOutput
@@ -374,11 +374,6 @@ class RLModule(CausalLMModule):
         tokenizer, pad = self.tokenizer, self.pad_id
         input_ids, mask = left_padded(prompts, pad, self.device)
         length = input_ids.shape[1]
-        sampling = (
-            {"do_sample": True, "temperature": temperature, "top_p": self.top_p}
-            if temperature
-            else {"do_sample": False}
-        )
         with root_weights_gathered(self.model), eval_mode(self.model):
             output = generate_groups(  # each prompt's KV cache computed once for its `count` completions
                 self.model,
@@ -386,7 +381,7 @@ class RLModule(CausalLMModule):
                 mask,
                 count,
                 max_new_tokens=self.max_new_tokens,
-                **sampling,
+                **sampling_kwargs(temperature > 0, temperature, self.top_p),
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
                 # under FSDP2 each forward gathers weights from all ranks: a rank done sooner keeps stepping
