@@ -80,6 +80,12 @@ def test_claim_run_folder_rules(tmp_path, monkeypatch):
     claim_run_folder(tmp_path, None, overwrite=False)  # an empty folder is free
     (tmp_path / "config.yaml").write_text("x: 1\n")  # every run rewrites it first: not an earlier run
     claim_run_folder(tmp_path, None, overwrite=False)
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "hparams.yaml").write_text("x: 1\n")  # a run stopped before its first metric
+    claim_run_folder(tmp_path, None, overwrite=False)
+    (tmp_path / "csv" / "metrics.csv").write_text("step,train/loss\n0,1.5\n")
+    with pytest.raises(RunFolderInUse, match="csv/"):
+        claim_run_folder(tmp_path, None, overwrite=False)
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"weights")
     with pytest.raises(RunFolderInUse, match="checkpoints/"):
@@ -91,4 +97,20 @@ def test_claim_run_folder_rules(tmp_path, monkeypatch):
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     monkeypatch.setattr("lit_ft.utils.run_folder.rank_zero_only.rank", 0)
     claim_run_folder(tmp_path, None, overwrite=True)
-    assert not (tmp_path / "checkpoints").exists() and (tmp_path / "config.yaml").exists()
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "csv").exists()
+    assert (tmp_path / "config.yaml").exists()
+
+
+def test_a_run_refused_for_its_data_does_not_claim_the_folder(tmp_path, arithmetic_files):
+    """Fix the row an error named and type the same command again: it runs (nothing was trained to protect)."""
+    train_file, val_file = arithmetic_files
+    good = train_file.read_text()
+    train_file.write_text(good + '{"messages": [{"role": "user"}]}\n')  # a message without content
+    command = tiny_lora(tmp_path / "logs", train_file, val_file)
+    refused = run_entry_point(command, check=False)
+    assert refused.returncode != 0
+    message = refused.stdout + refused.stderr
+    assert "train.jsonl:41: field 'messages[0].content'" in message and "already holds a run" not in message
+    train_file.write_text(good)
+    run_entry_point(command)
+    assert json.loads((tmp_path / "logs" / "lora_legal" / "summary.json").read_text())["optimizer_steps"] == 2

@@ -39,8 +39,11 @@ class RunFolderInUse(FileExistsError):
 
 
 def earlier_outputs(folder: Path) -> list[Path]:
-    """The outputs of an earlier run in ``folder`` (Hydra's own ``.hydra/`` and ``*.log`` files do not count)."""
-    return [folder / name for name in RUN_OUTPUTS if (folder / name).exists()]
+    """The outputs of an earlier run in ``folder`` (Hydra's own ``.hydra/`` and ``*.log`` files do not count, nor
+    a ``csv/`` that holds no ``metrics.csv``: a run that stopped before logging a metric, such as one refused for a
+    bad data row, left only the hyperparameters every run writes again)."""
+    found = [folder / name for name in RUN_OUTPUTS if (folder / name).exists()]
+    return [path for path in found if path.name != "csv" or (path / "metrics.csv").exists()]
 
 
 def claim_run_folder(folder: str | Path, ckpt_path: str | None, overwrite: bool) -> None:
