@@ -9,9 +9,9 @@ import pytest
 
 from lit_ft.data import DataError, SFTDataModule
 from lit_ft.data.mixing import mixture_counts
-from lit_ft.data.sources import RowSource
+from lit_ft.data.sources import RowSource, source_list
 from tests.conftest import chat, write_jsonl
-from tests.support.helpers import run_entry_point
+from tests.support.helpers import compose_config, run_entry_point
 from tests.support.hf_cache import cache_dataset
 
 HUB_NAME = "my-org/legal-chats"
@@ -159,6 +159,7 @@ def test_a_mapping_to_a_missing_column_names_the_source_the_column_and_the_colum
     [
         ({"path": "x.jsonl", "nmae": "subset"}, r"unknown key\(s\) \['nmae'\] in the data source"),
         ({"name": "subset"}, "a data source needs a path"),
+        ({"path": [], "task_types": ["flag"]}, "a data source needs a path, got an empty list"),
         ({"path": "x.jsonl", "task_types": []}, "task_types must be a non-empty list"),
         ({"path": "x.jsonl", "columns": {"messages": 3}}, "columns maps lit-ft fields to column names"),
         (3, "a data source is a path or a mapping"),
@@ -194,6 +195,23 @@ def test_task_types_keep_only_those_rows_and_count_the_others(tmp_path, tokenize
         match=r"No training examples left .*6 more rows left out by task_types \(3 classify, 1 flag, 2 revise\)",
     ):
         SFTDataModule(tokenizer, [{"path": str(train), "task_types": ["summarize"]}]).setup("fit")
+
+
+def test_a_list_of_paths_in_a_mapping_is_one_source_per_path_with_its_settings(tmp_path, tokenizer):
+    """``data.train_files.path=[a,b]`` on a config whose source is a mapping (``data=rl_legal``'s, with task_types):
+    both files are read, each filtered the same way."""
+    first = write_jsonl(tmp_path / "a.jsonl", [chat("q0", "a0", "flag"), chat("q1", "a1", "revise")])
+    second = write_jsonl(tmp_path / "b.jsonl", [chat("q2", "a2", "classify"), chat("q3", "a3", "flag")])
+    cfg = compose_config(["experiment=rl_legal", f"data.train_files.path=[{first},{second}]"])
+    sources = source_list(cfg.data.train_files)
+    assert [(s.path, s.task_types) for s in sources] == [
+        (str(first), ("classify", "flag")),
+        (str(second), ("classify", "flag")),
+    ]
+    dm = SFTDataModule(tokenizer, cfg.data.train_files, str(second))
+    dm.setup("fit")
+    assert [r.where for r in dm.train_and_val_records()[0]] == [f"{first}:1", f"{second}:1", f"{second}:2"]
+    assert dm.stats["train"].to_dict()["filtered_rows"] == {"revise": 1}
 
 
 def test_a_mixture_takes_sources_in_the_same_spelling(tmp_path, tokenizer, offline_cache):

@@ -2,7 +2,8 @@
 
 One spelling wherever data is given (``data.train_files``, ``data.val_files``, a mixture source's ``files`` and
 ``val_files``, eval's ``eval_files``): a path, or a mapping with ``datasets.load_dataset``'s own argument names
-(as Axolotl spells a dataset) and two of lit-ft's, applied in this order to every row:
+(as Axolotl spells a dataset) and two of lit-ft's, applied in this order to every row (a list of paths is one
+source per path, sharing the other keys):
 
 - ``columns``: ``{<lit-ft field>: <the dataset's column>}``, e.g. ``{messages: conversations}``: the column is read
   as that field (and no longer under its own name) before the row's format is recognised;
@@ -272,9 +273,22 @@ def _datasets_offline(offline: bool) -> Iterator[None]:
 
 
 def source_list(sources: Sources | Iterable[RowSource]) -> list[RowSource]:
-    """``sources`` (one, several or ``None``; paths or mappings) as a list of :class:`RowSource`."""
+    """``sources`` (one, several or ``None``; paths or mappings) as a list of :class:`RowSource`. A mapping whose
+    ``path`` is a list is one source per path, each with the mapping's other settings (``{path: [a.jsonl,
+    b.jsonl], task_types: [flag]}``: what ``data.train_files.path=[a.jsonl,b.jsonl]`` gives a config whose
+    source is a mapping)."""
     if sources is None:
         return []
     if isinstance(sources, (str, Path, Mapping, RowSource)):
-        return [RowSource.of(sources)]
-    return [RowSource.of(source) for source in sources]
+        sources = [sources]
+    return [RowSource.of(one) for source in sources for one in _one_per_path(source)]
+
+
+def _one_per_path(source: Any) -> list[Any]:
+    """``source``, or one copy of it per path when it is a mapping whose ``path`` is a list."""
+    paths = source.get("path") if isinstance(source, Mapping) else None
+    if isinstance(paths, (str, Path)) or not isinstance(paths, Sequence):
+        return [source]
+    if not paths:
+        raise ValueError(f"a data source needs a path, got an empty list in {_plain(source)}")
+    return [{**_plain(source), "path": path} for path in _plain(paths)]
