@@ -144,13 +144,13 @@ class RLModule(CausalLMModule):
 
     1. ``group_size`` (G) completions per prompt sampled from the policy (``generate``: KV cache, each prompt's
        computed once for its group, dropout off, ``temperature``/``top_p``, at most ``max_new_tokens``; from the
-       global torch generator, which checkpoints carry, so a resumed run samples what the uninterrupted one did). With ``reference_answers`` = k > 0, the
-       last k of each group are the row's reference answer instead of samples (off-policy guidance, as LUFFY, Yan
-       et al., 2025, mixes demonstrations into GRPO's groups): scored, given advantages and optimised like the
-       samples, so a group whose samples all miss still has a gradient, toward the reference. Their ratio is taken
-       against the policy at sampling time, as the samples' is (the first pass is then advantage-weighted SFT on
-       the reference); they count in the loss, rewards and ``completion_tokens``, not in the rollout tokens/s or
-       ``truncated``;
+       global torch generator, which checkpoints carry, so a resumed run samples what the uninterrupted one did).
+       With ``reference_answers`` = k > 0, the last k of each group are the row's reference answer instead of
+       samples (off-policy guidance, as LUFFY, Yan et al., 2025, mixes demonstrations into GRPO's groups): scored,
+       given advantages and optimised like the samples, so a group whose samples all miss still has a gradient,
+       toward the reference. Their ratio is taken against the policy at sampling time, as the samples' is (the
+       first pass is then advantage-weighted SFT on the reference); they count in the loss, rewards and
+       ``completion_tokens``, not in the rollout tokens/s or ``truncated``;
     2. scored by ``reward`` (a :data:`RewardSource`, ``lit_ft.eval.rewards``); a wrong shape or NaN is refused;
     3. advantages: ``loss_type=rloo`` leave-one-out, ``grpo`` group mean/std, one per completion
        (:func:`~lit_ft.losses.rloo_advantages`, :func:`~lit_ft.losses.grpo_advantages`, scaled by
